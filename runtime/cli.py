@@ -1,0 +1,459 @@
+"""The ``sluiceway`` command: run, retry, validate, flows, runs, show, logs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from runtime import codec
+from runtime.config import Config, configure_logging, load_config
+from runtime.errors import ConfigError, ParamError, SluicewayError, StoreError, UnknownFlowError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--flows", type=Path, help="folder of flow files (SLUICEWAY_FLOWS)")
+    common.add_argument("--db", type=Path, help="SQLite file (SLUICEWAY_DB)")
+    common.add_argument("--config", type=Path, help="config file (default ./sluiceway.toml)")
+    parser = _Parser(
+        prog="sluiceway",
+        description="Orchestrate ETL/ELT flows of async tasks on one box.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, description=help_, parents=[common])
+
+    p = add("run", "Run a flow once in the foreground, with live progress.")
+    p.add_argument("flow", help="flow name")
+    p.add_argument(
+        "--param", "-p", action="append", default=[], metavar="K=V", help="override a flow param"
+    )
+    p.add_argument("--key", help="idempotency key: a second run with the same key is not made")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the outcome")
+    p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+
+    p = add("retry", "Rerun the failed, upstream_failed and cancelled tasks of an ended run.")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the outcome")
+    p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+
+    p = add("validate", "Load every flow file and report every problem.")
+    p.add_argument("--order", action="store_true", help="print each flow's topological order")
+
+    p = add("flows", "List the loaded flows and their latest run.")
+    p.add_argument("--json", action="store_true")
+
+    p = add("runs", "List runs, newest first.")
+    p.add_argument("--flow")
+    p.add_argument(
+        "--state", choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+
+    p = add("show", "Show one run: its tasks with state, attempts, durations and errors.")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--json", action="store_true")
+
+    p = add("logs", "Print the stored log lines of a run.")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--task", help="only this task (name, or name[index] for a mapped instance)")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config).with_overrides(flows=args.flows, db=args.db)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sluiceway`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        _err(f"sluiceway: {exc}")
+        return EXIT_USAGE
+    configure_logging(config.log_level)
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args, config)
+    except (UnknownFlowError, ParamError, ConfigError) as exc:
+        _err(f"sluiceway: {exc}")
+        return EXIT_USAGE
+    except (StoreError, SluicewayError) as exc:
+        _err(f"sluiceway: {exc}")
+        return EXIT_FAILED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+# --- running ---
+
+
+def _parse_params(pairs: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``k=v`` pairs, each converted to the type of the param's default."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ParamError(f"--param {pair!r}: expected KEY=VALUE")
+        out[key] = _coerce(key, text, defaults.get(key))
+    return out
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, list | dict):
+            value = codec.loads(text)
+            if not isinstance(value, type(default)):
+                raise ValueError(f"expected a JSON {type(default).__name__}")
+            return value
+        if default is None:
+            try:
+                return codec.loads(text)
+            except ValueError:
+                return text
+    except ValueError as exc:
+        raise ParamError(f"--param {key}={text!r}: {exc}") from None
+    return text
+
+
+def _load_flow(config: Config, name: str) -> Any:
+    from runtime.errors import FlowValidationError
+    from runtime.loader import load_flows
+
+    loaded = load_flows(config.flows, config.pools)
+    if name in loaded.broken:
+        own = [p for p in loaded.problems if repr(name) in p] or loaded.problems
+        raise FlowValidationError(f"flow {name!r}", own)
+    if name not in loaded.flows:
+        if loaded.problems:
+            for problem in loaded.problems:
+                _err(problem)
+        raise UnknownFlowError(name, list(loaded.flows))
+    for problem in loaded.problems:
+        _err(f"warning: {problem}")
+    return loaded.flows[name]
+
+
+class _Progress:
+    """Live lines on stderr: each task start and end, with a done/total count."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.quiet = quiet
+
+    def __call__(self, event: Any) -> None:
+        from runtime.events import RunStarted, TaskEnded, TaskRetrying, TaskStarted
+
+        if self.quiet:
+            return
+        if isinstance(event, RunStarted):
+            _err(f"run {event.run_id} of {event.flow} started ({self.total} tasks)")
+        elif isinstance(event, TaskStarted):
+            again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            _err(f"  {event.task:<24} running{again}")
+        elif isinstance(event, TaskRetrying):
+            _err(f"  {event.task:<24} retrying in {event.delay:.3g}s: {event.error}")
+        elif isinstance(event, TaskEnded):
+            if "[" not in event.task:
+                self.done += 1
+            took = f"{event.duration:.2f}s" if event.duration is not None else ""
+            why = event.error or event.reason or ""
+            _err(
+                f"  {event.task:<24} {event.state:<16}{took:>8}  "
+                f"[{self.done}/{self.total}] {why}".rstrip()
+            )
+
+
+def _cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from runtime.errors import FlowValidationError
+
+    try:
+        flow = _load_flow(config, args.flow)
+        params = _parse_params(args.param, flow.params)
+        flow.resolve_params(params)
+    except FlowValidationError as exc:
+        for problem in exc.problems:
+            _err(problem)
+        return EXIT_USAGE
+    return _foreground(args, config, flow, lambda runner, handle: runner.run(
+        flow, params, key=args.key, handle=handle
+    ))  # fmt: skip
+
+
+def _cmd_retry(args: argparse.Namespace, config: Config) -> int:
+    from runtime.errors import FlowValidationError
+    from runtime.store import connect_reader, queries
+
+    conn = connect_reader(config.db)
+    try:
+        old = queries.get_run(conn, args.run_id)
+    finally:
+        conn.close()
+    try:
+        flow = _load_flow(config, old["flow"])
+    except FlowValidationError as exc:
+        for problem in exc.problems:
+            _err(problem)
+        return EXIT_USAGE
+    return _foreground(args, config, flow, lambda runner, handle: runner.retry(
+        flow, args.run_id, handle=handle
+    ))  # fmt: skip
+
+
+def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any) -> int:
+    """Run in the foreground: Ctrl-C cancels the run softly, a second one at once."""
+    import anyio
+
+    from runtime.engine import RunHandle
+    from runtime.events import EventBus
+    from runtime.runner import open_runner
+    from runtime.states import RunState
+
+    bus = EventBus()
+    quiet = args.quiet or args.json
+    bus.subscribe(_Progress(len(flow.tasks), quiet))
+    if config.log_level != "DEBUG":
+        # the progress lines say what the engine's own log lines would
+        logging.getLogger("sluiceway.runtime").setLevel(logging.ERROR)
+    if quiet:
+        logging.getLogger("sluiceway.task").setLevel(logging.WARNING)
+    else:
+        _task_lines()
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        handle = RunHandle()
+        async with open_runner(config, bus=bus) as runner, anyio.create_task_group() as tg:
+
+            async def on_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    count = 0
+                    async for _ in signals:
+                        count += 1
+                        if count == 1:
+                            _err("cancelling the run (press Ctrl-C again to stop at once)")
+                            handle.cancel()
+                        else:
+                            tg.cancel_scope.cancel()
+
+            tg.start_soon(on_signals, name="signals")
+            outcome["result"] = await start(runner, handle)
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    result = outcome.get("result")
+    if result is None:
+        _err("run cancelled")
+        return EXIT_CANCELLED
+    if args.json:
+        from runtime.store import connect_reader, queries
+
+        conn = connect_reader(config.db)
+        try:
+            _out(codec.pretty(queries.get_run(conn, result.id)))
+        finally:
+            conn.close()
+    else:
+        _err(f"run {result.id} of {result.flow} {result.state}")
+    if result.state is RunState.SUCCEEDED:
+        return EXIT_OK
+    if result.state is RunState.CANCELLED:
+        return EXIT_CANCELLED
+    return EXIT_FAILED
+
+
+def _task_lines() -> None:
+    """Show run.log lines live, indented under the progress lines."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("    %(sluiceway_task)s | %(sluiceway_message)s"))
+    task_log = logging.getLogger("sluiceway.task")
+    task_log.handlers[:] = [handler]
+    task_log.propagate = False
+    task_log.setLevel(logging.INFO)
+    handler.addFilter(lambda record: hasattr(record, "sluiceway_message"))
+
+
+# --- looking ---
+
+
+def _cmd_validate(args: argparse.Namespace, config: Config) -> int:
+    from runtime.loader import load_flows
+
+    loaded = load_flows(config.flows, config.pools)
+    for problem in loaded.problems:
+        _err(problem)
+    if args.order:
+        for name, flow in sorted(loaded.flows.items()):
+            _out(f"{name}: {' -> '.join(flow.graph.order)}")
+    if loaded.problems:
+        _err(f"{len(loaded.problems)} problem(s) in {config.flows}")
+        return EXIT_FAILED
+    if not args.order:
+        _out(f"{len(loaded.flows)} flow(s) OK in {config.flows}")
+    return EXIT_OK
+
+
+def _cmd_flows(args: argparse.Namespace, config: Config) -> int:
+    from runtime.loader import load_flows
+    from runtime.store import connect_reader, queries
+
+    loaded = load_flows(config.flows, config.pools)
+    summaries: dict[str, dict[str, Any]] = {}
+    if config.db.exists():
+        conn = connect_reader(config.db)
+        try:
+            summaries = queries.flow_summaries(conn)
+        finally:
+            conn.close()
+    rows = []
+    for name, flow in sorted(loaded.flows.items()):
+        rows.append(
+            {
+                "name": name,
+                "file": str(flow.path),
+                "tasks": list(flow.graph.order),
+                "params": flow.params,
+                "description": flow.description,
+                "max_concurrency": flow.max_concurrency,
+                "max_active_runs": flow.max_active_runs,
+                **summaries.get(name, {"runs": 0, "last_run": None, "last_state": None}),
+            }
+        )
+    for problem in loaded.problems:
+        _err(problem)
+    if args.json:
+        _out(codec.pretty(rows))
+    else:
+        _out(f"{'FLOW':<20} {'TASKS':>5} {'RUNS':>5}  {'LAST':<10}  DESCRIPTION")
+        for row in rows:
+            last = row["last_state"] or "-"
+            desc = row["description"] or ""
+            _out(f"{row['name']:<20} {len(row['tasks']):>5} {row['runs']:>5}  {last:<10}  {desc}")
+    return EXIT_FAILED if loaded.problems else EXIT_OK
+
+
+def _reader(config: Config) -> Any:
+    from runtime.store import connect_reader
+
+    return connect_reader(config.db)
+
+
+def _cmd_runs(args: argparse.Namespace, config: Config) -> int:
+    from runtime.store import queries
+
+    if args.limit < 1:
+        raise ParamError("--limit must be at least 1")
+    conn = _reader(config)
+    try:
+        runs = queries.list_runs(conn, args.flow, args.state, args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        _out(codec.pretty(runs))
+        return EXIT_OK
+    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}")
+    for run in runs:
+        started = (run["started_at"] or run["created_at"] or "")[:19].replace("T", " ")
+        took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
+        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}")
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, config: Config) -> int:
+    from runtime.store import queries
+
+    conn = _reader(config)
+    try:
+        run = queries.get_run(conn, args.run_id)
+    finally:
+        conn.close()
+    if args.json:
+        _out(codec.pretty(run))
+        return EXIT_OK
+    _out(f"run {run['id']}  flow {run['flow']}  {run['state']}")
+    _out(f"  logical date {run['logical_date']}   params {codec.dumps_str(run['params'])}")
+    _out(f"  trigger {codec.dumps_str(run['trigger'])}")
+    if run["retry_of"]:
+        _out(f"  retry of run {run['retry_of']}")
+    took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
+    _out(f"  started {run['started_at'] or '-'}   ended {run['ended_at'] or '-'}   took {took}")
+    if run["wait_reason"] and run["state"] == "queued":
+        _out(f"  {run['wait_reason']}")
+    _out("")
+    _out(f"  {'TASK':<24} {'STATE':<16} {'TRIES':>5} {'DURATION':>9}  DETAIL")
+    for task in run["tasks"]:
+        label = task["name"] if "index" not in task else f"{task['name']}[{task['index']}]"
+        took = f"{task['duration']:.2f}s" if task["duration"] is not None else "-"
+        detail = task["error"] or task["reason"] or ""
+        if task["state"] == "retrying" and task["next_attempt_at"]:
+            detail = f"next attempt at {task['next_attempt_at']}: {detail}"
+        _out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
+    if run["error"]:
+        _out(f"\n  {run['error']}")
+    return EXIT_OK
+
+
+def _cmd_logs(args: argparse.Namespace, config: Config) -> int:
+    from runtime.store import queries
+
+    conn = _reader(config)
+    try:
+        lines = queries.get_logs(conn, args.run_id, args.task)
+    finally:
+        conn.close()
+    for line in lines:
+        label = line["name"] if line["idx"] is None or line["idx"] < 0 else f"{line['name']}[{line['idx']}]"
+        _out(f"{line['ts']} {line['level']:<7} {label} #{line['attempt']}: {line['message']}")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "retry": _cmd_retry,
+    "validate": _cmd_validate,
+    "flows": _cmd_flows,
+    "runs": _cmd_runs,
+    "show": _cmd_show,
+    "logs": _cmd_logs,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

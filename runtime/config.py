@@ -1,0 +1,160 @@
+"""sluiceway.toml plus SLUICEWAY_* environment variables, validated into one Config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from runtime.durations import parse_duration
+from runtime.errors import ConfigError
+
+CONFIG_FILE = "sluiceway.toml"
+ENV_PREFIX = "SLUICEWAY_"
+ENV_CONFIG = "SLUICEWAY_CONFIG"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything configurable. Precedence: defaults < sluiceway.toml < SLUICEWAY_* < flags.
+
+    :ivar flows: folder of flow files
+    :ivar db: the SQLite file
+    :ivar max_concurrency: most tasks running at once in the process, over all runs
+    :ivar pools: named pools and their sizes, for ``@flow.task(pool=...)``
+    :ivar log_level: DEBUG, INFO, WARNING or ERROR
+    :ivar flush_interval: longest a state change waits in memory before its batch is committed
+    :ivar result_max_bytes: larger results are passed on in memory but not stored
+    :ivar source: where the values came from, for messages
+    """
+
+    flows: Path = Path("flows")
+    db: Path = Path("sluiceway.db")
+    max_concurrency: int = 32
+    pools: Mapping[str, int] = field(default_factory=dict)
+    log_level: str = "INFO"
+    flush_interval: float = 0.05
+    result_max_bytes: int = 8 * 1024 * 1024
+    source: str = "defaults"
+
+    def with_overrides(self, **values: Any) -> Config:
+        """A copy with the non-None *values* applied (command-line flags)."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _level(value: Any) -> str:
+    text = str(value).upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
+    return text
+
+
+def _interval(value: Any) -> float:
+    seconds = parse_duration(value, what="value")
+    if seconds > 5:
+        raise ValueError(f"must be at most 5 seconds, not {value!r}")
+    return seconds
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a path, not {value!r}")
+    return Path(value)
+
+
+_KEYS: dict[str, Callable[[Any], Any]] = {
+    "flows": _path,
+    "db": _path,
+    "max_concurrency": _positive_int,
+    "log_level": _level,
+    "flush_interval": _interval,
+    "result_max_bytes": _positive_int,
+}
+_SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": _positive_int}
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Read the config file (``path``, else ``$SLUICEWAY_CONFIG``, else ``./sluiceway.toml`` if
+    it exists), then apply ``SLUICEWAY_<KEY>`` and ``SLUICEWAY_<SECTION>_<KEY>`` variables.
+
+    No file at all is a valid setup. Relative paths in the file are relative to the file.
+
+    :raises ConfigError: naming the key and the file or variable
+    """
+    env = os.environ if env is None else env
+    cwd = cwd or Path.cwd()
+    values: dict[str, Any] = {}
+    pools: dict[str, int] = {}
+    sources = []
+    explicit = path or env.get(ENV_CONFIG)
+    file = Path(explicit) if explicit else cwd / CONFIG_FILE
+    if explicit and not file.exists():
+        raise ConfigError(f"{file}: config file not found")
+    if file.exists():
+        sources.append(str(file))
+        try:
+            data = tomllib.loads(file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from exc
+        for key, value in data.items():
+            if key in _SECTIONS and isinstance(value, dict):
+                for name, item in value.items():
+                    pools[name] = _check(f"{file}: [{key}] {name}", _SECTIONS[key], item)
+            elif key in _KEYS:
+                checked = _check(f"{file}: {key}", _KEYS[key], value)
+                if isinstance(checked, Path) and not checked.is_absolute():
+                    checked = file.parent / checked
+                values[key] = checked
+            else:
+                known = ", ".join([*_KEYS, *(f"[{s}]" for s in _SECTIONS)])
+                raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
+    for var, value in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+            continue
+        key = var[len(ENV_PREFIX) :].lower()
+        section = next((s for s in _SECTIONS if key.startswith(s + "_")), None)
+        if section is not None:
+            name = key[len(section) + 1 :]
+            pools[name] = _check(f"environment {var}", _SECTIONS[section], value)
+        elif key in _KEYS:
+            values[key] = _check(f"environment {var}", _KEYS[key], value)
+        else:
+            raise ConfigError(f"environment {var}: unknown setting {key!r}")
+        if f"environment {ENV_PREFIX}*" not in sources:
+            sources.append(f"environment {ENV_PREFIX}*")
+    return Config(**values, pools=pools, source=", ".join(sources) or "defaults")
+
+
+def _check(where: str, check: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+
+
+def configure_logging(level: str) -> None:
+    """The only logging setup: one line per record on stderr, journald-friendly."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("sluiceway")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,96 @@
+"""What a task sees through its ``run`` parameter, and the log adapter whose lines are stored."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import datetime
+from typing import Any
+
+from runtime import codec
+
+LogSink = Callable[[tuple[Any, ...]], None]
+
+_task_logger = logging.getLogger("sluiceway.task")
+
+
+class TaskLogger(logging.LoggerAdapter[logging.Logger]):
+    """``run.log``: a logger whose lines are stored with the attempt and shown by the CLI.
+
+    Lines also go to the ``sluiceway.task`` logger, so the service's own logging sees them.
+    """
+
+    def __init__(
+        self,
+        sink: LogSink,
+        ident: tuple[int, str, int, int],
+        label: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        super().__init__(_task_logger, {"sluiceway_task": label})
+        self._sink = sink
+        self._now = now
+        self._ident = ident
+        self._label = label
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        message = str(msg) % args if args else str(msg)
+        if kwargs.get("exc_info"):
+            import traceback
+
+            message += "\n" + traceback.format_exc().rstrip()
+        run_id, name, idx, attempt = self._ident
+        stamp = codec.iso(self._now())
+        self._sink((run_id, name, idx, attempt, stamp, logging.getLevelName(level), message))
+        if self.logger.isEnabledFor(level):
+            extra = {"sluiceway_task": self._label, "sluiceway_message": message}
+            self.logger.log(level, "run=%s task=%s %s", run_id, self._label, message, extra=extra)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return msg, kwargs
+
+
+class Run:
+    """The run context, passed to a task parameter named ``run``.
+
+    :ivar id: the run's id in the store
+    :ivar flow: the flow's name
+    :ivar task: this task's name (``load[3]`` for instance 3 of a mapped task)
+    :ivar index: the mapped instance's index, or ``None``
+    :ivar logical_date: the instant this run is for (aware, UTC)
+    :ivar params: the run's parameters after overrides
+    :ivar trigger: what started the run: ``{"kind": "manual", ...}``
+    :ivar attempt: this attempt's number, from 1
+    :ivar key: ``flow/logical_date/task``, stable across attempts and retries: use it for
+        idempotent writes
+    :ivar log: a logger whose lines are stored with this attempt
+    """
+
+    __slots__ = ("attempt", "flow", "id", "index", "key", "log", "logical_date", "params", "task", "trigger")
+
+    def __init__(
+        self,
+        *,
+        id: int,
+        flow: str,
+        task: str,
+        index: int | None,
+        logical_date: datetime,
+        params: Mapping[str, Any],
+        trigger: Mapping[str, Any],
+        attempt: int,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.id = id
+        self.flow = flow
+        self.task = task
+        self.index = index
+        self.logical_date = logical_date
+        self.params = params
+        self.trigger = trigger
+        self.attempt = attempt
+        self.log = log
+        self.key = f"{flow}/{codec.iso(logical_date)}/{task}"
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id}, flow={self.flow!r}, task={self.task!r}, attempt={self.attempt})"

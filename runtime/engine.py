@@ -1,0 +1,709 @@
+"""Runs one flow run: a ready set by in-degree, slot chains, retries, timeouts, rules, mapping."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import random
+import traceback
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from runtime import codec
+from runtime.clock import Clock
+from runtime.context import Run, TaskLogger
+from runtime.errors import Retry, Skip, TaskTimeoutError
+from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded, TaskRetrying, TaskStarted
+from runtime.flow import Branch, Flow, Task
+from runtime.limits import Chain, Limits
+from runtime.result import RunResult, TaskResult
+from runtime.rules import decide
+from runtime.states import FAILED_STATES, RunState, TaskState
+from runtime.store import Store
+
+log = logging.getLogger("sluiceway.runtime.engine")
+
+S = TaskState
+_BRANCH_KEY = "__sluiceway_branch__"
+
+
+class Unit:
+    """What runs: a task (``idx == -1``) or one instance of a mapped task."""
+
+    __slots__ = (
+        "attempts",
+        "ended_at",
+        "error",
+        "idx",
+        "label",
+        "node",
+        "reason",
+        "result",
+        "scope",
+        "attempt_start",
+        "started_at",
+        "state",
+    )
+
+    def __init__(self, node: Node, idx: int) -> None:
+        self.node = node
+        self.idx = idx
+        self.label = node.name if idx < 0 else f"{node.name}[{idx}]"
+        self.state = S.PENDING
+        self.attempts = 0
+        self.result: Any = None
+        self.attempt_start: datetime | None = None
+        self.error: str | None = None
+        self.reason: str | None = None
+        self.started_at: datetime | None = None
+        self.ended_at: datetime | None = None
+        self.scope: anyio.CancelScope | None = None
+
+
+class Node:
+    """A task within one run: its upstream count, its ready units and its slot chain."""
+
+    __slots__ = (
+        "chain",
+        "downstream",
+        "instances",
+        "items",
+        "name",
+        "not_chosen",
+        "open",
+        "ready",
+        "reused",
+        "task",
+        "unit",
+        "upstream",
+        "waiting",
+    )
+
+    def __init__(self, task: Task, chain: Chain) -> None:
+        self.task = task
+        self.name = task.name
+        self.chain = chain
+        self.upstream: tuple[Node, ...] = ()
+        self.downstream: tuple[Node, ...] = ()
+        self.waiting = 0
+        self.unit = Unit(self, -1)
+        self.instances: list[Unit] | None = None
+        self.items: list[Any] = []
+        self.open = 0
+        self.ready: deque[Unit] = deque()
+        self.not_chosen: str | None = None
+        self.reused = False
+
+
+class Engine:
+    """Executes runs against one store under the process's shared limits.
+
+    The engine knows no HTTP, cron or files: it gets a run and emits events. Every state
+    change is queued to the store without awaiting it; the store's writer commits in batches.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        limits: Limits,
+        clock: Clock,
+        bus: EventBus,
+        *,
+        result_max_bytes: int = 8 * 1024 * 1024,
+        threads: int = 40,
+    ) -> None:
+        self.store = store
+        self.limits = limits
+        self.clock = clock
+        self.bus = bus
+        self.result_max_bytes = result_max_bytes
+        self.thread_limiter = anyio.CapacityLimiter(threads)
+        self.rng = random.Random()
+
+    async def execute(
+        self,
+        flow: Flow,
+        run_id: int,
+        *,
+        params: Mapping[str, Any],
+        logical_date: datetime,
+        trigger: Mapping[str, Any],
+        reuse: Mapping[tuple[str, int], Any] | None = None,
+        prior_attempts: Mapping[tuple[str, int], int] | None = None,
+        handle: RunHandle | None = None,
+    ) -> RunResult:
+        """Run every task of *flow* for run *run_id* and return the outcome.
+
+        :param reuse: stored results by (task, index) of tasks that need not run again
+        :param prior_attempts: attempts already spent, by (task, index), for resumed runs
+        :param handle: lets the caller cancel the run softly (``all_done`` tasks still run)
+        """
+        execution = _Execution(
+            self, flow, run_id, params, logical_date, trigger, reuse or {}, prior_attempts or {}
+        )
+        if handle is not None:
+            handle._execution = execution
+            if handle._cancel_requested:
+                execution.cancelling = True
+        return await execution.execute()
+
+
+class RunHandle:
+    """Lets the caller of :meth:`Engine.execute` cancel the run from outside."""
+
+    def __init__(self) -> None:
+        self._execution: _Execution | None = None
+        self._cancel_requested = False
+
+    def cancel(self) -> None:
+        """Cancel running tasks; tasks with ``run_if="all_done"`` still run afterwards."""
+        self._cancel_requested = True
+        if self._execution is not None:
+            self._execution.cancel()
+
+
+class _Execution:
+    def __init__(
+        self,
+        engine: Engine,
+        flow: Flow,
+        run_id: int,
+        params: Mapping[str, Any],
+        logical_date: datetime,
+        trigger: Mapping[str, Any],
+        reuse: Mapping[tuple[str, int], Any],
+        prior_attempts: Mapping[tuple[str, int], int],
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.limits = engine.limits
+        self.clock = engine.clock
+        self.bus = engine.bus
+        self.flow = flow
+        self.run_id = run_id
+        self.params = params
+        self.logical_date = logical_date
+        self.trigger = trigger
+        self.reuse = reuse
+        self.prior = prior_attempts
+        self.cancelling = False
+        self.started_at: datetime | None = None
+        self.done = anyio.Event()
+        self.open_nodes = 0
+        self.ready_nodes: dict[Node, None] = {}
+        self.tg: TaskGroup | None = None
+        graph = flow.validate(engine.limits.pools)
+        limits = engine.limits
+        flow_slots = limits.flow_slots(flow.name, flow.max_concurrency)
+        self.nodes: dict[str, Node] = {}
+        for name in graph.order:
+            task = flow.tasks[name]
+            chain: list[Any] = [limits.global_slots, flow_slots]
+            chain.append(limits.pools[task.pool] if task.pool else None)
+            if task.max_concurrency is not None:
+                chain.append(_task_slots(task))
+            self.nodes[name] = Node(task, tuple(s for s in chain if s is not None))
+        for name, node in self.nodes.items():
+            node.upstream = tuple(self.nodes[u] for u in graph.upstream[name])
+            node.downstream = tuple(self.nodes[d] for d in graph.downstream[name])
+            node.waiting = len(node.upstream)
+
+    # --- the run ---
+
+    async def execute(self) -> RunResult:
+        now = self.started_at = self.clock.now()
+        self.store.put_run(self.run_id, (RunState.RUNNING, codec.iso(now), None, None, None))
+        self.bus.publish(RunStarted(now, self.run_id, self.flow.name))
+        log.info("run=%s flow=%s started", self.run_id, self.flow.name)
+        self.open_nodes = len(self.nodes)
+        for node in self.nodes.values():
+            self._restore(node)
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                nodes = list(self.nodes.values())
+                for node in nodes:
+                    if node.unit.state.terminal:  # reused: release its downstream
+                        self._node_ended(node)
+                for node in nodes:
+                    if not node.upstream and not node.unit.state.terminal:
+                        self._evaluate(node)
+                self._dispatch()
+                await self.done.wait()
+        except BaseException:
+            # cancelled from outside (second Ctrl-C, service stop): record what was left
+            self.cancelling = True
+            now = self.clock.now()
+            for node in self.nodes.values():
+                for unit in (*(node.instances or ()), node.unit):
+                    if not unit.state.terminal:
+                        self._settle(unit, S.CANCELLED, now, reason="run cancelled", propagate=False)
+            self._end_run(self.clock.now())
+            raise
+        finally:
+            self.limits.forget(id(self))
+        return self._end_run(self.clock.now())
+
+    def _end_run(self, now: datetime) -> RunResult:
+        states = [node.unit.state for node in self.nodes.values()]
+        if self.cancelling:
+            state = RunState.CANCELLED
+        elif any(s in FAILED_STATES for s in states):
+            state = RunState.FAILED
+        else:
+            state = RunState.SUCCEEDED
+        failed = [n.name for n in self.nodes.values() if n.unit.state is S.FAILED]
+        error = f"failed tasks: {', '.join(failed)}" if failed else None
+        self.store.put_run(
+            self.run_id, (state, codec.iso(self.started_at), codec.iso(now), error, None)
+        )
+        self.bus.publish(RunEnded(now, self.run_id, self.flow.name, state, error))
+        log.info("run=%s flow=%s %s", self.run_id, self.flow.name, state)
+        result = RunResult(self.run_id, self.flow.name, state, error=error)
+        for node in self.nodes.values():
+            u = node.unit
+            tr = TaskResult(node.name, u.state, u.attempts, u.result, u.error, u.reason)
+            if node.instances is not None:
+                tr.instances = [
+                    TaskResult(node.name, i.state, i.attempts, i.result, i.error, i.reason, i.idx)
+                    for i in node.instances
+                ]
+            result.tasks[node.name] = tr
+        return result
+
+    def cancel(self) -> None:
+        """Soft cancel: stop what runs, cancel what waits, let ``all_done`` tasks run."""
+        if self.cancelling:
+            return
+        self.cancelling = True
+        log.warning("run=%s flow=%s cancelling", self.run_id, self.flow.name)
+        now = self.clock.now()
+        for node in self.nodes.values():
+            for unit in (*(node.instances or ()), node.unit):
+                if unit.scope is not None:
+                    unit.scope.cancel()
+            if node.ready and node.task.run_if != "all_done":
+                pending, node.ready = list(node.ready), deque()
+                self.ready_nodes.pop(node, None)
+                for unit in pending:
+                    self._settle(unit, S.CANCELLED, now, reason="run cancelled")
+
+    # --- deciding ---
+
+    def _restore(self, node: Node) -> None:
+        """Take a stored result instead of running again (retry of a run, resumed run)."""
+        key = (node.name, -1)
+        node.unit.attempts = self.prior.get(key, 0)
+        if key in self.reuse:
+            node.reused = True
+            node.unit.result = _decode_reused(self.reuse[key])
+            node.unit.state = S.SUCCEEDED
+            node.unit.reason = "result reused from an earlier attempt"
+        self._record(node.unit, None)
+
+    def _evaluate(self, node: Node) -> None:
+        """Every upstream of *node* ended: run it, or end it per its rule."""
+        now = self.clock.now()
+        if node.not_chosen is not None:
+            self._settle(node.unit, S.SKIPPED, now, reason=node.not_chosen)
+            return
+        if self.cancelling and node.task.run_if != "all_done":
+            self._settle(node.unit, S.CANCELLED, now, reason="run cancelled")
+            return
+        state, reason = decide(node.task.run_if, [u.unit.state for u in node.upstream])
+        if state is not None:
+            self._settle(node.unit, state, now, reason=reason)
+            return
+        if node.task.map is None:
+            self._make_ready(node, node.unit)
+            return
+        source = self.nodes[node.task.map]
+        try:
+            node.items = list(source.unit.result)
+        except TypeError:
+            kind = type(source.unit.result).__name__
+            self._settle(
+                node.unit,
+                S.FAILED,
+                now,
+                error=f"map={node.task.map!r}: the result of {source.name!r} is a {kind}, "
+                "not a list or other iterable",
+            )
+            return
+        node.instances = [Unit(node, i) for i in range(len(node.items))]
+        if not node.instances:
+            node.unit.result = []
+            self._settle(node.unit, S.SUCCEEDED, now, reason="mapped over no items")
+            return
+        node.open = len(node.instances)
+        node.unit.state = S.RUNNING
+        node.unit.started_at = now
+        self._record(node.unit, None)
+        reusable = source.reused
+        for inst in node.instances:
+            key = (node.name, inst.idx)
+            inst.attempts = self.prior.get(key, 0)
+            if reusable and key in self.reuse:
+                inst.result = _decode_reused(self.reuse[key])
+                inst.state = S.SUCCEEDED
+                inst.reason = "result reused from an earlier attempt"
+                self._record(inst, None)
+                node.open -= 1
+            else:
+                node.ready.append(inst)
+                self._record(inst, None)
+        if node.ready:
+            self.ready_nodes[node] = None
+        else:
+            self._instances_ended(node, now)
+
+    def _make_ready(self, node: Node, unit: Unit) -> None:
+        node.ready.append(unit)
+        self.ready_nodes[node] = None
+
+    # --- dispatching ---
+
+    def _dispatch(self) -> None:
+        """Start every ready unit whose slot chain has room; no coroutine waits for a slot."""
+        if not self.ready_nodes:
+            return
+        assert self.tg is not None
+        blocked = False
+        take, start = self.limits.take, self.tg.start_soon
+        for node in list(self.ready_nodes):
+            ready = node.ready
+            while ready:
+                if take(node.chain) is not None:
+                    blocked = True
+                    break
+                start(self._attempt, ready.popleft(), name=f"task {node.name}")
+            if not ready:
+                del self.ready_nodes[node]
+        if blocked:
+            self.limits.wait_for_slot(id(self), self._dispatch)
+
+    async def _attempt(self, unit: Unit) -> None:
+        node = unit.node
+        retry_in: float | None = None
+        try:
+            retry_in = await self._call(unit)
+        finally:
+            self.limits.give(node.chain)  # a slot is given back on every path
+        if retry_in is not None:
+            assert self.tg is not None
+            self.tg.start_soon(self._retry_later, unit, retry_in, name=f"retry {unit.label}")
+        self._dispatch()
+
+    async def _retry_later(self, unit: Unit, delay: float) -> None:
+        with anyio.CancelScope() as scope:
+            unit.scope = scope
+            await self.clock.sleep(delay)
+        unit.scope = None
+        if scope.cancelled_caught or self.cancelling:
+            self._settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
+        else:
+            self._make_ready(unit.node, unit)
+        self._dispatch()
+
+    async def _call(self, unit: Unit) -> float | None:
+        """One attempt. Returns the delay before the next attempt, or None when it ended."""
+        node, task = unit.node, unit.node.task
+        unit.attempts += 1  # counted before the call: a kill -9 mid-task still spends a try
+        attempt = unit.attempts
+        now = self.clock.now()
+        if unit.started_at is None:
+            unit.started_at = now
+        unit.state = S.RUNNING
+        self._record(unit, None)
+        self._record_attempt(unit, attempt, S.RUNNING, now, None)
+        self.bus.publish(TaskStarted(now, self.run_id, self.flow.name, unit.label, attempt))
+        error: BaseException | None = None
+        result: Any = None
+        scope: anyio.CancelScope | None = None
+        try:
+            kwargs = self._kwargs(unit, attempt)
+            with anyio.CancelScope() as scope:
+                unit.scope = scope
+                if task.timeout is None:
+                    result = await self._invoke(task, kwargs)
+                else:
+                    with anyio.move_on_after(task.timeout) as deadline:
+                        result = await self._invoke(task, kwargs)
+                    if deadline.cancelled_caught:
+                        raise TaskTimeoutError(
+                            f"attempt {attempt} timed out after {task.timeout:g}s"
+                        )
+        except anyio.get_cancelled_exc_class():
+            unit.scope = None
+            end = self.clock.now()
+            self._record_attempt(unit, attempt, S.CANCELLED, end, None)
+            self._settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
+            raise
+        except Skip as skip:
+            unit.scope = None
+            end = self.clock.now()
+            self._record_attempt(unit, attempt, S.SKIPPED, end, None)
+            self._settle(unit, S.SKIPPED, end, reason=skip.reason)
+            return None
+        except Exception as exc:
+            error = exc
+        unit.scope = None
+        end = self.clock.now()
+        if error is None and scope is not None and scope.cancelled_caught:
+            self._record_attempt(unit, attempt, S.CANCELLED, end, None)
+            self._settle(unit, S.CANCELLED, end, reason="run cancelled")
+            return None
+        if error is None and isinstance(result, Branch):
+            error = self._apply_branch(node, result)
+        if error is None:
+            self._record_attempt(unit, attempt, S.SUCCEEDED, end, None)
+            self._settle(unit, S.SUCCEEDED, end, result=result)
+            log.debug(
+                "run=%s flow=%s task=%s attempt=%d succeeded in %.3fs",
+                self.run_id,
+                self.flow.name,
+                unit.label,
+                attempt,
+                (end - now).total_seconds(),
+            )
+            return None
+        text = f"{type(error).__name__}: {error}"
+        self._record_attempt(unit, attempt, S.FAILED, end, error)
+        if not self.cancelling and task.retry.should_retry(error, attempt):
+            delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
+            if delay is None:
+                delay = task.retry.delay_for(attempt, self.engine.rng)
+            unit.state = S.RETRYING
+            unit.error = text
+            self._record(unit, end + timedelta(seconds=delay))
+            note = f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
+            self._store_log(unit, attempt, end, "WARNING", note)
+            self.bus.publish(
+                TaskRetrying(end, self.run_id, self.flow.name, unit.label, attempt, delay, text)
+            )
+            log.warning(
+                "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
+                self.run_id, self.flow.name, unit.label, attempt, text, delay,
+            )
+            return delay
+        self._store_log(unit, attempt, end, "ERROR", _format_error(error))
+        log.warning(
+            "run=%s flow=%s task=%s attempt=%d failed: %s",
+            self.run_id, self.flow.name, unit.label, attempt, text,
+        )
+        self._settle(unit, S.FAILED, end, error=text)
+        return None
+
+    async def _invoke(self, task: Task, kwargs: dict[str, Any]) -> Any:
+        if task.is_async:
+            return await task.func(**kwargs)
+        result = await anyio.to_thread.run_sync(
+            functools.partial(task.func, **kwargs),
+            abandon_on_cancel=True,  # a timed-out thread cannot be killed; the run moves on
+            limiter=self.engine.thread_limiter,
+        )
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _kwargs(self, unit: Unit, attempt: int) -> dict[str, Any]:
+        node, task = unit.node, unit.node.task
+        nodes = self.nodes
+        kwargs = {dep: nodes[dep].unit.result for dep in task.data_deps}
+        if unit.idx >= 0:
+            kwargs[task.map] = node.items[unit.idx]  # type: ignore[index]
+        for name in task.flow_params:
+            kwargs[name] = self.params[name]
+        if task.wants_run:
+            ident = (self.run_id, node.name, unit.idx, attempt)
+            kwargs["run"] = Run(
+                id=self.run_id,
+                flow=self.flow.name,
+                task=unit.label,
+                index=unit.idx if unit.idx >= 0 else None,
+                logical_date=self.logical_date,
+                params=self.params,
+                trigger=self.trigger,
+                attempt=attempt,
+                log=TaskLogger(self.store.add_log, ident, unit.label, self.clock.now),
+            )
+        return kwargs
+
+    def _apply_branch(self, node: Node, branch: Branch) -> Exception | None:
+        names = {d.name for d in node.downstream}
+        unknown = [n for n in branch.names if n not in names]
+        if unknown:
+            return ValueError(
+                f"task {node.name!r} returned Branch({', '.join(map(repr, branch.names))}) but "
+                f"{', '.join(map(repr, unknown))} is not a direct downstream task of "
+                f"{node.name!r} (downstream: {', '.join(sorted(names)) or 'none'})"
+            )
+        for down in node.downstream:
+            if down.name not in branch.names:
+                down.not_chosen = f"not chosen by {node.name}"
+        return None
+
+    # --- ending ---
+
+    def _settle(
+        self,
+        unit: Unit,
+        state: TaskState,
+        now: datetime,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        reason: str | None = None,
+        propagate: bool = True,
+    ) -> None:
+        """Record a terminal state of *unit* and move the run on."""
+        if unit.state.terminal:
+            return
+        unit.state = state
+        unit.ended_at = now
+        if state is S.SUCCEEDED:
+            unit.result = result
+        if error is not None or state is S.SUCCEEDED:
+            unit.error = error
+        unit.reason = reason
+        self._record(unit, None)
+        duration = (now - unit.started_at).total_seconds() if unit.started_at else None
+        self.bus.publish(
+            TaskEnded(
+                now, self.run_id, self.flow.name, unit.label, state, unit.attempts, duration,
+                unit.error, reason,
+            )
+        )
+        if not propagate:
+            return
+        node = unit.node
+        if unit.idx >= 0:
+            node.open -= 1
+            if node.open == 0:
+                self._instances_ended(node, now)
+            return
+        self._node_ended(node)
+
+    def _instances_ended(self, node: Node, now: datetime) -> None:
+        insts = node.instances or []
+        failed = [i.label for i in insts if i.state is S.FAILED]
+        if failed:
+            # an all_done report downstream still sees what the other instances produced
+            node.unit.result = [i.result if i.state is S.SUCCEEDED else None for i in insts]
+            shown = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
+            msg = f"{len(failed)} of {len(insts)} instances failed: {shown}"
+            self._settle(node.unit, S.FAILED, now, error=msg)
+        elif any(i.state is S.CANCELLED for i in insts):
+            self._settle(node.unit, S.CANCELLED, now, reason="run cancelled")
+        elif all(i.state is S.SKIPPED for i in insts):
+            self._settle(node.unit, S.SKIPPED, now, reason="every instance was skipped")
+        else:
+            node.unit.attempts = max((i.attempts for i in insts), default=0)
+            self._settle(node.unit, S.SUCCEEDED, now, result=[i.result for i in insts])
+
+    def _node_ended(self, node: Node) -> None:
+        for down in node.downstream:
+            down.waiting -= 1
+            if down.waiting == 0 and not down.unit.state.terminal:
+                self._evaluate(down)
+        self.open_nodes -= 1
+        if self.open_nodes == 0:
+            self.done.set()
+
+    # --- recording ---
+
+    def _record(self, unit: Unit, next_at: datetime | None) -> None:
+        stored, has = None, 0
+        if unit.state is S.SUCCEEDED:
+            value = unit.result
+            if isinstance(value, Branch):
+                value = {_BRANCH_KEY: list(value.names)}
+            try:
+                stored = codec.dumps(value)
+                has = 1
+            except codec.NotSerializable:
+                pass  # kept in memory for downstream tasks; a retry of the run re-runs it
+            if stored is not None and len(stored) > self.engine.result_max_bytes:
+                stored, has = None, 0
+        self.store.put_task(
+            (
+                self.run_id,
+                unit.node.name,
+                unit.idx,
+                str(unit.state),
+                unit.attempts,
+                codec.iso(unit.started_at),
+                codec.iso(unit.ended_at),
+                codec.iso(next_at),
+                unit.error,
+                unit.reason,
+                stored,
+                has,
+            )
+        )
+
+    def _record_attempt(
+        self,
+        unit: Unit,
+        attempt: int,
+        state: TaskState,
+        now: datetime,
+        error: BaseException | None,
+    ) -> None:
+        if state is S.RUNNING:
+            unit.attempt_start = now
+        self.store.put_attempt(
+            (
+                self.run_id,
+                unit.node.name,
+                unit.idx,
+                attempt,
+                str(state),
+                codec.iso(unit.attempt_start),
+                None if state is S.RUNNING else codec.iso(now),
+                type(error).__name__ if error else None,
+                str(error) if error else None,
+                _format_error(error) if error else None,
+            )
+        )
+
+    def _store_log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:
+        self.store.add_log(
+            (self.run_id, unit.node.name, unit.idx, attempt, codec.iso(now), level, msg)
+        )
+
+
+def _task_slots(task: Task) -> Any:
+    """One Slots per task definition, so a mapped task's limit holds across its instances."""
+    from runtime.limits import Slots
+
+    slots = getattr(task, "_slots", None)
+    if slots is None or slots.total != task.max_concurrency:
+        slots = Slots(f"task {task.flow.name}.{task.name}", task.max_concurrency or 1)
+        task._slots = slots  # type: ignore[attr-defined]
+    return slots
+
+
+def _decode_reused(value: Any) -> Any:
+    if isinstance(value, dict) and _BRANCH_KEY in value and len(value) == 1:
+        return Branch(*value[_BRANCH_KEY])
+    return value
+
+
+_RUNTIME_DIR = __file__.rsplit("/", 1)[0]
+
+
+def _format_error(error: BaseException) -> str:
+    """The traceback from the task's own frames on: the engine's frames are noise here."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        tb = tb.tb_next
+    if tb is None:
+        return "".join(traceback.format_exception_only(error)).rstrip()
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()

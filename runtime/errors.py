@@ -1,0 +1,93 @@
+"""Every error Sluiceway raises on purpose, plus the two a task may raise: Retry and Skip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class SluicewayError(Exception):
+    """Base of every error Sluiceway raises on purpose."""
+
+
+# --- flow definitions ---
+
+
+class FlowValidationError(SluicewayError):
+    """A flow (or a folder of flow files) declares something that cannot run; lists every problem."""
+
+    def __init__(self, where: str | Path, problems: Sequence[str]) -> None:
+        self.where = str(where)
+        self.problems = tuple(problems)
+        super().__init__(f"{self.where}: " + "; ".join(self.problems))
+
+
+class UnknownFlowError(SluicewayError):
+    """A command named a flow that no loaded flow file defines."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        hint = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown flow {name!r} (loaded flows: {hint})")
+
+
+# --- configuration ---
+
+
+class ConfigError(SluicewayError):
+    """sluiceway.toml or a SLUICEWAY_* variable has a bad key or value; names the key and where."""
+
+
+# --- runs and the store ---
+
+
+class ParamError(SluicewayError):
+    """A run was given a parameter its flow does not declare, or one that cannot be parsed."""
+
+
+class RunNotFoundError(SluicewayError):
+    """No run with the given id exists in the store."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} not found")
+
+
+class StoreError(SluicewayError):
+    """The store could not open, migrate or write its SQLite file."""
+
+
+# --- raised by tasks ---
+
+
+class Retry(Exception):  # noqa: N818 - a verb, raised by task authors
+    """Raise inside a task to ask for another attempt now or after *delay* seconds.
+
+    Counts as a failed attempt: when no retries are left the task fails with this message.
+
+    :param message: why the attempt should be retried (stored with the attempt)
+    :param delay: seconds to wait instead of the task's backoff; ``None`` uses the backoff
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class Skip(Exception):  # noqa: N818 - a verb, raised by task authors
+    """Raise inside a task to end it ``skipped`` with *reason*; downstream tasks follow their rule.
+
+    :param reason: why the task was skipped (shown in ``show`` and the logs)
+    """
+
+    def __init__(self, reason: str = "skipped") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class TaskTimeoutError(SluicewayError, TimeoutError):
+    """An attempt ran past its task's ``timeout``; counts as a failed attempt."""
+
+
+class InterruptedRunError(SluicewayError):
+    """An attempt was running when its process stopped; recorded on recovery."""

@@ -1,0 +1,87 @@
+"""Lifecycle events published by the engine; the CLI, alerts and the API subscribe to them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from runtime.states import RunState, TaskState
+
+log = logging.getLogger("sluiceway.runtime.events")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something happened to a run; ``ts`` is the clock's time."""
+
+    ts: datetime
+    run_id: int
+    flow: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    """A queued run began executing."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded(Event):
+    """A run reached a terminal state."""
+
+    state: RunState
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted(Event):
+    """An attempt of a task (``load`` or ``load[3]``) started."""
+
+    task: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRetrying(Event):
+    """An attempt failed and the next one is due after ``delay`` seconds."""
+
+    task: str
+    attempt: int
+    delay: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnded(Event):
+    """A task or mapped instance reached a terminal state."""
+
+    task: str
+    state: TaskState
+    attempts: int
+    duration: float | None
+    error: str | None = None
+    reason: str | None = None
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Synchronous fan-out to subscribers. A subscriber must not block: it hands the event on
+    (to a memory stream, a queue) and returns. A subscriber that raises is logged and kept."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Add *fn*; returns a function that removes it."""
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn)
+
+    def publish(self, event: Event) -> None:
+        for fn in self._subscribers:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", fn, type(event).__name__)

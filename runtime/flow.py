@@ -1,0 +1,430 @@
+"""Flow, Task and the ``@flow.task`` decorator: a task's signature declares its dependencies."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+from runtime.durations import parse_duration
+from runtime.errors import FlowValidationError, ParamError
+from runtime.graph import Graph, build_graph, find_cycle
+from runtime.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from runtime.result import RunResult
+
+RUN_PARAM = "run"
+RULES = ("all_succeeded", "all_done", "any_failed", "all_failed", "none_failed", "any_succeeded")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+# set by the loader while it imports a flow file, so every Flow made there is found
+_collector: list[Flow] | None = None
+
+
+class Branch:
+    """Return ``Branch("a", "b")`` from a task to run only those of its direct downstream
+    tasks; the others end ``skipped`` with the reason "not chosen by <task>"."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, *names: str | Callable[..., Any]) -> None:
+        self.names = tuple(_task_name(n) for n in names)
+
+    def __repr__(self) -> str:
+        return f"Branch({', '.join(map(repr, self.names))})"
+
+
+def _where(path: str, line: int) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        rel = path
+    return f"{path if rel.startswith('..') else rel}:{line}"
+
+
+def _task_name(ref: object) -> str:
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, Task):
+        return ref.name
+    return str(getattr(ref, "__name__", ref))
+
+
+class Task:
+    """One task of a flow: a function plus how to run it. Calling it calls the function."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        func: Callable[..., Any],
+        *,
+        name: str | None,
+        retries: int,
+        retry_delay: float | str,
+        backoff: float,
+        max_delay: float | str,
+        jitter: bool,
+        retry_on: type[BaseException] | Iterable[type[BaseException]],
+        timeout: float | str | None,
+        pool: str | None,
+        after: Iterable[object],
+        run_if: str,
+        map: str | None,
+        max_concurrency: int | None,
+    ) -> None:
+        self.flow = flow
+        self.func = func
+        self.name = name or func.__name__
+        code = getattr(func, "__code__", None)
+        self.where = _where(code.co_filename, code.co_firstlineno) if code else flow.where
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.problems: list[str] = []
+        self.after = tuple(_task_name(a) for a in after)
+        self.pool = pool
+        self.run_if = run_if
+        self.map = map
+        self.max_concurrency = max_concurrency
+        self.timeout: float | None = None
+        problem = self.problems.append
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            problem(f"retries must be a whole number >= 0, not {retries!r}")
+            retries = 0
+        delays = {}
+        for label, value in (("retry_delay", retry_delay), ("max_delay", max_delay)):
+            try:
+                delays[label] = parse_duration(value, what=label)
+            except ValueError as exc:
+                problem(str(exc))
+                delays[label] = 0.0
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
+            problem(f"backoff must be a number >= 1, not {backoff!r}")
+            backoff = 1.0
+        if not isinstance(jitter, bool):
+            problem(f"jitter must be True or False, not {jitter!r}")
+            jitter = False
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        retry_on = tuple(retry_on)
+        bad = [r for r in retry_on if not (isinstance(r, type) and issubclass(r, BaseException))]
+        if bad or not retry_on:
+            problem(f"retry_on must be exception classes, not {bad or retry_on!r}")
+            retry_on = (Exception,)
+        self.retry = RetryPolicy(
+            retries=retries,
+            delay=delays["retry_delay"],
+            backoff=float(backoff),
+            max_delay=delays["max_delay"],
+            jitter=jitter,
+            retry_on=retry_on,
+        )
+        if timeout is not None:
+            try:
+                self.timeout = parse_duration(timeout, what="timeout")
+            except ValueError as exc:
+                problem(str(exc))
+            else:
+                if self.timeout == 0:
+                    problem("timeout must be longer than 0 seconds")
+        if pool is not None and (not isinstance(pool, str) or not _NAME.match(pool)):
+            problem(f"pool must be a name like 'warehouse', not {pool!r}")
+        if run_if not in RULES:
+            problem(f"unknown run_if {run_if!r} (one of: {', '.join(RULES)})")
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
+        ):
+            problem(f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}")
+            self.max_concurrency = None
+        if not callable(func):
+            problem(f"{func!r} is not a function")
+            self.params: tuple[str, ...] = ()
+        else:
+            self.params = self._read_signature(func)
+        # filled in by Flow.validate
+        self.data_deps: tuple[str, ...] = ()
+        self.flow_params: tuple[str, ...] = ()
+        self.wants_run = False
+
+    def _read_signature(self, func: Callable[..., Any]) -> tuple[str, ...]:
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            self.problems.append(f"cannot read the signature of {self.name!r}: {exc}")
+            return ()
+        names = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                self.problems.append(
+                    f"task {self.name!r} takes *{p.name}; parameters must each be a task, "
+                    f"a flow param, or 'run'"
+                )
+            elif p.kind is p.POSITIONAL_ONLY:
+                self.problems.append(f"task {self.name!r}: parameter {p.name!r} is positional-only")
+            else:
+                names.append(p.name)
+        return tuple(names)
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every task this one waits for: data dependencies, then ``after=``."""
+        return tuple(dict.fromkeys((*self.data_deps, *self.after)))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.flow.name}.{self.name}>"
+
+
+class Flow:
+    """A named DAG of tasks, declared by decorating functions with :meth:`task`.
+
+    :param name: unique among the loaded flows; letters, digits, ``_ . -``
+    :param params: defaults for the run parameters; a task parameter with the same name gets
+        the value, and each run may override it
+    :param max_concurrency: most tasks of this flow running at once, over all its runs
+    :param max_active_runs: most runs of this flow running at once; others wait queued
+    :param description: one line shown by ``sluiceway flows``
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+        max_active_runs: int | None = None,
+        description: str | None = None,
+    ) -> None:
+        frame = sys._getframe(1)
+        self.where = _where(frame.f_code.co_filename, frame.f_lineno)
+        self.path: Path | None = Path(frame.f_code.co_filename)
+        self.name = name
+        self.params: dict[str, Any] = dict(params or {})
+        self.max_concurrency = max_concurrency
+        self.max_active_runs = max_active_runs
+        self.description = description
+        self.tasks: dict[str, Task] = {}
+        self._problems: list[str] = []
+        self._graph: Graph | None = None
+        if not isinstance(name, str) or not _NAME.match(name):
+            self._problems.append(f"{self.where}: flow name must be letters, digits, '_', '.', '-', not {name!r}")
+        for label, value in (("max_concurrency", max_concurrency), ("max_active_runs", max_active_runs)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                self._problems.append(f"{self.where}: flow {name!r}: {label} must be a whole number >= 1, not {value!r}")
+        bad = [k for k in self.params if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            self._problems.append(f"{self.where}: flow {name!r}: param names must be identifiers, not {bad!r}")
+        if RUN_PARAM in self.params:
+            self._problems.append(f"{self.where}: flow {name!r}: 'run' is reserved and cannot be a param")
+        if _collector is not None:
+            _collector.append(self)
+
+    # --- declaring tasks ---
+
+    @overload
+    def task(self, func: Callable[..., Any], /) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float | str = 1.0,
+        backoff: float = 2.0,
+        max_delay: float | str = 300.0,
+        jitter: bool = False,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] = (Exception,),
+        timeout: float | str | None = None,
+        pool: str | None = None,
+        after: Iterable[object] = (),
+        run_if: str = "all_succeeded",
+        map: str | None = None,
+        max_concurrency: int | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self, func: Callable[..., Any] | None = None, /, **options: Any
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Declare a task; use bare (``@flow.task``) or with options (``@flow.task(retries=3)``).
+
+        A parameter named after another task of the flow makes that task an upstream and
+        receives its result; ``run`` receives the :class:`~runtime.context.Run` context; a
+        parameter named after a flow param receives its value.
+
+        :param name: task name (default: the function's name)
+        :param retries: extra attempts after a failure
+        :param retry_delay: delay before the first retry (seconds or "30s")
+        :param backoff: factor applied to the delay after each failed attempt
+        :param max_delay: cap on the delay
+        :param jitter: draw each delay uniformly from [0, delay] ("full jitter")
+        :param retry_on: exception classes that are retried; others fail at once
+        :param timeout: limit on one attempt; a timeout is a failed attempt (retried when
+            ``retry_on`` covers ``TimeoutError``)
+        :param pool: named pool (sized in ``[pools]`` of the config) this task takes a slot of
+        :param after: tasks (functions or names) to wait for without taking their results
+        :param run_if: trigger rule: when to run given the upstream states
+        :param map: name of an upstream task parameter: run once per item of its result
+        :param max_concurrency: most instances of this (mapped) task running at once
+        """
+        allowed = {
+            "name": None,
+            "retries": 0,
+            "retry_delay": 1.0,
+            "backoff": 2.0,
+            "max_delay": 300.0,
+            "jitter": False,
+            "retry_on": (Exception,),
+            "timeout": None,
+            "pool": None,
+            "after": (),
+            "run_if": "all_succeeded",
+            "map": None,
+            "max_concurrency": None,
+        }
+        unknown = sorted(set(options) - set(allowed))
+
+        def decorate(fn: Callable[..., Any]) -> Task:
+            task = Task(self, fn, **{**allowed, **{k: v for k, v in options.items() if k in allowed}})
+            for key in unknown:
+                task.problems.append(f"unknown task option {key!r}")
+            if task.name in self.tasks:
+                other = self.tasks[task.name]
+                self._problems.append(
+                    f"{task.where}: task {task.name!r} is defined twice in flow {self.name!r} "
+                    f"(first at {other.where})"
+                )
+            else:
+                self.tasks[task.name] = task
+            self._graph = None
+            return task
+
+        if func is not None:
+            return decorate(func)
+        return decorate
+
+    # --- checking ---
+
+    def problems(self, pools: Iterable[str] | None = None) -> list[str]:
+        """Every problem with this flow, each prefixed with the file and line it comes from.
+
+        :param pools: names of the configured pools; when given, unknown pools are problems
+        """
+        out = list(self._problems)
+        if not self.tasks:
+            out.append(f"{self.where}: flow {self.name!r} has no tasks")
+        upstream: dict[str, tuple[str, ...]] = {}
+        for task in self.tasks.values():
+            found = [f"{task.where}: {p}" for p in task.problems]
+            data, fparams, wants_run = [], [], False
+            for pname in task.params:
+                if pname == RUN_PARAM:
+                    wants_run = True
+                elif pname in self.tasks:
+                    if pname in self.params:
+                        found.append(
+                            f"{task.where}: task {task.name!r}: parameter {pname!r} is both a "
+                            f"task and a flow param of {self.name!r}; rename one"
+                        )
+                    data.append(pname)
+                elif pname in self.params:
+                    fparams.append(pname)
+                else:
+                    found.append(
+                        f"{task.where}: task {task.name!r} has parameter {pname!r} that is not "
+                        f"a task, a param of flow {self.name!r}, or 'run'"
+                    )
+            for dep in task.after:
+                if dep not in self.tasks:
+                    found.append(f"{task.where}: task {task.name!r} depends on unknown task {dep!r}")
+            task.data_deps, task.flow_params, task.wants_run = tuple(data), tuple(fparams), wants_run
+            if task.map is not None and task.map not in data:
+                found.append(
+                    f"{task.where}: task {task.name!r}: map={task.map!r} must name a parameter "
+                    f"of {task.name!r} that is an upstream task"
+                )
+            if task.run_if != "all_succeeded" and not task.upstream:
+                found.append(
+                    f"{task.where}: task {task.name!r} has run_if={task.run_if!r} but no "
+                    f"upstream tasks"
+                )
+            if pools is not None and task.pool is not None and task.pool not in pools:
+                known = ", ".join(sorted(pools)) or "none"
+                found.append(
+                    f"{task.where}: task {task.name!r} uses pool {task.pool!r}, which is not "
+                    f"sized in [pools] of the config (configured: {known})"
+                )
+            out.extend(found)
+            upstream[task.name] = tuple(d for d in task.upstream if d in self.tasks)
+        cycle = find_cycle(upstream)
+        if cycle:
+            first = self.tasks[cycle[0]]
+            out.append(f"{first.where}: flow {self.name!r} has a cycle: {' -> '.join(cycle)}")
+        return out
+
+    def validate(self, pools: Iterable[str] | None = None) -> Graph:
+        """Check the flow and return its graph.
+
+        :raises FlowValidationError: listing every problem
+        """
+        problems = self.problems(pools)
+        if problems:
+            raise FlowValidationError(f"flow {self.name!r}", problems)
+        if self._graph is None:
+            self._graph = build_graph({t.name: t.upstream for t in self.tasks.values()})
+        return self._graph
+
+    @property
+    def graph(self) -> Graph:
+        return self.validate()
+
+    def source_hash(self) -> str:
+        """sha256 of the flow's file, to tell which version a run used."""
+        try:
+            data = self.path.read_bytes() if self.path else b""
+        except OSError:
+            data = b""
+        return hashlib.sha256(data).hexdigest()[:16]
+
+    def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The flow's params with *overrides* applied.
+
+        :raises ParamError: for a name the flow does not declare
+        """
+        unknown = sorted(set(overrides) - set(self.params))
+        if unknown:
+            known = ", ".join(sorted(self.params)) or "none"
+            raise ParamError(f"flow {self.name!r} has no param {', '.join(map(repr, unknown))} (params: {known})")
+        return {**self.params, **overrides}
+
+    # --- running from Python ---
+
+    def run(self, **params: Any) -> RunResult:
+        """Run the flow to the end in a new event loop and return the finished run.
+
+        The store and limits come from ``sluiceway.toml`` / ``SLUICEWAY_*`` (default
+        ``./sluiceway.db``). Keyword arguments override the flow's params.
+        """
+        import anyio
+
+        async def main() -> RunResult:
+            return await self.arun(**params)
+
+        return anyio.run(main)
+
+    async def arun(self, **params: Any) -> RunResult:
+        """Like :meth:`run`, inside a running event loop."""
+        from runtime.config import load_config
+        from runtime.runner import open_runner
+
+        async with open_runner(load_config()) as runner:
+            return await runner.run(self, params)
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r} tasks={list(self.tasks)}>"

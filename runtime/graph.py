@@ -1,0 +1,98 @@
+"""DAG checks on a flow's tasks: unknown names, cycles (with their path), topological order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """The dependency structure of a validated flow.
+
+    :ivar order: task names in a topological order (definition order among equals)
+    :ivar upstream: for each task, the tasks it waits for (data dependencies and ``after=``)
+    :ivar downstream: for each task, the tasks that wait for it
+    """
+
+    order: tuple[str, ...]
+    upstream: Mapping[str, tuple[str, ...]]
+    downstream: Mapping[str, tuple[str, ...]]
+
+
+def find_cycle(upstream: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """Return one cycle as a path ``[a, b, c, a]`` (a before b before c), or ``None``.
+
+    Only names that are keys of *upstream* are followed, so unknown names are not cycles.
+    """
+    # iterative DFS with colours; edges point from a task to what must run before it, and
+    # the path is reversed at the end so it reads in execution order
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(upstream, white)
+    for root in upstream:
+        if colour[root] != white:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        path: list[str] = [root]
+        colour[root] = grey
+        while stack:
+            node, i = stack[-1]
+            deps = [d for d in upstream[node] if d in colour]
+            if i < len(deps):
+                stack[-1] = (node, i + 1)
+                nxt = deps[i]
+                if colour[nxt] == grey:
+                    cycle = [*path[path.index(nxt) :], nxt]
+                    cycle.reverse()
+                    return cycle
+                if colour[nxt] == white:
+                    colour[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+    return None
+
+
+def topological_order(upstream: Mapping[str, Sequence[str]]) -> list[str]:
+    """Kahn's algorithm, stable: among ready tasks the one defined first comes first.
+
+    :raises ValueError: when the graph has a cycle
+    """
+    position = {name: i for i, name in enumerate(upstream)}
+    indegree = {name: len(set(deps)) for name, deps in upstream.items()}
+    downstream: dict[str, list[str]] = {name: [] for name in upstream}
+    for name, deps in upstream.items():
+        for dep in set(deps):
+            downstream[dep].append(name)
+    import heapq
+
+    ready = [(position[n], n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        for nxt in downstream[name]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                heapq.heappush(ready, (position[nxt], nxt))
+    if len(order) != len(upstream):
+        raise ValueError("graph has a cycle")
+    return order
+
+
+def build_graph(upstream: Mapping[str, Sequence[str]]) -> Graph:
+    """Freeze a checked, acyclic dependency map into a :class:`Graph`."""
+    order = topological_order(upstream)
+    down: dict[str, list[str]] = {name: [] for name in order}
+    for name in order:
+        for dep in upstream[name]:
+            down[dep].append(name)
+    return Graph(
+        order=tuple(order),
+        upstream={name: tuple(upstream[name]) for name in order},
+        downstream={name: tuple(down[name]) for name in order},
+    )

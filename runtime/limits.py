@@ -1,0 +1,98 @@
+"""Slots: the global limit, per-flow limits, named pools and per-task limits, shared by runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import anyio
+
+
+class Slots:
+    """A counter of slots in use out of ``total``; taken without waiting (see :class:`Limits`)."""
+
+    __slots__ = ("name", "total", "used")
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name = name
+        self.total = total
+        self.used = 0
+
+    def __repr__(self) -> str:
+        return f"<Slots {self.name} {self.used}/{self.total}>"
+
+
+Chain = tuple[Slots, ...]
+
+
+class Limits:
+    """Every limit in the process. Runs never park a coroutine per waiting task: a run tries
+    to take a whole chain (global, flow, pool, task — always that order) at once, and when it
+    cannot, it leaves a callback that is called when any slot is given back."""
+
+    def __init__(self, global_limit: int, pools: Mapping[str, int]) -> None:
+        self.global_slots = Slots("global", global_limit)
+        self.pools = {name: Slots(f"pool {name}", size) for name, size in pools.items()}
+        self._flows: dict[str, Slots] = {}
+        self._runs: dict[str, Slots] = {}
+        self._waiters: dict[int, Callable[[], None]] = {}
+        self._run_released = anyio.Event()
+
+    def flow_slots(self, flow: str, size: int | None) -> Slots | None:
+        if size is None:
+            return None
+        slots = self._flows.get(flow)
+        if slots is None:
+            slots = self._flows[flow] = Slots(f"flow {flow}", size)
+        slots.total = size  # a reloaded flow may change its limit
+        return slots
+
+    def take(self, chain: Chain) -> Slots | None:
+        """Take one slot of each in *chain*; return ``None``, or the first full one."""
+        for slots in chain:
+            if slots.used >= slots.total:
+                return slots
+        for slots in chain:
+            slots.used += 1
+        return None
+
+    def give(self, chain: Chain) -> None:
+        """Give back what :meth:`take` took and wake the runs that were waiting for a slot."""
+        for slots in chain:
+            slots.used -= 1
+        if self._waiters:
+            waiters = list(self._waiters.values())
+            self._waiters.clear()
+            for wake in waiters:
+                wake()
+
+    def wait_for_slot(self, key: int, wake: Callable[[], None]) -> None:
+        """Call *wake* once, at the next :meth:`give` (one entry per *key*)."""
+        self._waiters[key] = wake
+
+    def forget(self, key: int) -> None:
+        self._waiters.pop(key, None)
+
+    # --- max_active_runs ---
+
+    def try_admit_run(self, flow: str, limit: int | None) -> bool:
+        """Take a run slot of *flow* if one is free (always free without a limit)."""
+        if limit is None:
+            return True
+        slots = self._runs.setdefault(flow, Slots(f"runs of {flow}", limit))
+        slots.total = limit
+        if slots.used >= slots.total:
+            return False
+        slots.used += 1
+        return True
+
+    async def admit_run(self, flow: str, limit: int | None) -> None:
+        """Wait until a run of *flow* may start under its ``max_active_runs``."""
+        while not self.try_admit_run(flow, limit):
+            await self._run_released.wait()
+
+    def release_run(self, flow: str, limit: int | None) -> None:
+        if limit is None:
+            return
+        self._runs[flow].used -= 1
+        self._run_released.set()
+        self._run_released = anyio.Event()

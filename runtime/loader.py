@@ -1,0 +1,143 @@
+"""Loads flow files from a folder: every problem of every file at once, and one broken file
+never stops the others."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from runtime import flow as flow_module
+from runtime.flow import Flow
+
+_MODULE_PREFIX = "sluiceway_flows"
+
+
+@dataclass(slots=True)
+class LoadedFlows:
+    """What a flows folder holds.
+
+    :ivar flows: the flows that can run, by name
+    :ivar problems: every problem found, each ``file:line: what is wrong``
+    :ivar broken: names of flows that were found but cannot run
+    :ivar files: which flows each file defined
+    """
+
+    folder: Path
+    flows: dict[str, Flow] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)
+    files: dict[Path, list[str]] = field(default_factory=dict)
+
+
+def _rel(path: Path) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _module_name(path: Path) -> str:
+    return f"{_MODULE_PREFIX}.{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
+
+
+def flow_files(folder: Path) -> list[Path]:
+    """The flow files of *folder*: ``*.py`` not starting with ``_`` or ``.``, sorted."""
+    return sorted(
+        p for p in folder.glob("*.py") if not p.name.startswith(("_", ".")) and p.is_file()
+    )
+
+
+def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
+    """Import one flow file and return the flows it made, or the import problem."""
+    name = _module_name(path)
+    sys.modules.pop(name, None)
+    collected: list[Flow] = []
+    previous = flow_module._collector
+    flow_module._collector = collected
+    folder = str(path.parent.resolve())
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # flow files may import helpers beside them
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            return [], f"{_rel(path)}:1: cannot be imported as a Python module"
+        module: ModuleType = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:
+            sys.modules.pop(name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return [], _import_problem(path, exc)
+    finally:
+        flow_module._collector = previous
+        if added:
+            sys.path.remove(folder)
+    return collected, None
+
+
+def _import_problem(path: Path, exc: BaseException) -> str:
+    line = 1
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename) == path:
+        line = exc.lineno or 1
+    else:
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if Path(frame.filename).resolve() == path.resolve():
+                line = frame.lineno or line
+    tail = traceback.format_exception_only(exc)[-1].strip()
+    frames = traceback.format_tb(exc.__traceback__)[-2:]
+    context = "".join(frames).rstrip()
+    detail = f"cannot import: {tail}"
+    if context and not isinstance(exc, SyntaxError):
+        detail += "\n" + context
+    return f"{_rel(path)}:{line}: {detail}"
+
+
+def load_flows(folder: str | Path, pools: Iterable[str] | None = None) -> LoadedFlows:
+    """Import every flow file in *folder* and check every flow.
+
+    :param pools: the configured pool names; tasks naming another pool are problems
+    """
+    folder = Path(folder)
+    loaded = LoadedFlows(folder)
+    if not folder.is_dir():
+        loaded.problems.append(f"{_rel(folder)}: flows folder not found")
+        return loaded
+    pool_names = None if pools is None else set(pools)
+    seen: dict[str, Flow] = {}
+    for path in flow_files(folder):
+        flows, problem = import_flow_file(path)
+        loaded.files[path] = [f.name for f in flows]
+        if problem:
+            loaded.problems.append(problem)
+            continue
+        if not flows:
+            loaded.problems.append(f"{_rel(path)}:1: defines no Flow")
+        for flow in flows:
+            if flow.name in seen:
+                loaded.problems.append(
+                    f"{flow.where}: flow name {flow.name!r} is already used at "
+                    f"{seen[flow.name].where}"
+                )
+                loaded.broken.add(flow.name)
+                continue
+            seen[flow.name] = flow
+            problems = flow.problems(pool_names)
+            if problems:
+                loaded.problems.extend(problems)
+                loaded.broken.add(flow.name)
+            else:
+                loaded.flows[flow.name] = flow
+    for name in loaded.broken:
+        loaded.flows.pop(name, None)
+    return loaded

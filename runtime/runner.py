@@ -1,0 +1,169 @@
+"""Creates runs and hands them to the engine: new runs, retries of failed runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from runtime import codec
+from runtime.clock import Clock, SystemClock
+from runtime.config import Config
+from runtime.engine import Engine, RunHandle
+from runtime.errors import SluicewayError
+from runtime.events import EventBus
+from runtime.flow import Flow
+from runtime.limits import Limits
+from runtime.result import RunResult, TaskResult
+from runtime.states import RunState, TaskState
+from runtime.store import Store, open_store, queries
+
+
+class Runner:
+    """Runs flows in this process against one store, one set of limits and one event bus."""
+
+    def __init__(self, config: Config, store: Store, engine: Engine) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.bus = engine.bus
+        self.clock = engine.clock
+        self.limits = engine.limits
+
+    async def run(
+        self,
+        flow: Flow,
+        params: Mapping[str, Any] | None = None,
+        *,
+        trigger: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        key: str | None = None,
+        handle: RunHandle | None = None,
+    ) -> RunResult:
+        """Queue a run of *flow* and execute it to the end.
+
+        With an idempotency *key* that already made a run, nothing new runs: the existing run
+        is returned as stored.
+
+        :raises FlowValidationError: when the flow cannot run
+        :raises ParamError: for a param the flow does not declare
+        """
+        flow.validate(self.limits.pools)
+        resolved = flow.resolve_params(params or {})
+        now = self.clock.now()
+        trigger = dict(trigger or {"kind": "manual"})
+        logical = logical_date or now
+        run_id, created = await self.store.create_run(
+            flow=flow.name,
+            params=resolved,
+            trigger=trigger,
+            logical_date=logical,
+            created_at=now,
+            key=key,
+            source_hash=flow.source_hash(),
+        )
+        if not created:
+            return await self.load(run_id)
+        return await self._execute(flow, run_id, resolved, logical, trigger, handle=handle)
+
+    async def retry(self, flow: Flow, run_id: int, *, handle: RunHandle | None = None) -> RunResult:
+        """Run again the failed, upstream_failed, cancelled and skipped-by-failure tasks of
+        ended run *run_id*, as a new run that reuses the stored results of the others."""
+        old = await self.store.read(queries.get_run, run_id)
+        if old["flow"] != flow.name:
+            raise SluicewayError(f"run {run_id} is a run of {old['flow']!r}, not {flow.name!r}")
+        if not RunState(old["state"]).terminal:
+            raise SluicewayError(f"run {run_id} is still {old['state']}; retry it once it ended")
+        if old["state"] == RunState.SUCCEEDED:
+            raise SluicewayError(f"run {run_id} succeeded; there is nothing to retry")
+        flow.validate(self.limits.pools)
+        reuse = await self.store.read(queries.stored_results, run_id)
+        reuse = {k: v for k, v in reuse.items() if k[0] in flow.tasks}
+        params = {k: v for k, v in old["params"].items() if k in flow.params}
+        resolved = flow.resolve_params(params)
+        logical = codec.parse_iso(old["logical_date"])
+        assert logical is not None
+        trigger = {"kind": "retry", "run_id": run_id}
+        new_id, _ = await self.store.create_run(
+            flow=flow.name,
+            params=resolved,
+            trigger=trigger,
+            logical_date=logical,
+            created_at=self.clock.now(),
+            retry_of=run_id,
+            source_hash=flow.source_hash(),
+        )
+        return await self._execute(flow, new_id, resolved, logical, trigger, reuse, handle=handle)
+
+    async def _execute(
+        self,
+        flow: Flow,
+        run_id: int,
+        params: Mapping[str, Any],
+        logical: datetime,
+        trigger: Mapping[str, Any],
+        reuse: Mapping[tuple[str, int], Any] | None = None,
+        *,
+        handle: RunHandle | None,
+    ) -> RunResult:
+        limit = flow.max_active_runs
+        if not self.limits.try_admit_run(flow.name, limit):
+            reason = f"waiting: max_active_runs={limit} of flow {flow.name!r} reached"
+            self.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
+            await self.limits.admit_run(flow.name, limit)
+        try:
+            result = await self.engine.execute(
+                flow,
+                run_id,
+                params=params,
+                logical_date=logical,
+                trigger=trigger,
+                reuse=reuse,
+                handle=handle,
+            )
+        finally:
+            self.limits.release_run(flow.name, limit)
+        await self.store.flush()
+        return result
+
+    async def load(self, run_id: int) -> RunResult:
+        """A stored run as a RunResult (results are those that could be stored)."""
+        data = await self.store.read(queries.get_run, run_id)
+        stored = await self.store.read(queries.stored_results, run_id)
+        result = RunResult(run_id, data["flow"], RunState(data["state"]), error=data["error"])
+        for t in data["tasks"]:
+            idx = t.get("index")
+            tr = TaskResult(
+                t["name"],
+                TaskState(t["state"]),
+                t["attempts"],
+                stored.get((t["name"], -1 if idx is None else idx)),
+                t["error"],
+                t["reason"],
+                idx,
+            )
+            if idx is None:
+                result.tasks[t["name"]] = tr
+            else:
+                parent = result.tasks[t["name"]]
+                parent.instances = [*(parent.instances or []), tr]
+        return result
+
+
+@asynccontextmanager
+async def open_runner(
+    config: Config, *, clock: Clock | None = None, bus: EventBus | None = None
+) -> AsyncIterator[Runner]:
+    """Open the store and limits described by *config* and yield a :class:`Runner`."""
+    async with open_store(config.db, interval=config.flush_interval) as store:
+        limits = Limits(config.max_concurrency, config.pools)
+        engine = Engine(
+            store,
+            limits,
+            clock or SystemClock(),
+            bus or EventBus(),
+            result_max_bytes=config.result_max_bytes,
+            threads=config.max_concurrency,
+        )
+        yield Runner(config, store, engine)

@@ -1,0 +1,172 @@
+"""The store: one SQLite file, one writer task, and read queries beside it."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import anyio
+
+from runtime import codec
+from runtime.errors import StoreError
+from runtime.store import schema
+from runtime.store.writer import Writer
+
+log = logging.getLogger("sluiceway.runtime.store")
+
+T = TypeVar("T")
+
+
+class Store:
+    """The run history. Writes go through the batched :class:`Writer`; reads use their own
+    connection in a worker thread so they never wait behind a batch."""
+
+    def __init__(self, path: Path, writer: Writer, reader: sqlite3.Connection) -> None:
+        self.path = path
+        self.writer = writer
+        self._reader = reader
+        self._read_lock = anyio.Lock()
+        # the engine's hot path calls these directly
+        self.put_run = writer.put_run
+        self.put_task = writer.put_task
+        self.put_attempt = writer.put_attempt
+        self.add_log = writer.add_log
+        self.add_event = writer.add_event
+        self.flush = writer.flush
+
+    async def create_run(
+        self,
+        *,
+        flow: str,
+        params: dict[str, Any],
+        trigger: dict[str, Any],
+        logical_date: datetime,
+        created_at: datetime,
+        key: str | None = None,
+        retry_of: int | None = None,
+        source_hash: str | None = None,
+    ) -> tuple[int, bool]:
+        """Commit a queued run and return ``(run_id, created)``.
+
+        With an idempotency *key*, a second request for the same (flow, key) returns the first
+        run's id and ``created=False``: the unique index decides, so races cannot duplicate.
+        """
+        row = (
+            flow,
+            "queued",
+            codec.dumps_str(params),
+            codec.dumps_str(trigger),
+            codec.iso(logical_date),
+            key,
+            retry_of,
+            source_hash,
+            codec.iso(created_at),
+        )
+
+        async def op(db: aiosqlite.Connection) -> tuple[int, bool]:
+            async with db.execute(schema.INSERT_RUN, row) as cur:
+                got = await cur.fetchone()
+            if got is not None:
+                return int(got[0]), True
+            async with db.execute(
+                "SELECT id FROM runs WHERE flow = ? AND idempotency_key = ?", (flow, key)
+            ) as cur:
+                existing = await cur.fetchone()
+            assert existing is not None
+            return int(existing[0]), False
+
+        result: tuple[int, bool] = await self.writer.submit(op)
+        return result
+
+    async def record_flow(self, name: str, path: str | None, source_hash: str, now: datetime) -> None:
+        """Remember a loaded flow's file and source hash (written with the next batch)."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(schema.UPSERT_FLOW, (name, path, source_hash, codec.iso(now)))
+
+        await self.writer.submit(op)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a query function from :mod:`runtime.store.queries` off the event loop."""
+        async with self._read_lock:
+            return await anyio.to_thread.run_sync(fn, self._reader, *args)
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read connection for queries (the CLI uses it without an event loop)."""
+    if not path.exists():
+        raise StoreError(f"{path}: no such database (run a flow first, or pass --db)")
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    async with db.execute("SELECT version FROM schema_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > schema.SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this Sluiceway "
+            f"({schema.SCHEMA_VERSION}); upgrade Sluiceway"
+        )
+    for number in range(version + 1, schema.SCHEMA_VERSION + 1):
+        script = schema.MIGRATIONS[number - 1]
+        # one transaction per migration: a crash mid-way leaves the previous version intact
+        await db.executescript(
+            "BEGIN IMMEDIATE;\n"
+            + script
+            + "\nDELETE FROM schema_version;"
+            + f"\nINSERT INTO schema_version (version) VALUES ({number});\nCOMMIT;"
+        )
+        log.info("store=%s migrated to schema version %d", path, number)
+
+
+@asynccontextmanager
+async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterator[Store]:
+    """Open (creating and migrating) the SQLite file at *path* and run its writer.
+
+    Everything queued is committed before the context exits, on every exit path.
+
+    :param interval: how long a batch may collect changes before it is committed
+    :raises StoreError: when the file cannot be opened or migrated
+    """
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise StoreError(f"{path}: folder {path.parent} does not exist")
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from exc
+    reader: sqlite3.Connection | None = None
+    try:
+        for pragma in schema.PRAGMAS:
+            await db.execute(pragma)
+        try:
+            await _migrate(db, path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot migrate database: {exc}") from exc
+        reader = connect_reader(path)
+        writer = Writer(db, interval=interval)
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            try:
+                yield Store(path, writer, reader)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await writer.close()
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            if reader is not None:
+                reader.close()
+            await db.close()

@@ -1,0 +1,186 @@
+"""Read queries over the run history; plain functions on a sqlite3 connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from runtime import codec
+from runtime.errors import RunNotFoundError
+
+_RUN_COLUMNS = (
+    "id, flow, state, params, trigger, logical_date, idempotency_key, retry_of, created_at, "
+    "started_at, ended_at, error, wait_reason"
+)
+
+
+def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "flow": row["flow"],
+        "state": row["state"],
+        "params": codec.loads(row["params"]),
+        "trigger": codec.loads(row["trigger"]),
+        "logical_date": row["logical_date"],
+        "idempotency_key": row["idempotency_key"],
+        "retry_of": row["retry_of"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "duration": _duration(row["started_at"], row["ended_at"]),
+        "error": row["error"],
+        "wait_reason": row["wait_reason"],
+    }
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    first, last = codec.parse_iso(start), codec.parse_iso(end)
+    if first is None or last is None:
+        return None
+    return round((last - first).total_seconds(), 6)
+
+
+def list_runs(
+    conn: sqlite3.Connection,
+    flow: str | None = None,
+    state: str | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """Runs, newest first, optionally of one flow and/or in one state."""
+    where, args = [], []
+    if flow is not None:
+        where.append("flow = ?")
+        args.append(flow)
+    if state is not None:
+        where.append("state = ?")
+        args.append(state)
+    sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    return [_run_dict(row) for row in conn.execute(sql, (*args, limit))]
+
+
+def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
+    """One run with its tasks (mapped instances as separate items with an ``index``).
+
+    :raises RunNotFoundError: when there is no such run
+    """
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    run = _run_dict(row)
+    errors: dict[tuple[str, int], dict[str, Any]] = {}
+    for att in conn.execute(
+        "SELECT name, idx, attempt, error_type, error_message, traceback FROM attempts "
+        "WHERE run_id = ? AND error_type IS NOT NULL ORDER BY attempt",
+        (run_id,),
+    ):
+        errors[(att["name"], att["idx"])] = {
+            "type": att["error_type"],
+            "message": att["error_message"],
+            "attempt": att["attempt"],
+            "traceback": att["traceback"],
+        }
+    tasks = []
+    for t in conn.execute(
+        "SELECT name, idx, state, attempts, started_at, ended_at, next_attempt_at, error, reason "
+        "FROM tasks WHERE run_id = ? ORDER BY rowid",
+        (run_id,),
+    ).fetchall():
+        item: dict[str, Any] = {"name": t["name"]}
+        if t["idx"] >= 0:
+            item["index"] = t["idx"]
+        last_error = errors.get((t["name"], t["idx"]))
+        item.update(
+            state=t["state"],
+            attempts=t["attempts"],
+            started_at=t["started_at"],
+            ended_at=t["ended_at"],
+            duration=_duration(t["started_at"], t["ended_at"]),
+            next_attempt_at=t["next_attempt_at"],
+            error=t["error"],
+            error_type=last_error["type"] if last_error and t["error"] else None,
+            traceback=last_error["traceback"] if last_error and t["error"] else None,
+            reason=t["reason"],
+        )
+        tasks.append(item)
+    # rowid is creation order (topological at run start); instances sit under their task
+    first = {}
+    for pos, item in enumerate(tasks):
+        first.setdefault(item["name"], pos)
+    tasks.sort(key=lambda item: (first[item["name"]], item.get("index", -1)))
+    run["tasks"] = tasks
+    run["events"] = [
+        {"ts": e["ts"], "kind": e["kind"], "task": e["task"], **codec.loads(e["payload"])}
+        for e in conn.execute(
+            "SELECT ts, kind, task, payload FROM events WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+    ]
+    return run
+
+
+def get_attempts(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+    """Every attempt of every task of a run, in the order they were made."""
+    return [
+        dict(row)
+        for row in conn.execute(
+            "SELECT name, idx, attempt, state, started_at, ended_at, error_type, error_message "
+            "FROM attempts WHERE run_id = ? ORDER BY started_at, name, idx, attempt",
+            (run_id,),
+        )
+    ]
+
+
+def get_logs(
+    conn: sqlite3.Connection, run_id: int, task: str | None = None
+) -> list[dict[str, Any]]:
+    """A run's stored log lines in order, optionally of one task (``load`` or ``load[3]``)."""
+    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+        raise RunNotFoundError(run_id)
+    sql = "SELECT name, idx, attempt, ts, level, message FROM logs WHERE run_id = ?"
+    args: list[Any] = [run_id]
+    if task is not None:
+        name, _, rest = task.partition("[")
+        sql += " AND name = ?"
+        args.append(name)
+        if rest:
+            sql += " AND idx = ?"
+            args.append(int(rest.rstrip("]")))
+    return [dict(row) for row in conn.execute(sql + " ORDER BY id", args)]
+
+
+def stored_results(conn: sqlite3.Connection, run_id: int) -> dict[tuple[str, int], Any]:
+    """Results of the succeeded tasks (and instances) of a run that could be stored."""
+    out: dict[tuple[str, int], Any] = {}
+    for row in conn.execute(
+        "SELECT name, idx, result FROM tasks WHERE run_id = ? AND state = 'succeeded' "
+        "AND has_result = 1",
+        (run_id,),
+    ):
+        out[(row["name"], row["idx"])] = codec.loads(row["result"])
+    return out
+
+
+def task_attempt_counts(conn: sqlite3.Connection, run_id: int) -> dict[tuple[str, int], int]:
+    return {
+        (row["name"], row["idx"]): row["attempts"]
+        for row in conn.execute("SELECT name, idx, attempts FROM tasks WHERE run_id = ?", (run_id,))
+    }
+
+
+def flow_summaries(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Per flow: number of runs and the newest run's id, state and end time."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(
+        "SELECT r.flow, r.id, r.state, r.ended_at, c.n FROM runs r JOIN "
+        "(SELECT flow, MAX(id) AS last, COUNT(*) AS n FROM runs GROUP BY flow) c "
+        "ON r.id = c.last"
+    ):
+        out[row["flow"]] = {
+            "runs": row["n"],
+            "last_run": row["id"],
+            "last_state": row["state"],
+            "last_ended_at": row["ended_at"],
+        }
+    return out

@@ -1,0 +1,152 @@
+"""The store's DDL, pragmas and versioned migrations; later capabilities append migrations."""
+
+from __future__ import annotations
+
+# Applied in order; the version table remembers how many ran. Never edit a shipped entry:
+# append a new one (later issues add tables for triggers, alerts and the API).
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the foundation's run history
+    """
+    CREATE TABLE flows (
+        name        TEXT PRIMARY KEY,
+        path        TEXT,
+        source_hash TEXT,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id              INTEGER PRIMARY KEY,
+        flow            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        params          TEXT NOT NULL DEFAULT '{}',
+        trigger         TEXT NOT NULL DEFAULT '{"kind":"manual"}',
+        logical_date    TEXT NOT NULL,
+        idempotency_key TEXT,
+        retry_of        INTEGER REFERENCES runs(id),
+        source_hash     TEXT,
+        created_at      TEXT NOT NULL,
+        started_at      TEXT,
+        ended_at        TEXT,
+        error           TEXT,
+        wait_reason     TEXT
+    );
+    -- one run per trigger instance: restarts and races never duplicate a run
+    CREATE UNIQUE INDEX runs_idempotency ON runs(flow, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_by_flow ON runs(flow, id);
+    CREATE INDEX runs_by_state ON runs(state, id);
+    -- one row per task, and one per mapped instance (idx >= 0; the task itself has idx -1)
+    CREATE TABLE tasks (
+        run_id          INTEGER NOT NULL REFERENCES runs(id),
+        name            TEXT NOT NULL,
+        idx             INTEGER NOT NULL DEFAULT -1,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        started_at      TEXT,
+        ended_at        TEXT,
+        next_attempt_at TEXT,
+        error           TEXT,
+        reason          TEXT,
+        result          BLOB,
+        has_result      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, name, idx)
+    );
+    CREATE TABLE attempts (
+        run_id        INTEGER NOT NULL REFERENCES runs(id),
+        name          TEXT NOT NULL,
+        idx           INTEGER NOT NULL,
+        attempt       INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        started_at    TEXT,
+        ended_at      TEXT,
+        error_type    TEXT,
+        error_message TEXT,
+        traceback     TEXT,
+        PRIMARY KEY (run_id, name, idx, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE logs (
+        id      INTEGER PRIMARY KEY,
+        run_id  INTEGER NOT NULL REFERENCES runs(id),
+        name    TEXT,
+        idx     INTEGER,
+        attempt INTEGER,
+        ts      TEXT NOT NULL,
+        level   TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX logs_by_run ON logs(run_id, name, id);
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        ts      TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        run_id  INTEGER REFERENCES runs(id),
+        task    TEXT,
+        payload TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_by_run ON events(run_id, id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# WAL lets readers (the CLI, the API) run beside the one writer. FULL fsyncs the WAL at every
+# commit: with group commit that is one fsync per batch, so power loss cannot eat the last
+# commits. busy_timeout covers the moments another process holds the write lock.
+PRAGMAS: tuple[str, ...] = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+TERMINAL_TASK = "('succeeded','failed','upstream_failed','skipped','cancelled')"
+TERMINAL_RUN = "('succeeded','failed','cancelled')"
+
+# Coalesced upserts: only the newest state of a row within one batch is written. The WHERE
+# clauses make terminal states final: once written, nothing overwrites them.
+UPSERT_TASK = f"""
+INSERT INTO tasks (run_id, name, idx, state, attempts, started_at, ended_at, next_attempt_at,
+                   error, reason, result, has_result)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, name, idx) DO UPDATE SET
+    state = excluded.state, attempts = excluded.attempts, started_at = excluded.started_at,
+    ended_at = excluded.ended_at, next_attempt_at = excluded.next_attempt_at,
+    error = excluded.error, reason = excluded.reason, result = excluded.result,
+    has_result = excluded.has_result
+WHERE tasks.state NOT IN {TERMINAL_TASK}
+"""
+
+UPSERT_ATTEMPT = f"""
+INSERT INTO attempts (run_id, name, idx, attempt, state, started_at, ended_at, error_type,
+                      error_message, traceback)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, name, idx, attempt) DO UPDATE SET
+    state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
+    error_type = excluded.error_type, error_message = excluded.error_message,
+    traceback = excluded.traceback
+WHERE attempts.state NOT IN {TERMINAL_TASK}
+"""
+
+UPDATE_RUN = f"""
+UPDATE runs SET state = ?, started_at = COALESCE(?, started_at), ended_at = ?, error = ?,
+                wait_reason = ?
+WHERE id = ? AND state NOT IN {TERMINAL_RUN}
+"""
+
+INSERT_LOG = "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+INSERT_EVENT = "INSERT INTO events (ts, kind, run_id, task, payload) VALUES (?, ?, ?, ?, ?)"
+
+INSERT_RUN = """
+INSERT INTO runs (flow, state, params, trigger, logical_date, idempotency_key, retry_of,
+                  source_hash, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+UPSERT_FLOW = """
+INSERT INTO flows (name, path, source_hash, updated_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET path = excluded.path, source_hash = excluded.source_hash,
+    updated_at = excluded.updated_at
+WHERE flows.source_hash IS NOT excluded.source_hash OR flows.path IS NOT excluded.path
+"""

@@ -1,0 +1,208 @@
+"""The one writer: coalesces state changes in memory and commits them in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosqlite
+import anyio
+from anyio.abc import TaskStatus
+
+from runtime.errors import StoreError
+from runtime.store import schema
+
+log = logging.getLogger("sluiceway.runtime.store")
+
+Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+class _Waiter:
+    """One caller waiting for its write (or everything before it) to be committed."""
+
+    __slots__ = ("done", "error", "op", "value")
+
+    def __init__(self, op: Op | None = None) -> None:
+        self.op = op
+        self.done = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise StoreError(f"write failed: {self.error}") from self.error
+        return self.value
+
+
+class Writer:
+    """Owns the write connection. Everyone else calls the cheap ``put_*`` methods.
+
+    State rows (runs, tasks, attempts) are keyed, so a task that goes pending -> running ->
+    succeeded within one batch is written once. Ops (run creation, flow rows) run in order at
+    the start of a batch, each under its own savepoint so one bad op fails only its caller.
+    A batch is committed ``interval`` seconds after its first change, or at once when someone
+    waits for durability (:meth:`flush`, :meth:`submit`).
+    """
+
+    def __init__(self, db: aiosqlite.Connection, *, interval: float = 0.05) -> None:
+        self._db = db
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._runs: dict[int, tuple[Any, ...]] = {}
+        self._tasks: dict[tuple[int, str, int], tuple[Any, ...]] = {}
+        self._attempts: dict[tuple[int, str, int, int], tuple[Any, ...]] = {}
+        self._logs: list[tuple[Any, ...]] = []
+        self._events: list[tuple[Any, ...]] = []
+        self._ops: list[_Waiter] = []
+        self._flushers: list[_Waiter] = []
+        self._has_work = anyio.Event()
+        self._urgent = anyio.Event()
+        self._inflight: anyio.Event | None = None
+        self._closed = False
+        self.batches = 0
+
+    # --- producers (loop thread; add_log also from worker threads) ---
+
+    def put_run(self, run_id: int, row: tuple[Any, ...]) -> None:
+        """Queue the newest state of run *run_id*: (state, started_at, ended_at, error, wait)."""
+        self._runs[run_id] = (*row, run_id)
+        self._wake()
+
+    def put_task(self, row: tuple[Any, ...]) -> None:
+        """Queue the newest state of one task row (see schema.UPSERT_TASK for the columns)."""
+        self._tasks[(row[0], row[1], row[2])] = row
+        self._wake()
+
+    def put_attempt(self, row: tuple[Any, ...]) -> None:
+        self._attempts[(row[0], row[1], row[2], row[3])] = row
+        self._wake()
+
+    def add_event(self, row: tuple[Any, ...]) -> None:
+        self._events.append(row)
+        self._wake()
+
+    def add_log(self, row: tuple[Any, ...]) -> None:
+        """Queue one log line; safe to call from a worker thread running a ``def`` task."""
+        if threading.get_ident() == self._loop_thread:
+            self._logs.append(row)
+            self._wake()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.add_log, row)
+
+    async def submit(self, op: Op) -> Any:
+        """Run *op* inside the next transaction and return its value once committed."""
+        self._check_open()
+        waiter = _Waiter(op)
+        self._ops.append(waiter)
+        self._wake(urgent=True)
+        return await waiter.wait()
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call is committed."""
+        if not self._pending():
+            if self._inflight is not None:
+                await self._inflight.wait()
+            return
+        waiter = _Waiter()
+        self._flushers.append(waiter)
+        self._wake(urgent=True)
+        await waiter.wait()
+
+    def _pending(self) -> bool:
+        return bool(
+            self._ops or self._runs or self._tasks or self._attempts or self._logs or self._events
+        )
+
+    def _wake(self, *, urgent: bool = False) -> None:
+        if not self._has_work.is_set():
+            self._has_work.set()
+        if urgent and not self._urgent.is_set():
+            self._urgent.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    # --- the writer task ---
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Commit batches until cancelled; started as a child of the store's task group."""
+        task_status.started()
+        while True:
+            await self._has_work.wait()
+            if not self._urgent.is_set():
+                with anyio.move_on_after(self._interval):
+                    await self._urgent.wait()
+            await self._commit_batch()
+
+    async def close(self) -> None:
+        """Commit what is queued; afterwards only log lines from stray threads are dropped."""
+        await self.flush()
+        self._closed = True
+
+    async def _commit_batch(self) -> None:
+        ops, self._ops = self._ops, []
+        flushers, self._flushers = self._flushers, []
+        runs, self._runs = self._runs, {}
+        tasks, self._tasks = self._tasks, {}
+        attempts, self._attempts = self._attempts, {}
+        logs, self._logs = self._logs, []
+        events, self._events = self._events, []
+        self._has_work = anyio.Event()
+        self._urgent = anyio.Event()
+        inflight = self._inflight = anyio.Event()
+        db = self._db
+        try:
+            # IMMEDIATE takes the write lock now; a deferred BEGIN could hit SQLITE_BUSY at
+            # its first write, halfway through the batch.
+            await db.execute("BEGIN IMMEDIATE")
+            for waiter in ops:
+                await db.execute("SAVEPOINT op")
+                try:
+                    assert waiter.op is not None
+                    waiter.value = await waiter.op(db)
+                except Exception as exc:
+                    waiter.error = exc
+                    await db.execute("ROLLBACK TO op")
+                await db.execute("RELEASE op")
+            if runs:
+                await db.executemany(schema.UPDATE_RUN, list(runs.values()))
+            if tasks:
+                await db.executemany(schema.UPSERT_TASK, list(tasks.values()))
+            if attempts:
+                await db.executemany(schema.UPSERT_ATTEMPT, list(attempts.values()))
+            if logs:
+                await db.executemany(schema.INSERT_LOG, logs)
+            if events:
+                await db.executemany(schema.INSERT_EVENT, events)
+            await db.execute("COMMIT")  # one fsync for the whole batch
+        except BaseException as exc:
+            # A cancelled await in a cancelled scope is cancelled again: shield the rollback,
+            # or the connection stays in a transaction and every later write is locked out.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+            for waiter in (*ops, *flushers):
+                waiter.error = waiter.error or exc
+                waiter.done.set()
+            inflight.set()
+            if isinstance(exc, Exception):
+                log.exception(
+                    "store batch failed: %d ops, %d runs, %d tasks, %d attempts, %d logs lost",
+                    len(ops),
+                    len(runs),
+                    len(tasks),
+                    len(attempts),
+                    len(logs),
+                )
+                return
+            raise
+        self.batches += 1
+        for waiter in (*ops, *flushers):
+            waiter.done.set()
+        inflight.set()
