@@ -33,7 +33,7 @@ def _err(text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--flows", type=Path, help="folder of flow files (SLUICEWAY_FLOWS)")
     common.add_argument("--db", type=Path, help="SQLite file (SLUICEWAY_DB)")
     common.add_argument("--config", type=Path, help="config file (default ./sluiceway.toml)")
@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Orchestrate ETL/ELT flows of async tasks on one box.",
         parents=[common],
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, parents=[common])
@@ -69,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("runs", "List runs, newest first.")
     p.add_argument("--flow")
-    p.add_argument(
-        "--state", choices=["queued", "running", "succeeded", "failed", "cancelled"]
-    )
+    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
 
@@ -440,7 +440,11 @@ def _cmd_logs(args: argparse.Namespace, config: Config) -> int:
     finally:
         conn.close()
     for line in lines:
-        label = line["name"] if line["idx"] is None or line["idx"] < 0 else f"{line['name']}[{line['idx']}]"
+        label = (
+            line["name"]
+            if line["idx"] is None or line["idx"] < 0
+            else f"{line['name']}[{line['idx']}]"
+        )
         _out(f"{line['ts']} {line['level']:<7} {label} #{line['attempt']}: {line['message']}")
     return EXIT_OK
 

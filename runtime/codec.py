@@ -10,7 +10,7 @@ import orjson
 _OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
-class NotSerializable(Exception):  # noqa: N818 - internal signal, never escapes the store
+class NotSerializable(Exception):
     """The value cannot be stored as JSON."""
 
 
@@ -45,4 +45,4 @@ def iso(moment: datetime | None) -> str | None:
 def parse_iso(text: str | None) -> datetime | None:
     if text is None:
         return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)

@@ -46,7 +46,9 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
             extra = {"sluiceway_task": self._label, "sluiceway_message": message}
             self.logger.log(level, "run=%s task=%s %s", run_id, self._label, message, extra=extra)
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         return msg, kwargs
 
 
@@ -66,7 +68,18 @@ class Run:
     :ivar log: a logger whose lines are stored with this attempt
     """
 
-    __slots__ = ("attempt", "flow", "id", "index", "key", "log", "logical_date", "params", "task", "trigger")
+    __slots__ = (
+        "attempt",
+        "flow",
+        "id",
+        "index",
+        "key",
+        "log",
+        "logical_date",
+        "params",
+        "task",
+        "trigger",
+    )
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -37,6 +38,6 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
                 ) from None
     else:
         raise ValueError(f"{what} must be seconds or a string like '30s', not {value!r}")
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+    if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
         raise ValueError(f"{what} must be a finite, non-negative duration, not {value!r}")
     return seconds

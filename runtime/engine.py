@@ -37,6 +37,7 @@ class Unit:
     """What runs: a task (``idx == -1``) or one instance of a mapped task."""
 
     __slots__ = (
+        "attempt_start",
         "attempts",
         "ended_at",
         "error",
@@ -46,7 +47,6 @@ class Unit:
         "reason",
         "result",
         "scope",
-        "attempt_start",
         "started_at",
         "state",
     )
@@ -243,7 +243,9 @@ class _Execution:
             for node in self.nodes.values():
                 for unit in (*(node.instances or ()), node.unit):
                     if not unit.state.terminal:
-                        self._settle(unit, S.CANCELLED, now, reason="run cancelled", propagate=False)
+                        self._settle(
+                            unit, S.CANCELLED, now, reason="run cancelled", propagate=False
+                        )
             self._end_run(self.clock.now())
             raise
         finally:
@@ -451,7 +453,7 @@ class _Execution:
             self._record_attempt(unit, attempt, S.SKIPPED, end, None)
             self._settle(unit, S.SKIPPED, end, reason=skip.reason)
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one task attempt is an isolation boundary
             error = exc
         unit.scope = None
         end = self.clock.now()
@@ -489,13 +491,22 @@ class _Execution:
             )
             log.warning(
                 "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
-                self.run_id, self.flow.name, unit.label, attempt, text, delay,
+                self.run_id,
+                self.flow.name,
+                unit.label,
+                attempt,
+                text,
+                delay,
             )
             return delay
         self._store_log(unit, attempt, end, "ERROR", _format_error(error))
         log.warning(
             "run=%s flow=%s task=%s attempt=%d failed: %s",
-            self.run_id, self.flow.name, unit.label, attempt, text,
+            self.run_id,
+            self.flow.name,
+            unit.label,
+            attempt,
+            text,
         )
         self._settle(unit, S.FAILED, end, error=text)
         return None
@@ -576,8 +587,15 @@ class _Execution:
         duration = (now - unit.started_at).total_seconds() if unit.started_at else None
         self.bus.publish(
             TaskEnded(
-                now, self.run_id, self.flow.name, unit.label, state, unit.attempts, duration,
-                unit.error, reason,
+                now,
+                self.run_id,
+                self.flow.name,
+                unit.label,
+                state,
+                unit.attempts,
+                duration,
+                unit.error,
+                reason,
             )
         )
         if not propagate:

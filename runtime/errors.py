@@ -60,7 +60,7 @@ class StoreError(SluicewayError):
 # --- raised by tasks ---
 
 
-class Retry(Exception):  # noqa: N818 - a verb, raised by task authors
+class Retry(Exception):
     """Raise inside a task to ask for another attempt now or after *delay* seconds.
 
     Counts as a failed attempt: when no retries are left the task fails with this message.
@@ -74,7 +74,7 @@ class Retry(Exception):  # noqa: N818 - a verb, raised by task authors
         super().__init__(message)
 
 
-class Skip(Exception):  # noqa: N818 - a verb, raised by task authors
+class Skip(Exception):
     """Raise inside a task to end it ``skipped`` with *reason*; downstream tasks follow their rule.
 
     :param reason: why the task was skipped (shown in ``show`` and the logs)

@@ -136,7 +136,9 @@ class Task:
         if run_if not in RULES:
             problem(f"unknown run_if {run_if!r} (one of: {', '.join(RULES)})")
         if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or max_concurrency < 1
         ):
             problem(f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}")
             self.max_concurrency = None
@@ -213,15 +215,28 @@ class Flow:
         self._problems: list[str] = []
         self._graph: Graph | None = None
         if not isinstance(name, str) or not _NAME.match(name):
-            self._problems.append(f"{self.where}: flow name must be letters, digits, '_', '.', '-', not {name!r}")
-        for label, value in (("max_concurrency", max_concurrency), ("max_active_runs", max_active_runs)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                self._problems.append(f"{self.where}: flow {name!r}: {label} must be a whole number >= 1, not {value!r}")
+            self._problems.append(
+                f"{self.where}: flow name must be letters, digits, '_', '.', '-', not {name!r}"
+            )
+        for label, value in (
+            ("max_concurrency", max_concurrency),
+            ("max_active_runs", max_active_runs),
+        ):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                self._problems.append(
+                    f"{self.where}: flow {name!r}: {label} must be a whole number >= 1, not {value!r}"
+                )
         bad = [k for k in self.params if not isinstance(k, str) or not k.isidentifier()]
         if bad:
-            self._problems.append(f"{self.where}: flow {name!r}: param names must be identifiers, not {bad!r}")
+            self._problems.append(
+                f"{self.where}: flow {name!r}: param names must be identifiers, not {bad!r}"
+            )
         if RUN_PARAM in self.params:
-            self._problems.append(f"{self.where}: flow {name!r}: 'run' is reserved and cannot be a param")
+            self._problems.append(
+                f"{self.where}: flow {name!r}: 'run' is reserved and cannot be a param"
+            )
         if _collector is not None:
             _collector.append(self)
 
@@ -249,7 +264,7 @@ class Flow:
         max_concurrency: int | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # options are checked by name, with a clear message
         self, func: Callable[..., Any] | None = None, /, **options: Any
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Declare a task; use bare (``@flow.task``) or with options (``@flow.task(retries=3)``).
@@ -291,7 +306,9 @@ class Flow:
         unknown = sorted(set(options) - set(allowed))
 
         def decorate(fn: Callable[..., Any]) -> Task:
-            task = Task(self, fn, **{**allowed, **{k: v for k, v in options.items() if k in allowed}})
+            task = Task(
+                self, fn, **{**allowed, **{k: v for k, v in options.items() if k in allowed}}
+            )
             for key in unknown:
                 task.problems.append(f"unknown task option {key!r}")
             if task.name in self.tasks:
@@ -340,10 +357,16 @@ class Flow:
                         f"{task.where}: task {task.name!r} has parameter {pname!r} that is not "
                         f"a task, a param of flow {self.name!r}, or 'run'"
                     )
-            for dep in task.after:
-                if dep not in self.tasks:
-                    found.append(f"{task.where}: task {task.name!r} depends on unknown task {dep!r}")
-            task.data_deps, task.flow_params, task.wants_run = tuple(data), tuple(fparams), wants_run
+            found.extend(
+                f"{task.where}: task {task.name!r} depends on unknown task {dep!r}"
+                for dep in task.after
+                if dep not in self.tasks
+            )
+            task.data_deps, task.flow_params, task.wants_run = (
+                tuple(data),
+                tuple(fparams),
+                wants_run,
+            )
             if task.map is not None and task.map not in data:
                 found.append(
                     f"{task.where}: task {task.name!r}: map={task.map!r} must name a parameter "
@@ -400,7 +423,9 @@ class Flow:
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
             known = ", ".join(sorted(self.params)) or "none"
-            raise ParamError(f"flow {self.name!r} has no param {', '.join(map(repr, unknown))} (params: {known})")
+            raise ParamError(
+                f"flow {self.name!r} has no param {', '.join(map(repr, unknown))} (params: {known})"
+            )
         return {**self.params, **overrides}
 
     # --- running from Python ---

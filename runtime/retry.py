@@ -28,7 +28,7 @@ class RetryPolicy:
         """True when *attempt* (1-based) failed with *error* and another attempt is allowed."""
         if attempt > self.retries:
             return False
-        return isinstance(error, Retry) or isinstance(error, self.retry_on)
+        return isinstance(error, (Retry, *self.retry_on))
 
     def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed *attempt* (1-based) before the next one."""

@@ -84,7 +84,9 @@ class Store:
         result: tuple[int, bool] = await self.writer.submit(op)
         return result
 
-    async def record_flow(self, name: str, path: str | None, source_hash: str, now: datetime) -> None:
+    async def record_flow(
+        self, name: str, path: str | None, source_hash: str, now: datetime
+    ) -> None:
         """Remember a loaded flow's file and source hash (written with the next batch)."""
 
         async def op(db: aiosqlite.Connection) -> None:

@@ -106,7 +106,7 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
         )
         tasks.append(item)
     # rowid is creation order (topological at run start); instances sit under their task
-    first = {}
+    first: dict[str, int] = {}
     for pos, item in enumerate(tasks):
         first.setdefault(item["name"], pos)
     tasks.sort(key=lambda item: (first[item["name"]], item.get("index", -1)))

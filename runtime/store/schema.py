@@ -132,7 +132,9 @@ UPDATE runs SET state = ?, started_at = COALESCE(?, started_at), ended_at = ?, e
 WHERE id = ? AND state NOT IN {TERMINAL_RUN}
 """
 
-INSERT_LOG = "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_LOG = (
+    "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 INSERT_EVENT = "INSERT INTO events (ts, kind, run_id, task, payload) VALUES (?, ?, ?, ?, ?)"
 

@@ -166,7 +166,7 @@ class Writer:
                 try:
                     assert waiter.op is not None
                     waiter.value = await waiter.op(db)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - fails only this op's caller
                     waiter.error = exc
                     await db.execute("ROLLBACK TO op")
                 await db.execute("RELEASE op")

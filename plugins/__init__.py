@@ -1,0 +1,3 @@
+"""Plugins: things that talk to the outside world, found through the `sluiceway.plugins` entry-point group."""
+
+from __future__ import annotations
