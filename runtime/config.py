@@ -103,7 +103,7 @@ def load_config(
     pools: dict[str, int] = {}
     sources = []
     explicit = path or env.get(ENV_CONFIG)
-    file = Path(explicit) if explicit else cwd / CONFIG_FILE
+    file = cwd / explicit if explicit else cwd / CONFIG_FILE
     if explicit and not file.exists():
         raise ConfigError(f"{file}: config file not found")
     if file.exists():
@@ -115,7 +115,9 @@ def load_config(
         except OSError as exc:
             raise ConfigError(f"{file}: cannot read: {exc}") from exc
         for key, value in data.items():
-            if key in _SECTIONS and isinstance(value, dict):
+            if key in _SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
                 for name, item in value.items():
                     pools[name] = _check(f"{file}: [{key}] {name}", _SECTIONS[key], item)
             elif key in _KEYS:

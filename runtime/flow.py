@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import linecache
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from types import CodeType
 from typing import TYPE_CHECKING, Any, overload
 
 from runtime.durations import parse_duration
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 RUN_PARAM = "run"
 RULES = ("all_succeeded", "all_done", "any_failed", "all_failed", "none_failed", "any_succeeded")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_DEF = re.compile(r"^\s*(async\s+)?def\s")
 
 # set by the loader while it imports a flow file, so every Flow made there is found
 _collector: list[Flow] | None = None
@@ -46,6 +49,18 @@ def _where(path: str, line: int) -> str:
     except ValueError:
         rel = path
     return f"{path if rel.startswith('..') else rel}:{line}"
+
+
+def _def_line(code: CodeType) -> int:
+    """The line of the ``def``: a decorated function's code starts at its first decorator."""
+    first = code.co_firstlineno
+    if code.co_name == "<lambda>":
+        return first
+    lines = linecache.getlines(code.co_filename)
+    for number in range(first, min(len(lines), first + 100) + 1):
+        if _DEF.match(lines[number - 1]):
+            return number
+    return first
 
 
 def _task_name(ref: object) -> str:
@@ -82,16 +97,27 @@ class Task:
         self.func = func
         self.name = name or func.__name__
         code = getattr(func, "__code__", None)
-        self.where = _where(code.co_filename, code.co_firstlineno) if code else flow.where
+        self.where = _where(code.co_filename, _def_line(code)) if code else flow.where
         self.is_async = inspect.iscoroutinefunction(func)
+        # each problem is prefixed with "file:line: task 'name': " by Flow.problems
         self.problems: list[str] = []
-        self.after = tuple(_task_name(a) for a in after)
+        problem = self.problems.append
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            problem(f"name must be letters, digits, '_', '.', '-', not {self.name!r}")
+        elif self.name == RUN_PARAM:
+            problem("'run' is reserved for the run context and cannot name a task")
+        if isinstance(after, str) or callable(after):
+            after = (after,)  # after="load" means one task, not the letters of its name
+        try:
+            self.after = tuple(_task_name(a) for a in after)
+        except TypeError:
+            problem(f"after must be a list of tasks or task names, not {after!r}")
+            self.after = ()
         self.pool = pool
         self.run_if = run_if
         self.map = map
         self.max_concurrency = max_concurrency
         self.timeout: float | None = None
-        problem = self.problems.append
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             problem(f"retries must be a whole number >= 0, not {retries!r}")
             retries = 0
@@ -102,26 +128,33 @@ class Task:
             except ValueError as exc:
                 problem(str(exc))
                 delays[label] = 0.0
-        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or backoff < 1:
+        # "not >= 1" also rejects NaN
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not backoff >= 1:
             problem(f"backoff must be a number >= 1, not {backoff!r}")
             backoff = 1.0
         if not isinstance(jitter, bool):
             problem(f"jitter must be True or False, not {jitter!r}")
             jitter = False
-        if isinstance(retry_on, type):
-            retry_on = (retry_on,)
-        retry_on = tuple(retry_on)
-        bad = [r for r in retry_on if not (isinstance(r, type) and issubclass(r, BaseException))]
-        if bad or not retry_on:
+        kinds: tuple[object, ...]
+        if isinstance(retry_on, type | str):
+            kinds = (retry_on,)  # a str is one bad value, not a list of letters
+        else:
+            try:
+                kinds = tuple(retry_on)
+            except TypeError:
+                kinds = (retry_on,)
+        errors = tuple(k for k in kinds if isinstance(k, type) and issubclass(k, BaseException))
+        if len(errors) != len(kinds) or not errors:
+            bad = [k for k in kinds if k not in errors]
             problem(f"retry_on must be exception classes, not {bad or retry_on!r}")
-            retry_on = (Exception,)
+            errors = (Exception,)
         self.retry = RetryPolicy(
             retries=retries,
             delay=delays["retry_delay"],
             backoff=float(backoff),
             max_delay=delays["max_delay"],
             jitter=jitter,
-            retry_on=retry_on,
+            retry_on=errors,
         )
         if timeout is not None:
             try:
@@ -156,17 +189,17 @@ class Task:
         try:
             sig = inspect.signature(func)
         except (TypeError, ValueError) as exc:
-            self.problems.append(f"cannot read the signature of {self.name!r}: {exc}")
+            self.problems.append(f"cannot read its signature: {exc}")
             return ()
         names = []
         for p in sig.parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                stars = "*" if p.kind is p.VAR_POSITIONAL else "**"
                 self.problems.append(
-                    f"task {self.name!r} takes *{p.name}; parameters must each be a task, "
-                    f"a flow param, or 'run'"
+                    f"takes {stars}{p.name}; parameters must each be a task, a flow param, or 'run'"
                 )
             elif p.kind is p.POSITIONAL_ONLY:
-                self.problems.append(f"task {self.name!r}: parameter {p.name!r} is positional-only")
+                self.problems.append(f"parameter {p.name!r} is positional-only")
             else:
                 names.append(p.name)
         return tuple(names)
@@ -310,7 +343,7 @@ class Flow:
                 self, fn, **{**allowed, **{k: v for k, v in options.items() if k in allowed}}
             )
             for key in unknown:
-                task.problems.append(f"unknown task option {key!r}")
+                task.problems.append(f"unknown option {key!r} (options: {', '.join(allowed)})")
             if task.name in self.tasks:
                 other = self.tasks[task.name]
                 self._problems.append(
@@ -338,7 +371,7 @@ class Flow:
             out.append(f"{self.where}: flow {self.name!r} has no tasks")
         upstream: dict[str, tuple[str, ...]] = {}
         for task in self.tasks.values():
-            found = [f"{task.where}: {p}" for p in task.problems]
+            found = [f"{task.where}: task {task.name!r}: {p}" for p in task.problems]
             data, fparams, wants_run = [], [], False
             for pname in task.params:
                 if pname == RUN_PARAM:

@@ -59,6 +59,11 @@ def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
     """Import one flow file and return the flows it made, or the import problem."""
     name = _module_name(path)
     sys.modules.pop(name, None)
+    if _MODULE_PREFIX not in sys.modules:
+        # a parent package, so objects defined in flow files pickle by reference
+        package = ModuleType(_MODULE_PREFIX)
+        package.__path__ = []
+        sys.modules[_MODULE_PREFIX] = package
     collected: list[Flow] = []
     previous = flow_module._collector
     flow_module._collector = collected
@@ -95,10 +100,18 @@ def _import_problem(path: Path, exc: BaseException) -> str:
             if Path(frame.filename).resolve() == path.resolve():
                 line = frame.lineno or line
     tail = traceback.format_exception_only(exc)[-1].strip()
-    frames = traceback.format_tb(exc.__traceback__)[-2:]
-    context = "".join(frames).rstrip()
+    # the importer's own frames (this module, <frozen importlib...>) say nothing to the user
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename != __file__ and not f.filename.startswith("<frozen ")
+    ]
+    context = "".join(traceback.format_list(frames[-2:])).rstrip()
     detail = f"cannot import: {tail}"
-    if context and not isinstance(exc, SyntaxError):
+    if isinstance(exc, SyntaxError):
+        if exc.filename and Path(exc.filename) != path:  # in a helper the file imports
+            detail += f" ({_rel(Path(exc.filename))}:{exc.lineno})"
+    elif context:
         detail += "\n" + context
     return f"{_rel(path)}:{line}: {detail}"
 
@@ -113,9 +126,31 @@ def load_flows(folder: str | Path, pools: Iterable[str] | None = None) -> Loaded
     if not folder.is_dir():
         loaded.problems.append(f"{_rel(folder)}: flows folder not found")
         return loaded
-    pool_names = None if pools is None else set(pools)
+    before = set(sys.modules)
+    try:
+        _load_files(loaded, None if pools is None else set(pools))
+    finally:
+        _forget_helpers(folder, before)
+    for name in loaded.broken:
+        loaded.flows.pop(name, None)
+    return loaded
+
+
+def _forget_helpers(folder: Path, before: set[str]) -> None:
+    """Drop the helper modules the flow files imported from *folder*, so that the next load
+    runs their current code, even from another folder with a helper of the same name."""
+    prefix = str(folder.resolve()) + os.sep
+    for name in set(sys.modules) - before:
+        if name.startswith(_MODULE_PREFIX + "."):
+            continue  # the flow files themselves stay importable by name
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and os.path.abspath(file).startswith(prefix):
+            del sys.modules[name]
+
+
+def _load_files(loaded: LoadedFlows, pool_names: set[str] | None) -> None:
     seen: dict[str, Flow] = {}
-    for path in flow_files(folder):
+    for path in flow_files(loaded.folder):
         flows, problem = import_flow_file(path)
         loaded.files[path] = [f.name for f in flows]
         if problem:
@@ -138,6 +173,3 @@ def load_flows(folder: str | Path, pools: Iterable[str] | None = None) -> Loaded
                 loaded.broken.add(flow.name)
             else:
                 loaded.flows[flow.name] = flow
-    for name in loaded.broken:
-        loaded.flows.pop(name, None)
-    return loaded

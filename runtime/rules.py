@@ -14,7 +14,8 @@ def decide(rule: str, upstream: Iterable[TaskState]) -> tuple[TaskState | None, 
 
     Called once every upstream has ended. A rule that can no longer be met ends the task
     ``skipped``, except ``all_succeeded`` (the default), which keeps ``upstream_failed`` when
-    an upstream failed. Cancelled upstreams cancel every rule but ``all_done``.
+    an upstream failed. A cancelled upstream cancels the task under every rule but
+    ``all_done``, and ``any_failed`` once another upstream failed (the on-failure path runs).
     """
     states = list(upstream)
     failed = sum(s in FAILED_STATES for s in states)
@@ -29,8 +30,6 @@ def decide(rule: str, upstream: Iterable[TaskState]) -> tuple[TaskState | None, 
     if rule == "all_succeeded":
         if failed:
             return S.UPSTREAM_FAILED, "an upstream task failed"
-        if cancelled:
-            return S.CANCELLED, "upstream cancelled"
         if skipped:
             return S.SKIPPED, "an upstream task was skipped"
         return None, None

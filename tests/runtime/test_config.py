@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runtime.config import Config, load_config
+from runtime.errors import ConfigError
+
+
+def write_config(folder: Path, text: str, name: str = "sluiceway.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_no_config_at_all_gives_the_defaults(tmp_path: Path) -> None:
+    config = load_config(env={}, cwd=tmp_path)
+    assert config == Config()
+    assert config.flows == Path("flows")
+    assert config.db == Path("sluiceway.db")
+    assert config.max_concurrency == 32
+    assert config.pools == {}
+    assert config.source == "defaults"
+
+
+def test_reads_sluiceway_toml_in_the_working_directory(tmp_path: Path) -> None:
+    file = write_config(
+        tmp_path,
+        """
+        max_concurrency = 4
+        log_level = "debug"
+        flush_interval = "100ms"
+        result_max_bytes = 1024
+
+        [pools]
+        warehouse = 2
+        api = 5
+        """,
+    )
+    config = load_config(env={}, cwd=tmp_path)
+    assert config.max_concurrency == 4
+    assert config.log_level == "DEBUG"
+    assert config.flush_interval == 0.1
+    assert config.result_max_bytes == 1024
+    assert config.pools == {"warehouse": 2, "api": 5}
+    assert config.source == str(file)
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    file = write_config(
+        tmp_path / "conf",
+        f"""
+        flows = "pipelines"
+        db = "{tmp_path / "state" / "history.db"}"
+        """,
+        name="prod.toml",
+    )
+    config = load_config(file, env={}, cwd=tmp_path / "elsewhere")
+    assert config.flows == tmp_path / "conf" / "pipelines"
+    assert config.db == tmp_path / "state" / "history.db"
+
+
+def test_relative_config_path_is_relative_to_cwd(tmp_path: Path) -> None:
+    write_config(tmp_path / "conf", "max_concurrency = 3\n", name="prod.toml")
+    config = load_config("conf/prod.toml", env={}, cwd=tmp_path)
+    assert config.max_concurrency == 3
+    assert config.source == str(tmp_path / "conf" / "prod.toml")
+
+
+def test_config_file_from_sluiceway_config_variable(tmp_path: Path) -> None:
+    file = write_config(tmp_path / "conf", "max_concurrency = 7\n", name="prod.toml")
+    config = load_config(env={"SLUICEWAY_CONFIG": str(file)}, cwd=tmp_path)
+    assert config.max_concurrency == 7
+
+
+@pytest.mark.parametrize("via", ["argument", "variable"])
+def test_named_config_file_that_is_missing_is_an_error(tmp_path: Path, via: str) -> None:
+    missing = tmp_path / "nope.toml"
+    path, env = (missing, {}) if via == "argument" else (None, {"SLUICEWAY_CONFIG": str(missing)})
+    with pytest.raises(ConfigError, match="config file not found") as info:
+        load_config(path, env=env, cwd=tmp_path)
+    assert str(info.value) == f"{missing}: config file not found"
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path: Path) -> None:
+    file = write_config(tmp_path, "max_concurency = 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, cwd=tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{file}: unknown key 'max_concurency'")
+    assert "max_concurrency" in message  # the known keys are listed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("max_concurrency = 0", "max_concurrency must be a whole number >= 1, not 0"),
+        ("max_concurrency = true", "max_concurrency must be a whole number >= 1, not True"),
+        ("max_concurrency = 2.5", "max_concurrency must be a whole number >= 1, not 2.5"),
+        ("[pools]\nwarehouse = -1", "[pools] warehouse must be a whole number >= 1, not -1"),
+        ("[pools]\nwarehouse = 'two'", "[pools] warehouse must be a whole number >= 1"),
+        ("pools = 3", "pools must be a table like [pools], not 3"),
+        ('log_level = "LOUD"', "log_level must be DEBUG, INFO, WARNING or ERROR, not 'LOUD'"),
+        ('flush_interval = "soon"', "flush_interval value 'soon' is not a duration"),
+        ("flush_interval = 10", "flush_interval must be at most 5 seconds, not 10"),
+        ("flush_interval = -1", "flush_interval value must be a finite, non-negative"),
+        ("db = 5", "db must be a path, not 5"),
+        ('flows = ""', "flows must be a path, not ''"),
+    ],
+    ids=[
+        "concurrency-zero",
+        "concurrency-bool",
+        "concurrency-float",
+        "pool-negative",
+        "pool-text",
+        "pools-not-a-table",
+        "log-level",
+        "flush-not-duration",
+        "flush-too-long",
+        "flush-negative",
+        "db-not-text",
+        "flows-empty",
+    ],
+)
+def test_bad_value_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    file = write_config(tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, cwd=tmp_path)
+    assert str(info.value).startswith(f"{file}: {message}")
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    file = write_config(tmp_path, "max_concurrency = = 4\n")
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        load_config(env={}, cwd=tmp_path)
+    assert str(info.value).startswith(f"{file}: not valid TOML: ")
+    assert "line 1" in str(info.value)
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        """
+        db = "file.db"
+        flows = "file_flows"
+        max_concurrency = 4
+
+        [pools]
+        warehouse = 2
+        api = 5
+        """,
+    )
+    env = {
+        "SLUICEWAY_DB": "/srv/env.db",
+        "SLUICEWAY_FLOWS": "/srv/env_flows",
+        "SLUICEWAY_MAX_CONCURRENCY": "9",
+        "SLUICEWAY_POOLS_WAREHOUSE": "3",
+        "SLUICEWAY_LOG_LEVEL": "warning",
+        "HOME": "/root",  # not ours: ignored
+    }
+    config = load_config(env=env, cwd=tmp_path)
+    assert config.db == Path("/srv/env.db")
+    assert config.flows == Path("/srv/env_flows")
+    assert config.max_concurrency == 9
+    assert config.pools == {"warehouse": 3, "api": 5}
+    assert config.log_level == "WARNING"
+    assert "environment SLUICEWAY_*" in config.source
+
+
+def test_environment_alone_is_enough(tmp_path: Path) -> None:
+    config = load_config(env={"SLUICEWAY_POOLS_WAREHOUSE": "2"}, cwd=tmp_path)
+    assert config.pools == {"warehouse": 2}
+    assert config.max_concurrency == 32
+    assert config.source == "environment SLUICEWAY_*"
+
+
+def test_unknown_environment_variable_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"SLUICEWAY_COLOUR": "blue"}, cwd=tmp_path)
+    assert str(info.value) == "environment SLUICEWAY_COLOUR: unknown setting 'colour'"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("SLUICEWAY_MAX_CONCURRENCY", "0", "must be a whole number >= 1, not 0"),
+        ("SLUICEWAY_MAX_CONCURRENCY", "many", "must be a whole number >= 1, not 'many'"),
+        ("SLUICEWAY_POOLS_WAREHOUSE", "-1", "must be a whole number >= 1, not '-1'"),
+        ("SLUICEWAY_LOG_LEVEL", "LOUD", "must be DEBUG, INFO, WARNING or ERROR, not 'LOUD'"),
+        ("SLUICEWAY_DB", "", "must be a path, not ''"),
+    ],
+)
+def test_bad_environment_value_names_the_variable(
+    tmp_path: Path, var: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={var: value}, cwd=tmp_path)
+    assert str(info.value) == f"environment {var} {message}"
+
+
+def test_flags_override_everything_and_none_keeps_the_value(tmp_path: Path) -> None:
+    config = load_config(env={"SLUICEWAY_DB": "env.db"}, cwd=tmp_path)
+    flagged = config.with_overrides(db=Path("flag.db"), flows=None)
+    assert flagged.db == Path("flag.db")
+    assert flagged.flows == Path("flows")

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+
+from runtime.flow import RULES
+from runtime.rules import decide
+from runtime.states import TaskState
+
+OK = TaskState.SUCCEEDED
+FAIL = TaskState.FAILED
+UPF = TaskState.UPSTREAM_FAILED
+SKIP = TaskState.SKIPPED
+CANC = TaskState.CANCELLED
+
+RUNS = (None, None)
+
+# rule, upstream end states, (state the task ends in or None to run, part of the reason)
+TABLE: list[tuple[str, list[TaskState], tuple[TaskState | None, str | None]]] = [
+    # all_succeeded: the default keeps upstream_failed; a skip spreads
+    ("all_succeeded", [OK, OK], RUNS),
+    ("all_succeeded", [OK, FAIL], (UPF, "an upstream task failed")),
+    ("all_succeeded", [OK, UPF], (UPF, "an upstream task failed")),
+    ("all_succeeded", [OK, SKIP], (SKIP, "an upstream task was skipped")),
+    ("all_succeeded", [SKIP, SKIP], (SKIP, "an upstream task was skipped")),
+    ("all_succeeded", [FAIL, SKIP], (UPF, "an upstream task failed")),
+    ("all_succeeded", [OK, CANC], (CANC, "upstream cancelled")),
+    ("all_succeeded", [FAIL, CANC], (CANC, "upstream cancelled")),
+    # all_done: runs whatever the upstreams ended in
+    ("all_done", [OK, OK], RUNS),
+    ("all_done", [FAIL, UPF], RUNS),
+    ("all_done", [SKIP, SKIP], RUNS),
+    ("all_done", [OK, CANC], RUNS),
+    ("all_done", [CANC], RUNS),
+    # any_failed: the on-failure path
+    ("any_failed", [OK, FAIL], RUNS),
+    ("any_failed", [UPF], RUNS),
+    ("any_failed", [FAIL, CANC], RUNS),
+    ("any_failed", [OK, OK], (SKIP, "no upstream task failed")),
+    ("any_failed", [SKIP, SKIP], (SKIP, "no upstream task failed")),
+    ("any_failed", [OK, CANC], (CANC, "upstream cancelled")),
+    # all_failed
+    ("all_failed", [FAIL, FAIL], RUNS),
+    ("all_failed", [FAIL, UPF], RUNS),
+    ("all_failed", [FAIL, OK], (SKIP, "not every upstream task failed")),
+    ("all_failed", [FAIL, SKIP], (SKIP, "not every upstream task failed")),
+    ("all_failed", [SKIP], (SKIP, "not every upstream task failed")),
+    ("all_failed", [FAIL, CANC], (CANC, "upstream cancelled")),
+    # none_failed: upstreams succeeded or were skipped
+    ("none_failed", [OK, OK], RUNS),
+    ("none_failed", [OK, SKIP], RUNS),
+    ("none_failed", [SKIP, SKIP], RUNS),
+    ("none_failed", [OK, FAIL], (SKIP, "an upstream task failed")),
+    ("none_failed", [SKIP, UPF], (SKIP, "an upstream task failed")),
+    ("none_failed", [OK, CANC], (CANC, "upstream cancelled")),
+    # any_succeeded
+    ("any_succeeded", [OK, FAIL], RUNS),
+    ("any_succeeded", [SKIP, OK], RUNS),
+    ("any_succeeded", [FAIL, UPF], (SKIP, "no upstream task succeeded")),
+    ("any_succeeded", [SKIP, SKIP], (SKIP, "no upstream task succeeded")),
+    ("any_succeeded", [OK, CANC], (CANC, "upstream cancelled")),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "upstream", "expected"),
+    TABLE,
+    ids=[f"{rule}-{'+'.join(upstream)}" for rule, upstream, _ in TABLE],
+)
+def test_rule_decides_from_upstream_states(
+    rule: str,
+    upstream: list[TaskState],
+    expected: tuple[TaskState | None, str | None],
+) -> None:
+    state, reason = decide(rule, upstream)
+    want_state, want_reason = expected
+    assert state is want_state
+    if want_reason is None:
+        assert reason is None
+    else:
+        assert reason is not None
+        assert want_reason in reason
+
+
+def test_table_covers_every_rule() -> None:
+    assert {rule for rule, _, _ in TABLE} == set(RULES)
+
+
+def test_order_of_upstream_states_does_not_matter() -> None:
+    assert decide("all_failed", [OK, FAIL]) == decide("all_failed", [FAIL, OK])
+    assert decide("any_succeeded", [FAIL, OK]) == decide("any_succeeded", [OK, FAIL])
+
+
+def test_unknown_rule_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown run_if 'sometimes'"):
+        decide("sometimes", [OK])
