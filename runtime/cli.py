@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,16 +33,27 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common(default: Any) -> _Parser:
     common = _Parser(add_help=False)
-    common.add_argument("--flows", type=Path, help="folder of flow files (SLUICEWAY_FLOWS)")
-    common.add_argument("--db", type=Path, help="SQLite file (SLUICEWAY_DB)")
-    common.add_argument("--config", type=Path, help="config file (default ./sluiceway.toml)")
+    common.add_argument(
+        "--flows", type=Path, default=default, help="folder of flow files (SLUICEWAY_FLOWS)"
+    )
+    common.add_argument("--db", type=Path, default=default, help="SQLite file (SLUICEWAY_DB)")
+    common.add_argument(
+        "--config", type=Path, default=default, help="config file (default ./sluiceway.toml)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sluiceway",
         description="Orchestrate ETL/ELT flows of async tasks on one box.",
-        parents=[common],
+        parents=[_common(None)],
     )
+    # The same flags after the command: SUPPRESS, or the subcommand's default None would
+    # overwrite a value given before the command (`sluiceway --db x.db runs`).
+    common = _common(argparse.SUPPRESS)
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -106,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (StoreError, SluicewayError) as exc:
         _err(f"sluiceway: {exc}")
+        return EXIT_FAILED
+    except sqlite3.Error as exc:  # e.g. a history file damaged or locked by another program
+        _err(f"sluiceway: {config.db}: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
@@ -275,10 +290,16 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                             tg.cancel_scope.cancel()
 
             tg.start_soon(on_signals, name="signals")
-            outcome["result"] = await start(runner, handle)
+            try:
+                outcome["result"] = await start(runner, handle)
+            except SluicewayError as exc:
+                # raised here, not through the task group, which would wrap it in a group
+                outcome["error"] = exc
             tg.cancel_scope.cancel()
 
     anyio.run(main)
+    if "error" in outcome:
+        raise outcome["error"]
     result = outcome.get("result")
     if result is None:
         _err("run cancelled")

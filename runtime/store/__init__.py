@@ -101,13 +101,34 @@ class Store:
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
-    """A read connection for queries (the CLI uses it without an event loop)."""
+    """A read-only connection for queries (the CLI uses it without an event loop).
+
+    :raises StoreError: when the file is missing, unreadable or not a Sluiceway database
+    """
     if not path.exists():
         raise StoreError(f"{path}: no such database (run a flow first, or pass --db)")
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA query_only=ON")
+    try:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(schema.BUSY_TIMEOUT)
+        # checked before the other pragmas: journal_mode=WAL would write to a foreign file
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if found is None:
+            raise StoreError(f"{path}: not a Sluiceway database (it has no schema_version table)")
+        for pragma in schema.PRAGMAS:
+            conn.execute(pragma)
+        conn.execute("PRAGMA query_only=ON")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"{path}: cannot read database: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -151,12 +172,12 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
         raise StoreError(f"{path}: cannot open database: {exc}") from exc
     reader: sqlite3.Connection | None = None
     try:
-        for pragma in schema.PRAGMAS:
-            await db.execute(pragma)
         try:
+            for pragma in schema.PRAGMAS:
+                await db.execute(pragma)
             await _migrate(db, path)
         except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot migrate database: {exc}") from exc
+            raise StoreError(f"{path}: cannot open or migrate database: {exc}") from exc
         reader = connect_reader(path)
         writer = Writer(db, interval=interval)
         async with anyio.create_task_group() as tg:

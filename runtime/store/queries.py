@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any
 
 from runtime import codec
-from runtime.errors import RunNotFoundError
+from runtime.errors import ParamError, RunNotFoundError
+
+_TASK_LABEL = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<idx>\d+)\])?")
 
 _RUN_COLUMNS = (
     "id, flow, state, params, trigger, logical_date, idempotency_key, retry_of, created_at, "
@@ -135,18 +138,25 @@ def get_attempts(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
 def get_logs(
     conn: sqlite3.Connection, run_id: int, task: str | None = None
 ) -> list[dict[str, Any]]:
-    """A run's stored log lines in order, optionally of one task (``load`` or ``load[3]``)."""
+    """A run's stored log lines in order, optionally of one task (``load``, with its mapped
+    instances) or one instance (``load[3]``).
+
+    :raises RunNotFoundError: when there is no such run
+    :raises ParamError: when *task* is neither ``name`` nor ``name[index]``
+    """
     if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
         raise RunNotFoundError(run_id)
     sql = "SELECT name, idx, attempt, ts, level, message FROM logs WHERE run_id = ?"
     args: list[Any] = [run_id]
     if task is not None:
-        name, _, rest = task.partition("[")
+        match = _TASK_LABEL.fullmatch(task)
+        if match is None:
+            raise ParamError(f"--task {task!r}: expected NAME or NAME[INDEX], like load or load[3]")
         sql += " AND name = ?"
-        args.append(name)
-        if rest:
+        args.append(match["name"])
+        if match["idx"] is not None:
             sql += " AND idx = ?"
-            args.append(int(rest.rstrip("]")))
+            args.append(int(match["idx"]))
     return [dict(row) for row in conn.execute(sql + " ORDER BY id", args)]
 
 

@@ -91,10 +91,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # WAL lets readers (the CLI, the API) run beside the one writer. FULL fsyncs the WAL at every
 # commit: with group commit that is one fsync per batch, so power loss cannot eat the last
 # commits. busy_timeout covers the moments another process holds the write lock.
+# busy_timeout comes first: switching to WAL needs a lock another process may hold.
+BUSY_TIMEOUT = "PRAGMA busy_timeout=10000"
 PRAGMAS: tuple[str, ...] = (
+    BUSY_TIMEOUT,
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
 )
 

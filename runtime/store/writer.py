@@ -13,6 +13,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from runtime.errors import StoreError
+from runtime.states import RUN_TERMINAL, TASK_TERMINAL
 from runtime.store import schema
 
 log = logging.getLogger("sluiceway.runtime.store")
@@ -63,23 +64,39 @@ class Writer:
         self._has_work = anyio.Event()
         self._urgent = anyio.Event()
         self._inflight: anyio.Event | None = None
+        self._lock = anyio.Lock()  # one batch at a time: the writer task's, or close()'s
         self._closed = False
         self.batches = 0
 
     # --- producers (loop thread; add_log also from worker threads) ---
 
+    # A queued terminal state is final, as it is in the tables (the WHERE clauses of the
+    # upserts): a later change of the same row within the same batch is dropped too.
+
     def put_run(self, run_id: int, row: tuple[Any, ...]) -> None:
         """Queue the newest state of run *run_id*: (state, started_at, ended_at, error, wait)."""
+        queued = self._runs.get(run_id)
+        if queued is not None and queued[0] in RUN_TERMINAL:
+            return
         self._runs[run_id] = (*row, run_id)
         self._wake()
 
     def put_task(self, row: tuple[Any, ...]) -> None:
         """Queue the newest state of one task row (see schema.UPSERT_TASK for the columns)."""
-        self._tasks[(row[0], row[1], row[2])] = row
+        key = (row[0], row[1], row[2])
+        queued = self._tasks.get(key)
+        if queued is not None and queued[3] in TASK_TERMINAL:
+            return
+        self._tasks[key] = row
         self._wake()
 
     def put_attempt(self, row: tuple[Any, ...]) -> None:
-        self._attempts[(row[0], row[1], row[2], row[3])] = row
+        """Queue the newest state of one attempt (see schema.UPSERT_ATTEMPT for the columns)."""
+        key = (row[0], row[1], row[2], row[3])
+        queued = self._attempts.get(key)
+        if queued is not None and queued[4] in TASK_TERMINAL:
+            return
+        self._attempts[key] = row
         self._wake()
 
     def add_event(self, row: tuple[Any, ...]) -> None:
@@ -138,14 +155,25 @@ class Writer:
             if not self._urgent.is_set():
                 with anyio.move_on_after(self._interval):
                     await self._urgent.wait()
-            await self._commit_batch()
+            # A batch once begun is finished, even when the store is being cancelled: a cancel
+            # between BEGIN and COMMIT would throw away every change in it.
+            with anyio.CancelScope(shield=True):
+                await self._commit_batch()
 
     async def close(self) -> None:
-        """Commit what is queued; afterwards only log lines from stray threads are dropped."""
-        await self.flush()
+        """Commit what is queued, on the caller's task: the writer task may be cancelled
+        already (the store's scope was). Afterwards writes are refused and log lines from
+        stray threads are dropped."""
         self._closed = True
+        await self._commit_batch()
 
     async def _commit_batch(self) -> None:
+        """Commit everything queued as one transaction, unless there is nothing to commit."""
+        async with self._lock:
+            if self._pending() or self._flushers:
+                await self._commit_pending()
+
+    async def _commit_pending(self) -> None:
         ops, self._ops = self._ops, []
         flushers, self._flushers = self._flushers, []
         runs, self._runs = self._runs, {}

@@ -1,0 +1,146 @@
+"""Opening the store: pragmas on every connection, the version table, refusing what it cannot
+read."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from runtime.errors import StoreError
+from runtime.store import connect_reader, open_store, schema
+from tests.store.rows import new_run, peek
+
+EXPECTED = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
+
+
+def _pragmas_sync(conn: sqlite3.Connection) -> dict[str, Any]:
+    out = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in EXPECTED}
+    out["busy_timeout"] = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    return out
+
+
+async def test_writer_connection_has_the_pragmas(db_path: Path) -> None:
+    async def read(db: aiosqlite.Connection) -> dict[str, Any]:
+        out = {}
+        for name in (*EXPECTED, "busy_timeout"):
+            async with db.execute(f"PRAGMA {name}") as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            out[name] = row[0]
+        return out
+
+    async with open_store(db_path) as store:
+        got = await store.writer.submit(read)  # runs on the writer's own connection
+    assert {k: got[k] for k in EXPECTED} == EXPECTED
+    assert got["busy_timeout"] > 0
+
+
+async def test_fresh_reader_has_the_pragmas(db_path: Path) -> None:
+    async with open_store(db_path):
+        pass
+    conn = connect_reader(db_path)
+    try:
+        got = _pragmas_sync(conn)
+        query_only = conn.execute("PRAGMA query_only").fetchone()[0]
+    finally:
+        conn.close()
+    assert {k: got[k] for k in EXPECTED} == EXPECTED
+    assert got["busy_timeout"] > 0
+    assert query_only == 1
+
+
+async def test_new_file_gets_the_current_schema_version(db_path: Path) -> None:
+    async with open_store(db_path):
+        pass
+    assert peek(db_path, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+    tables = {r[0] for r in peek(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"flows", "runs", "tasks", "attempts", "logs", "events"} <= tables
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
+    # a handler on the store's own logger: the CLI's logging setup may stop propagation
+    store_log = logging.getLogger("sluiceway.runtime.store")
+    lines, level = _Lines(), store_log.level
+    store_log.addHandler(lines)
+    store_log.setLevel(logging.INFO)
+    try:
+        async with open_store(db_path) as store:
+            run_id = await new_run(store)
+        first, lines.lines = lines.lines, []
+        async with open_store(db_path) as store:
+            again = await new_run(store)
+        second = lines.lines
+    finally:
+        store_log.removeHandler(lines)
+        store_log.setLevel(level)
+    assert [line for line in first if "migrated" in line] == [
+        f"store={db_path} migrated to schema version {n}"
+        for n in range(1, schema.SCHEMA_VERSION + 1)
+    ]
+    assert [line for line in second if "migrated" in line] == []
+    assert again == run_id + 1
+    assert peek(db_path, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+
+
+async def test_newer_schema_version_is_refused(db_path: Path) -> None:
+    async with open_store(db_path) as store:
+        await new_run(store)
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE schema_version SET version = ?", (schema.SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreError) as info:
+        async with open_store(db_path):
+            pytest.fail("a newer database was opened")
+    text = str(info.value)
+    assert str(db_path) in text
+    assert f"schema version {schema.SCHEMA_VERSION + 1} is newer" in text
+    assert "upgrade" in text
+    # refused untouched: the version and the data are as they were
+    assert peek(db_path, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION + 1,)]
+    assert peek(db_path, "SELECT COUNT(*) FROM runs") == [(1,)]
+
+
+async def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are not the pages you are looking for\n" * 100)
+    with pytest.raises(StoreError, match=r"notes\.db"):
+        async with open_store(path):
+            pytest.fail("opened a text file as a database")
+    with pytest.raises(StoreError, match=r"notes\.db"):
+        connect_reader(path)
+
+
+def test_reader_refuses_a_database_that_is_not_sluiceways(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(StoreError, match="not a Sluiceway database"):
+        connect_reader(path)
+
+
+async def test_missing_folder_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        async with open_store(tmp_path / "nope" / "s.db"):
+            pytest.fail("opened a file in a missing folder")
+
+
+def test_reader_on_a_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no such database"):
+        connect_reader(tmp_path / "missing.db")
+    assert not (tmp_path / "missing.db").exists()  # looking did not create it
