@@ -295,6 +295,10 @@ class _Execution:
                 self.ready_nodes.pop(node, None)
                 for unit in pending:
                     self._settle(unit, S.CANCELLED, now, reason="run cancelled")
+        if self.tg is not None:
+            # an all_done task made ready above may have room now that the units it waited
+            # behind are gone; nothing else would dispatch it until another run gives a slot
+            self._dispatch()
 
     # --- deciding ---
 
@@ -302,11 +306,15 @@ class _Execution:
         """Take a stored result instead of running again (retry of a run, resumed run)."""
         key = (node.name, -1)
         node.unit.attempts = self.prior.get(key, 0)
-        if key in self.reuse:
+        # nodes come in topological order; a task downstream of one that runs again (an
+        # all_done report after a failure) must run again too, or it keeps a stale result
+        if key in self.reuse and all(up.reused for up in node.upstream):
             node.reused = True
             node.unit.result = _decode_reused(self.reuse[key])
             node.unit.state = S.SUCCEEDED
             node.unit.reason = "result reused from an earlier attempt"
+            if isinstance(node.unit.result, Branch):  # the same tasks stay not chosen
+                self._apply_branch(node, node.unit.result)
         self._record(node.unit, None)
 
     def _evaluate(self, node: Node) -> None:
@@ -327,7 +335,7 @@ class _Execution:
             return
         source = self.nodes[node.task.map]
         try:
-            node.items = list(source.unit.result)
+            items = iter(source.unit.result)
         except TypeError:
             kind = type(source.unit.result).__name__
             self._settle(
@@ -338,16 +346,26 @@ class _Execution:
                 "not a list or other iterable",
             )
             return
+        try:
+            node.items = list(items)
+        except Exception as exc:  # noqa: BLE001 - a generator's error is this task's failure
+            self._settle(
+                node.unit,
+                S.FAILED,
+                now,
+                error=f"map={node.task.map!r}: iterating the result of {source.name!r} "
+                f"failed: {type(exc).__name__}: {exc}",
+            )
+            return
         node.instances = [Unit(node, i) for i in range(len(node.items))]
         if not node.instances:
-            node.unit.result = []
-            self._settle(node.unit, S.SUCCEEDED, now, reason="mapped over no items")
+            self._settle(node.unit, S.SUCCEEDED, now, result=[], reason="mapped over no items")
             return
         node.open = len(node.instances)
         node.unit.state = S.RUNNING
         node.unit.started_at = now
         self._record(node.unit, None)
-        reusable = source.reused
+        reusable = all(up.reused for up in node.upstream)  # same items, same other inputs
         for inst in node.instances:
             key = (node.name, inst.idx)
             inst.attempts = self.prior.get(key, 0)
@@ -394,7 +412,14 @@ class _Execution:
         node = unit.node
         retry_in: float | None = None
         try:
-            retry_in = await self._call(unit)
+            # a slot given back during a hard cancel dispatches into the cancelled task group:
+            # stop before the attempt counts or runs (the run's cancel path records the unit)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            if self.cancelling and node.task.run_if != "all_done":
+                # dispatched just before a soft cancel: still pending, so it never starts
+                self._settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
+            else:
+                retry_in = await self._call(unit)
         finally:
             self.limits.give(node.chain)  # a slot is given back on every path
         if retry_in is not None:
@@ -403,11 +428,13 @@ class _Execution:
         self._dispatch()
 
     async def _retry_later(self, unit: Unit, delay: float) -> None:
-        with anyio.CancelScope() as scope:
-            unit.scope = scope
-            await self.clock.sleep(delay)
-        unit.scope = None
-        if scope.cancelled_caught or self.cancelling:
+        # a soft cancel between the failed attempt and this task's start found no scope
+        if not self.cancelling:
+            with anyio.CancelScope() as scope:
+                unit.scope = scope
+                await self.clock.sleep(delay)
+            unit.scope = None
+        if self.cancelling:
             self._settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
         else:
             self._make_ready(unit.node, unit)

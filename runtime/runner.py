@@ -12,7 +12,7 @@ from runtime.clock import Clock, SystemClock
 from runtime.config import Config
 from runtime.engine import Engine, RunHandle
 from runtime.errors import SluicewayError
-from runtime.events import EventBus
+from runtime.events import EventBus, RunEnded
 from runtime.flow import Flow
 from runtime.limits import Limits
 from runtime.result import RunResult, TaskResult
@@ -111,7 +111,14 @@ class Runner:
         if not self.limits.try_admit_run(flow.name, limit):
             reason = f"waiting: max_active_runs={limit} of flow {flow.name!r} reached"
             self.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
-            await self.limits.admit_run(flow.name, limit)
+            try:
+                await self.limits.admit_run(flow.name, limit)
+            except BaseException:
+                # cancelled while queued (Ctrl-C, service stop): it never started, but it ended
+                now = self.clock.now()
+                self.store.put_run(run_id, (RunState.CANCELLED, None, codec.iso(now), None, None))
+                self.bus.publish(RunEnded(now, run_id, flow.name, RunState.CANCELLED))
+                raise
         try:
             result = await self.engine.execute(
                 flow,
