@@ -6,5 +6,6 @@ from runtime.context import Run
 from runtime.errors import Retry, Skip
 from runtime.flow import Branch, Flow
 from runtime.result import RunResult
+from runtime.triggers import cron, every
 
-__all__ = ["Branch", "Flow", "Retry", "Run", "RunResult", "Skip"]
+__all__ = ["Branch", "Flow", "Retry", "Run", "RunResult", "Skip", "cron", "every"]

@@ -31,6 +31,22 @@ class UnknownFlowError(SluicewayError):
         super().__init__(f"unknown flow {name!r} (loaded flows: {hint})")
 
 
+# --- schedules ---
+
+
+class ScheduleError(SluicewayError):
+    """A trigger spec cannot produce fire times; each problem names the spec, field and value.
+
+    :ivar spec: the spec as written, e.g. ``cron('61 * * * *')``
+    :ivar problems: every problem found, each a complete sentence
+    """
+
+    def __init__(self, spec: str, problems: Sequence[str]) -> None:
+        self.spec = spec
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
 # --- configuration ---
 
 

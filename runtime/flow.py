@@ -14,7 +14,7 @@ from types import CodeType
 from typing import TYPE_CHECKING, Any, overload
 
 from runtime.durations import parse_duration
-from runtime.errors import FlowValidationError, ParamError
+from runtime.errors import FlowValidationError, ParamError, SluicewayError
 from runtime.graph import Graph, build_graph, find_cycle
 from runtime.retry import RetryPolicy
 
@@ -92,6 +92,8 @@ class Task:
         run_if: str,
         map: str | None,
         max_concurrency: int | None,
+        sla: float | str | None = None,
+        on_crash: str = "retry",
     ) -> None:
         self.flow = flow
         self.func = func
@@ -117,6 +119,15 @@ class Task:
         self.run_if = run_if
         self.map = map
         self.max_concurrency = max_concurrency
+        self.on_crash = on_crash
+        self.sla: float | None = None
+        if sla is not None:
+            try:
+                self.sla = parse_duration(sla, what="sla")
+            except ValueError as exc:
+                self.problems.append(str(exc))
+        if on_crash not in ("retry", "fail"):
+            self.problems.append(f"on_crash must be 'retry' or 'fail', not {on_crash!r}")
         self.timeout: float | None = None
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             problem(f"retries must be a whole number >= 0, not {retries!r}")
@@ -225,6 +236,15 @@ class Flow:
     :param max_concurrency: most tasks of this flow running at once, over all its runs
     :param max_active_runs: most runs of this flow running at once; others wait queued
     :param description: one line shown by ``sluiceway flows``
+    :param triggers: when the service starts runs: ``cron(...)``, ``every(...)``
+    :param catchup: after downtime, which missed scheduled instants run: ``"none"``,
+        ``"latest"`` (only the most recent) or ``"all"`` (up to ``max_catchup``)
+    :param max_catchup: most missed instants ``catchup="all"`` runs; older ones are skipped
+        and logged
+    :param sla: a run must end within this of its logical date (seconds or ``"45m"``); a miss
+        is recorded once as an ``sla.missed`` event while the run still goes
+    :param tz: the zone logical dates are shown in (default: the first cron trigger's, else
+        UTC)
     """
 
     def __init__(
@@ -235,6 +255,11 @@ class Flow:
         max_concurrency: int | None = None,
         max_active_runs: int | None = None,
         description: str | None = None,
+        triggers: Iterable[Any] = (),
+        catchup: str = "latest",
+        max_catchup: int = 100,
+        sla: float | str | None = None,
+        tz: str | None = None,
     ) -> None:
         frame = sys._getframe(1)
         self.where = _where(frame.f_code.co_filename, frame.f_lineno)
@@ -247,6 +272,12 @@ class Flow:
         self.tasks: dict[str, Task] = {}
         self._problems: list[str] = []
         self._graph: Graph | None = None
+        self._source_hash: str | None = None
+        self.triggers: tuple[Any, ...] = tuple(triggers)
+        self.catchup = catchup
+        self.max_catchup = max_catchup
+        self.sla: float | None = None
+        self._init_schedule(sla, tz)
         if not isinstance(name, str) or not _NAME.match(name):
             self._problems.append(
                 f"{self.where}: flow name must be letters, digits, '_', '.', '-', not {name!r}"
@@ -273,6 +304,34 @@ class Flow:
         if _collector is not None:
             _collector.append(self)
 
+    def _init_schedule(self, sla: float | str | None, tz: str | None) -> None:
+        from runtime.planner import catchup_problems
+        from runtime.triggers import CronTrigger, EveryTrigger, load_zone
+
+        where = f"{self.where}: flow {self.name!r}"
+        for trigger in self.triggers:
+            if isinstance(trigger, CronTrigger | EveryTrigger):
+                self._problems.extend(f"{where}: {p}" for p in trigger.problems)
+            else:
+                self._problems.append(
+                    f"{where}: triggers must be cron(...) or every(...), not {trigger!r}"
+                )
+        self._problems.extend(
+            f"{where}: {p}" for p in catchup_problems(self.catchup, self.max_catchup)
+        )
+        if sla is not None:
+            try:
+                self.sla = parse_duration(sla, what="sla")
+            except ValueError as exc:
+                self._problems.append(f"{where}: {exc}")
+        crons = [t for t in self.triggers if isinstance(t, CronTrigger) and not t.problems]
+        self.tz = tz or (crons[0].tz if crons else "UTC")
+        if tz is not None:
+            try:
+                load_zone(tz)
+            except SluicewayError as exc:
+                self._problems.append(f"{where}: {exc}")
+
     # --- declaring tasks ---
 
     @overload
@@ -295,6 +354,8 @@ class Flow:
         run_if: str = "all_succeeded",
         map: str | None = None,
         max_concurrency: int | None = None,
+        sla: float | str | None = None,
+        on_crash: str = "retry",
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(  # type: ignore[misc]  # options are checked by name, with a clear message
@@ -320,6 +381,11 @@ class Flow:
         :param run_if: trigger rule: when to run given the upstream states
         :param map: name of an upstream task parameter: run once per item of its result
         :param max_concurrency: most instances of this (mapped) task running at once
+        :param sla: longest this task may run (over all its attempts) before an ``sla.missed``
+            event is recorded
+        :param on_crash: ``"retry"`` (default): an attempt interrupted by a crash or restart of
+            the service counts as a failed attempt and is retried per the policy; ``"fail"``:
+            the task fails instead of running again
         """
         allowed = {
             "name": None,
@@ -335,6 +401,8 @@ class Flow:
             "run_if": "all_succeeded",
             "map": None,
             "max_concurrency": None,
+            "sla": None,
+            "on_crash": "retry",
         }
         unknown = sorted(set(options) - set(allowed))
 
@@ -441,12 +509,14 @@ class Flow:
         return self.validate()
 
     def source_hash(self) -> str:
-        """sha256 of the flow's file, to tell which version a run used."""
-        try:
-            data = self.path.read_bytes() if self.path else b""
-        except OSError:
-            data = b""
-        return hashlib.sha256(data).hexdigest()[:16]
+        """sha256 of the flow's file when it was first asked, to tell which version a run used."""
+        if self._source_hash is None:
+            try:
+                data = self.path.read_bytes() if self.path else b""
+            except OSError:
+                data = b""
+            self._source_hash = hashlib.sha256(data).hexdigest()[:16]
+        return self._source_hash
 
     def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The flow's params with *overrides* applied.

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from runtime.durations import parse_duration
-from runtime.errors import SluicewayError
+from runtime.errors import ScheduleError
 
 __all__ = [
     "MACROS",
@@ -46,19 +46,6 @@ MIN_INTERVAL = timedelta(seconds=1)
 # a fixed reference for the parse check: cronsim only parses here, it never iterates
 _PARSE_AT = datetime(2000, 1, 1, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class ScheduleError(SluicewayError):
-    """A trigger spec cannot produce fire times; each problem names the spec, field and value.
-
-    :ivar spec: the spec as written, e.g. ``cron('61 * * * *')``
-    :ivar problems: every problem found, each a complete sentence
-    """
-
-    def __init__(self, spec: str, problems: Sequence[str]) -> None:
-        self.spec = spec
-        self.problems = tuple(problems)
-        super().__init__("; ".join(self.problems))
 
 
 def load_zone(name: str) -> tzinfo:

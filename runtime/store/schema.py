@@ -84,6 +84,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_run ON events(run_id, id);
     """,
+    # 2: the service: process epochs (orphaned runs are found by epoch, not heartbeats),
+    # schedule cursors, paused flows, cancel requests from other processes, SLA misses once
+    """
+    CREATE TABLE epochs (
+        id         INTEGER PRIMARY KEY,
+        pid        INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        stopped_at TEXT
+    );
+    ALTER TABLE runs ADD COLUMN epoch INTEGER REFERENCES epochs(id);
+    ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    -- the last scheduled instant handled per (flow, trigger): catch-up is computed from it
+    CREATE TABLE schedules (
+        flow       TEXT NOT NULL,
+        trigger    TEXT NOT NULL,
+        cursor     TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (flow, trigger)
+    );
+    CREATE TABLE paused (
+        flow      TEXT PRIMARY KEY,
+        paused_at TEXT NOT NULL
+    );
+    -- an SLA miss is recorded once per run (and task), however often it is detected
+    CREATE UNIQUE INDEX events_once ON events(run_id, kind, COALESCE(task, ''))
+        WHERE kind = 'sla.missed';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -138,7 +165,7 @@ INSERT_LOG = (
     "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
-INSERT_EVENT = "INSERT INTO events (ts, kind, run_id, task, payload) VALUES (?, ?, ?, ?, ?)"
+INSERT_EVENT = "INSERT OR IGNORE INTO events (ts, kind, run_id, task, payload) VALUES (?, ?, ?, ?, ?)"
 
 INSERT_RUN = """
 INSERT INTO runs (flow, state, params, trigger, logical_date, idempotency_key, retry_of,
