@@ -7,7 +7,7 @@ import logging
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -94,6 +94,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("logs", "Print the stored log lines of a run.")
     p.add_argument("run_id", type=int)
     p.add_argument("--task", help="only this task (name, or name[index] for a mapped instance)")
+
+    # --- the service and its controls (runtime/commands/) ---
+    p = add("serve", "Run the service: schedules, queued runs, recovery, reload (systemd-ready).")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would fire on start, then exit"
+    )
+
+    p = add("next", "Preview a flow's next scheduled instants.")
+    p.add_argument("flow")
+    p.add_argument("-n", type=int, default=10, help="how many (default 10)")
+    p.add_argument("--json", action="store_true", help='a list of {"utc": ..., "local": ...}')
+
+    p = add("pause", "Pause a flow: it creates no scheduled runs until unpaused.")
+    p.add_argument("flow")
+    p = add("unpause", "Unpause a flow; its catch-up policy decides what missed instants run.")
+    p.add_argument("flow")
+
+    p = add("trigger", "Queue a run of a flow (the service runs it) and print its id.")
+    p.add_argument("flow")
+    p.add_argument(
+        "--param", "-p", action="append", default=[], metavar="K=V", help="override a flow param"
+    )
+    p.add_argument("--key", help="idempotency key: the same key never makes a second run")
+    p.add_argument("--json", action="store_true")
+
+    p = add("cancel", "Cancel a queued or running run.")
+    p.add_argument("run_id", type=int)
+
+    p = add("backfill", "Create and execute a run for every scheduled instant in a range.")
+    p.add_argument("flow")
+    p.add_argument("--start", required=True, help="first day or instant (ISO 8601)")
+    p.add_argument("--end", required=True, help="last day or instant (ISO 8601, inclusive day)")
+    p.add_argument("--dry-run", action="store_true", help="list what would run")
+    p.add_argument("--max-active", type=int, default=None, help="most backfill runs at once")
+    p.add_argument(
+        "--rerun",
+        choices=["failed", "all", "none"],
+        default="none",
+        help="which instants that already have a run to run again (default none)",
+    )
     return parser
 
 
@@ -478,7 +518,25 @@ _COMMANDS = {
     "runs": _cmd_runs,
     "show": _cmd_show,
     "logs": _cmd_logs,
+    "serve": lambda a, c: _lazy("schedule", "cmd_serve")(a, c),
+    "next": lambda a, c: _lazy("schedule", "cmd_next")(a, c),
+    "pause": lambda a, c: _lazy("schedule", "cmd_pause")(a, c),
+    "unpause": lambda a, c: _lazy("schedule", "cmd_unpause")(a, c),
+    "trigger": lambda a, c: _lazy("control", "cmd_trigger")(a, c),
+    "cancel": lambda a, c: _lazy("control", "cmd_cancel")(a, c),
+    "backfill": lambda a, c: _lazy("control", "cmd_backfill")(a, c),
 }
+
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace, Config], int]:
+    """Import a command's module only when it runs: cold start stays small."""
+    import importlib
+
+    handler: Callable[[argparse.Namespace, Config], int] = getattr(
+        importlib.import_module(f"runtime.commands.{module}"), name
+    )
+    return handler
+
 
 if __name__ == "__main__":
     sys.exit(main())

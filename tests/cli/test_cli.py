@@ -284,7 +284,9 @@ def test_retry_reruns_only_what_failed(cli: Cli) -> None:
     marker, tally = cli.home / "marker", cli.home / "tally.txt"
     params = ["-p", f"marker={marker}", "-p", f"tally={tally}"]
     first = cli.run("flaky", *params, expect=1)
-    assert tally.read_text().split() == ["parts", "each[0]", "each[1]", "each[2]"]
+    tallied = tally.read_text().split()  # instances run at once: their order is not fixed
+    assert tallied[0] == "parts"
+    assert sorted(tallied[1:]) == ["each[0]", "each[1]", "each[2]"]
     marker.touch()  # partition 1 has arrived
     done = cli("retry", str(first))
     assert done.returncode == 0, done.stderr

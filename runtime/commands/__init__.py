@@ -1,0 +1,1 @@
+"""Handlers of the service's CLI commands, imported only when their command runs."""
