@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any
 from runtime import codec
 from runtime.clock import Clock, SystemClock
 from runtime.config import Config
-from runtime.engine import Engine, RunHandle
+from runtime.engine import Carry, Engine, RunHandle
 from runtime.errors import SluicewayError
 from runtime.events import EventBus, RunEnded
 from runtime.flow import Flow
@@ -18,6 +19,9 @@ from runtime.limits import Limits
 from runtime.result import RunResult, TaskResult
 from runtime.states import RunState, TaskState
 from runtime.store import Store, open_store, queries
+
+log = logging.getLogger("sluiceway.runtime.runner")
+INTERRUPTED = "InterruptedRunError: interrupted by service restart"
 
 
 class Runner:
@@ -94,7 +98,8 @@ class Runner:
             retry_of=run_id,
             source_hash=flow.source_hash(),
         )
-        return await self._execute(flow, new_id, resolved, logical, trigger, reuse, handle=handle)
+        carry = Carry(results=reuse)
+        return await self._execute(flow, new_id, resolved, logical, trigger, carry, handle=handle)
 
     async def _execute(
         self,
@@ -103,12 +108,13 @@ class Runner:
         params: Mapping[str, Any],
         logical: datetime,
         trigger: Mapping[str, Any],
-        reuse: Mapping[tuple[str, int], Any] | None = None,
+        carry: Carry | None = None,
         *,
         handle: RunHandle | None,
+        admitted: bool = False,
     ) -> RunResult:
         limit = flow.max_active_runs
-        if not self.limits.try_admit_run(flow.name, limit):
+        if not admitted and not self.limits.try_admit_run(flow.name, limit):
             reason = f"waiting: max_active_runs={limit} of flow {flow.name!r} reached"
             self.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
             try:
@@ -126,13 +132,106 @@ class Runner:
                 params=params,
                 logical_date=logical,
                 trigger=trigger,
-                reuse=reuse,
+                carry=carry,
                 handle=handle,
             )
         finally:
             self.limits.release_run(flow.name, limit)
-        await self.store.flush()
+        # no flush here: the end of the run is committed with the next batch, within
+        # flush_interval, and closing the store commits everything left
         return result
+
+    # --- queued runs and recovery (the service) ---
+
+    async def enqueue(
+        self,
+        flow: Flow,
+        params: Mapping[str, Any] | None = None,
+        *,
+        trigger: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        key: str | None = None,
+    ) -> tuple[int, bool]:
+        """Commit a queued run of *flow* without running it; returns ``(run_id, created)``."""
+        flow.validate(self.limits.pools)
+        resolved = flow.resolve_params(params or {})
+        now = self.clock.now()
+        return await self.store.create_run(
+            flow=flow.name,
+            params=resolved,
+            trigger=dict(trigger or {"kind": "manual"}),
+            logical_date=logical_date or now,
+            created_at=now,
+            key=key,
+            source_hash=flow.source_hash(),
+        )
+
+    def try_admit(self, flow: Flow) -> bool:
+        """Take a run slot of *flow* now (``max_active_runs``); see :meth:`run_queued`."""
+        return self.limits.try_admit_run(flow.name, flow.max_active_runs)
+
+    def release_admission(self, flow: Flow) -> None:
+        self.limits.release_run(flow.name, flow.max_active_runs)
+
+    async def run_queued(
+        self, flow: Flow, run_id: int, *, epoch: int | None = None, handle: RunHandle | None = None
+    ) -> RunResult | None:
+        """Claim queued run *run_id* and execute it; ``None`` when another process claimed it
+        first or it was cancelled meanwhile. The caller already holds its admission
+        (:meth:`try_admit`); it is released here."""
+        try:
+            claimed = await self.store.claim_run(run_id, epoch, self.clock.now())
+            if claimed is None:
+                return None
+            params = {k: v for k, v in claimed["params"].items() if k in flow.params}
+            logical = codec.parse_iso(claimed["logical_date"])
+            assert logical is not None
+            if claimed["cancel_requested"] and handle is not None:
+                handle.cancel()
+        except BaseException:
+            self.release_admission(flow)
+            raise
+        return await self._execute(
+            flow,
+            run_id,
+            flow.resolve_params(params),
+            logical,
+            claimed["trigger"],
+            handle=handle,
+            admitted=True,
+        )
+
+    async def resume(
+        self, flow: Flow, run_id: int, *, epoch: int | None = None, handle: RunHandle | None = None
+    ) -> RunResult:
+        """Resume a run a stopped process left running: succeeded tasks are not run again,
+        an attempt that was running counts as interrupted and is retried per the task's
+        policy (or fails when no tries are left, or ``on_crash="fail"``), retrying tasks keep
+        their next-attempt time. The caller holds the admission; it is released here."""
+        try:
+            data = await self.store.read(queries.get_run, run_id)
+            results = await self.store.read(queries.stored_results, run_id)
+            await self.store.mark_interrupted(run_id, epoch, self.clock.now())
+            carry = _carry_for_resume(flow, data, results)
+            if data.get("cancel_requested") and handle is not None:
+                handle.cancel()
+            params = {k: v for k, v in data["params"].items() if k in flow.params}
+            logical = codec.parse_iso(data["logical_date"])
+            assert logical is not None
+        except BaseException:
+            self.release_admission(flow)
+            raise
+        log.info("run=%s flow=%s resuming after a restart", run_id, flow.name)
+        return await self._execute(
+            flow,
+            run_id,
+            flow.resolve_params(params),
+            logical,
+            data["trigger"],
+            carry,
+            handle=handle,
+            admitted=True,
+        )
 
     async def load(self, run_id: int) -> RunResult:
         """A stored run as a RunResult (results are those that could be stored)."""
@@ -174,3 +273,32 @@ async def open_runner(
             threads=config.max_concurrency,
         )
         yield Runner(config, store, engine)
+
+
+def _carry_for_resume(
+    flow: Flow, data: Mapping[str, Any], results: Mapping[tuple[str, int], Any]
+) -> Carry:
+    """Decide, per stored task row of an interrupted run, what its resumption carries."""
+    attempts: dict[tuple[str, int], int] = {}
+    failed: dict[tuple[str, int], str] = {}
+    not_before: dict[tuple[str, int], Any] = {}
+    for row in data["tasks"]:
+        task = flow.tasks.get(row["name"])
+        if task is None:
+            continue
+        key = (row["name"], row.get("index", -1))
+        attempts[key] = row["attempts"]
+        state = row["state"]
+        if key[1] < 0 and task.map is not None:
+            continue  # a mapped task's own row follows its instances
+        interrupted = state == TaskState.RUNNING or (
+            state == TaskState.PENDING and (row["error"] or "").startswith("InterruptedRunError")
+        )
+        if interrupted and row["attempts"] > 0:
+            if task.on_crash == "fail":
+                failed[key] = f"{INTERRUPTED} (on_crash='fail')"
+            elif row["attempts"] > task.retry.retries:
+                failed[key] = f"{INTERRUPTED}; no retries left"
+        elif state == TaskState.RETRYING and row["next_attempt_at"]:
+            not_before[key] = codec.parse_iso(row["next_attempt_at"])
+    return Carry(results=results, attempts=attempts, failed=failed, not_before=not_before)

@@ -69,15 +69,13 @@ class Store:
             codec.iso(created_at),
         )
 
-        async def op(db: aiosqlite.Connection) -> tuple[int, bool]:
-            async with db.execute(schema.INSERT_RUN, row) as cur:
-                got = await cur.fetchone()
+        def op(db: sqlite3.Connection) -> tuple[int, bool]:
+            got = db.execute(schema.INSERT_RUN, row).fetchone()
             if got is not None:
                 return int(got[0]), True
-            async with db.execute(
+            existing = db.execute(
                 "SELECT id FROM runs WHERE flow = ? AND idempotency_key = ?", (flow, key)
-            ) as cur:
-                existing = await cur.fetchone()
+            ).fetchone()
             assert existing is not None
             return int(existing[0]), False
 
@@ -89,13 +87,77 @@ class Store:
     ) -> None:
         """Remember a loaded flow's file and source hash (written with the next batch)."""
 
-        async def op(db: aiosqlite.Connection) -> None:
-            await db.execute(schema.UPSERT_FLOW, (name, path, source_hash, codec.iso(now)))
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(schema.UPSERT_FLOW, (name, path, source_hash, codec.iso(now)))
+
+        await self.writer.submit(op)
+
+    async def claim_run(
+        self, run_id: int, epoch: int | None, now: datetime
+    ) -> dict[str, Any] | None:
+        """Move queued run *run_id* to running for this process; ``None`` if it is not queued
+        any more (another process claimed it, or it was cancelled)."""
+
+        def op(db: sqlite3.Connection) -> dict[str, Any] | None:
+            row = db.execute(
+                "UPDATE runs SET state = 'running', epoch = ?, started_at = ?, wait_reason = NULL "
+                "WHERE id = ? AND state = 'queued' "
+                "RETURNING params, trigger, logical_date, cancel_requested",
+                (epoch, codec.iso(now), run_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return {
+                "params": codec.loads(row[0]),
+                "trigger": codec.loads(row[1]),
+                "logical_date": row[2],
+                "cancel_requested": bool(row[3]),
+            }
+
+        claimed: dict[str, Any] | None = await self.writer.submit(op)
+        return claimed
+
+    async def mark_interrupted(self, run_id: int, epoch: int | None, now: datetime) -> None:
+        """Record the attempts a stopped process left running as interrupted, and take the
+        run over for *epoch*."""
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE attempts SET state = 'failed', ended_at = ?, "
+                "error_type = 'InterruptedRunError', "
+                "error_message = 'interrupted by service restart' "
+                "WHERE run_id = ? AND state = 'running'",
+                (codec.iso(now), run_id),
+            )
+            db.execute("UPDATE runs SET epoch = ? WHERE id = ?", (epoch, run_id))
+
+        await self.writer.submit(op)
+
+    async def start_epoch(self, pid: int, now: datetime) -> int:
+        """Record that a service process started; its id marks the runs it claims."""
+
+        def op(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "INSERT INTO epochs (pid, started_at) VALUES (?, ?) RETURNING id",
+                (pid, codec.iso(now)),
+            ).fetchone()
+            return int(row[0])
+
+        epoch: int = await self.writer.submit(op)
+        return epoch
+
+    async def end_epoch(self, epoch: int, now: datetime) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE epochs SET stopped_at = ? WHERE id = ?", (codec.iso(now), epoch))
 
         await self.writer.submit(op)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a query function from :mod:`runtime.store.queries` off the event loop."""
+        """Run a query function from :mod:`runtime.store.queries` off the event loop.
+
+        What this process queued before the call is committed first: reads see own writes.
+        """
+        await self.writer.flush()
         async with self._read_lock:
             return await anyio.to_thread.run_sync(fn, self._reader, *args)
 

@@ -13,7 +13,7 @@ _TASK_LABEL = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<idx>\d+)\])?")
 
 _RUN_COLUMNS = (
     "id, flow, state, params, trigger, logical_date, idempotency_key, retry_of, created_at, "
-    "started_at, ended_at, error, wait_reason"
+    "started_at, ended_at, error, wait_reason, epoch, cancel_requested"
 )
 
 
@@ -33,6 +33,7 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
         "duration": _duration(row["started_at"], row["ended_at"]),
         "error": row["error"],
         "wait_reason": row["wait_reason"],
+        "cancel_requested": bool(row["cancel_requested"]),
     }
 
 
@@ -194,3 +195,38 @@ def flow_summaries(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
             "last_ended_at": row["ended_at"],
         }
     return out
+
+
+def runs_to_recover(conn: sqlite3.Connection, epoch: int) -> list[tuple[int, str]]:
+    """(id, flow) of runs left running by an earlier process, oldest first."""
+    return [
+        (row["id"], row["flow"])
+        for row in conn.execute(
+            "SELECT id, flow FROM runs WHERE state = 'running' AND (epoch IS NULL OR epoch != ?) "
+            "ORDER BY id",
+            (epoch,),
+        )
+    ]
+
+
+def queued_runs(conn: sqlite3.Connection, limit: int = 1000) -> list[tuple[int, str]]:
+    """(id, flow) of queued runs, oldest first."""
+    return [
+        (row["id"], row["flow"])
+        for row in conn.execute(
+            "SELECT id, flow FROM runs WHERE state = 'queued' ORDER BY id LIMIT ?", (limit,)
+        )
+    ]
+
+
+def cancel_requests(conn: sqlite3.Connection, run_ids: list[int]) -> list[int]:
+    """Which of *run_ids* another process asked to cancel."""
+    if not run_ids:
+        return []
+    marks = ",".join("?" * len(run_ids))
+    return [
+        row["id"]
+        for row in conn.execute(
+            f"SELECT id FROM runs WHERE cancel_requested = 1 AND id IN ({marks})", run_ids
+        )
+    ]

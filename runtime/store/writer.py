@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +20,12 @@ from runtime.store import schema
 
 log = logging.getLogger("sluiceway.runtime.store")
 
-Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+# An op runs inside the batch's transaction. A plain function gets the sqlite3 connection on
+# the writer's thread (the whole batch is one thread hop); a coroutine function gets the
+# aiosqlite connection (a hop per statement: keep those for rare writes).
+SyncOp = Callable[[sqlite3.Connection], Any]
+AsyncOp = Callable[[aiosqlite.Connection], Awaitable[Any]]
+Op = SyncOp | AsyncOp
 
 
 class _Waiter:
@@ -185,6 +192,24 @@ class Writer:
         self._urgent = anyio.Event()
         inflight = self._inflight = anyio.Event()
         db = self._db
+        run_in_thread = getattr(db, "_execute", None)
+        if run_in_thread is not None and not any(inspect.iscoroutinefunction(w.op) for w in ops):
+            try:
+                # aiosqlite runs every statement as one hop to its thread; a batch is 7-12
+                # statements, so the whole batch goes as one function instead (aiosqlite has
+                # no public call for this; without the method the per-statement path below
+                # is used, so a future aiosqlite only costs speed)
+                await run_in_thread(_write_batch, db, ops, runs, tasks, attempts, logs, events)
+            except BaseException as exc:
+                self._failed(exc, ops, flushers, inflight, runs, tasks, attempts, logs)
+                if isinstance(exc, Exception):
+                    return
+                raise
+            self.batches += 1
+            for waiter in (*ops, *flushers):
+                waiter.done.set()
+            inflight.set()
+            return
         try:
             # IMMEDIATE takes the write lock now; a deferred BEGIN could hit SQLITE_BUSY at
             # its first write, halfway through the batch.
@@ -193,7 +218,8 @@ class Writer:
                 await db.execute("SAVEPOINT op")
                 try:
                     assert waiter.op is not None
-                    waiter.value = await waiter.op(db)
+                    value = waiter.op(db)  # type: ignore[arg-type]
+                    waiter.value = await value if inspect.isawaitable(value) else value
                 except Exception as exc:  # noqa: BLE001 - fails only this op's caller
                     waiter.error = exc
                     await db.execute("ROLLBACK TO op")
@@ -215,22 +241,74 @@ class Writer:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 if db.in_transaction:
                     await db.execute("ROLLBACK")
-            for waiter in (*ops, *flushers):
-                waiter.error = waiter.error or exc
-                waiter.done.set()
-            inflight.set()
+            self._failed(exc, ops, flushers, inflight, runs, tasks, attempts, logs)
             if isinstance(exc, Exception):
-                log.exception(
-                    "store batch failed: %d ops, %d runs, %d tasks, %d attempts, %d logs lost",
-                    len(ops),
-                    len(runs),
-                    len(tasks),
-                    len(attempts),
-                    len(logs),
-                )
                 return
             raise
         self.batches += 1
         for waiter in (*ops, *flushers):
             waiter.done.set()
         inflight.set()
+
+    def _failed(
+        self,
+        exc: BaseException,
+        ops: list[_Waiter],
+        flushers: list[_Waiter],
+        inflight: anyio.Event,
+        *rows: Any,
+    ) -> None:
+        for waiter in (*ops, *flushers):
+            waiter.error = waiter.error or exc
+            waiter.done.set()
+        inflight.set()
+        if isinstance(exc, Exception):
+            log.error(
+                "store batch failed, rolled back: %s: %s (%d ops, %d runs, %d tasks, "
+                "%d attempts, %d log lines lost)",
+                type(exc).__name__,
+                exc,
+                len(ops),
+                *(len(r) for r in rows),
+            )
+
+
+def _write_batch(
+    db: aiosqlite.Connection,
+    ops: list[_Waiter],
+    runs: dict[int, tuple[Any, ...]],
+    tasks: dict[tuple[int, str, int], tuple[Any, ...]],
+    attempts: dict[tuple[int, str, int, int], tuple[Any, ...]],
+    logs: list[tuple[Any, ...]],
+    events: list[tuple[Any, ...]],
+) -> None:
+    """One batch as one transaction, on the connection's own thread."""
+    conn: sqlite3.Connection = db._conn
+    # IMMEDIATE takes the write lock now; a deferred BEGIN could hit SQLITE_BUSY at its first
+    # write, halfway through the batch.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for waiter in ops:
+            conn.execute("SAVEPOINT op")
+            try:
+                assert waiter.op is not None
+                waiter.value = waiter.op(conn)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - fails only this op's caller
+                waiter.error = exc
+                conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+        if runs:
+            conn.executemany(schema.UPDATE_RUN, runs.values())
+        if tasks:
+            conn.executemany(schema.UPSERT_TASK, tasks.values())
+        if attempts:
+            conn.executemany(schema.UPSERT_ATTEMPT, attempts.values())
+        if logs:
+            conn.executemany(schema.INSERT_LOG, logs)
+        if events:
+            conn.executemany(schema.INSERT_EVENT, events)
+        conn.execute("COMMIT")  # one fsync for the whole batch
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
