@@ -300,6 +300,7 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
     from runtime.engine import RunHandle
     from runtime.events import EventBus
     from runtime.runner import open_runner
+    from runtime.sla import run_sla_monitor
     from runtime.states import RunState
 
     bus = EventBus()
@@ -317,6 +318,8 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
     async def main() -> None:
         handle = RunHandle()
         async with open_runner(config, bus=bus) as runner, anyio.create_task_group() as tg:
+            lookup = {flow.name: flow}.get
+            await tg.start(run_sla_monitor, bus, runner.store, runner.clock, lookup)
 
             async def on_signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -450,11 +453,12 @@ def _cmd_runs(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         _out(codec.pretty(runs))
         return EXIT_OK
-    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}")
+    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}  SLA")
     for run in runs:
         started = (run["started_at"] or run["created_at"] or "")[:19].replace("T", " ")
         took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
-        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}")
+        sla = "missed" if run["sla_missed"] else ""
+        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}  {sla}")
     return EXIT_OK
 
 
@@ -478,6 +482,10 @@ def _cmd_show(args: argparse.Namespace, config: Config) -> int:
     _out(f"  started {run['started_at'] or '-'}   ended {run['ended_at'] or '-'}   took {took}")
     if run["wait_reason"] and run["state"] == "queued":
         _out(f"  {run['wait_reason']}")
+    for event in run["events"]:
+        if event["kind"] == "sla.missed":
+            what = f"task {event['task']}" if event["task"] else "run"
+            _out(f"  SLA missed: {what} still going at {event['deadline']} (sla {event['sla']:g}s)")
     _out("")
     _out(f"  {'TASK':<24} {'STATE':<16} {'TRIES':>5} {'DURATION':>9}  DETAIL")
     for task in run["tasks"]:
@@ -510,7 +518,7 @@ def _cmd_logs(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": _cmd_run,
     "retry": _cmd_retry,
     "validate": _cmd_validate,

@@ -7,7 +7,6 @@ import functools
 import inspect
 import logging
 import random
-import traceback
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,84 +21,17 @@ from runtime.context import Run, TaskLogger
 from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
 from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded, TaskRetrying, TaskStarted
 from runtime.flow import Branch, Flow, Task
-from runtime.limits import Chain, Limits
+from runtime.limits import Limits
+from runtime.recording import BRANCH_KEY, Recorder, format_error
 from runtime.result import RunResult, TaskResult
 from runtime.rules import decide
 from runtime.states import FAILED_STATES, RunState, TaskState
 from runtime.store import Store
+from runtime.units import Node, Unit
 
 log = logging.getLogger("sluiceway.runtime.engine")
 
 S = TaskState
-_BRANCH_KEY = "__sluiceway_branch__"
-
-
-class Unit:
-    """What runs: a task (``idx == -1``) or one instance of a mapped task."""
-
-    __slots__ = (
-        "attempt_start",
-        "attempts",
-        "ended_at",
-        "error",
-        "idx",
-        "label",
-        "node",
-        "reason",
-        "result",
-        "scope",
-        "started_at",
-        "state",
-    )
-
-    def __init__(self, node: Node, idx: int) -> None:
-        self.node = node
-        self.idx = idx
-        self.label = node.name if idx < 0 else f"{node.name}[{idx}]"
-        self.state = S.PENDING
-        self.attempts = 0
-        self.result: Any = None
-        self.attempt_start: datetime | None = None
-        self.error: str | None = None
-        self.reason: str | None = None
-        self.started_at: datetime | None = None
-        self.ended_at: datetime | None = None
-        self.scope: anyio.CancelScope | None = None
-
-
-class Node:
-    """A task within one run: its upstream count, its ready units and its slot chain."""
-
-    __slots__ = (
-        "chain",
-        "downstream",
-        "instances",
-        "items",
-        "name",
-        "not_chosen",
-        "open",
-        "ready",
-        "reused",
-        "task",
-        "unit",
-        "upstream",
-        "waiting",
-    )
-
-    def __init__(self, task: Task, chain: Chain) -> None:
-        self.task = task
-        self.name = task.name
-        self.chain = chain
-        self.upstream: tuple[Node, ...] = ()
-        self.downstream: tuple[Node, ...] = ()
-        self.waiting = 0
-        self.unit = Unit(self, -1)
-        self.instances: list[Unit] | None = None
-        self.items: list[Any] = []
-        self.open = 0
-        self.ready: deque[Unit] = deque()
-        self.not_chosen: str | None = None
-        self.reused = False
 
 
 class Engine:
@@ -213,6 +145,7 @@ class _Execution:
         self.reuse = carry.results
         self.prior = carry.attempts
         self.carry = carry
+        self.rec = Recorder(engine.store, run_id, engine.result_max_bytes)
         self.cancelling = False
         self.interrupting = False
         self.scope: anyio.CancelScope | None = None
@@ -369,7 +302,7 @@ class _Execution:
             node.unit.reason = "result reused from an earlier attempt"
             if isinstance(node.unit.result, Branch):  # the same tasks stay not chosen
                 self._apply_branch(node, node.unit.result)
-        self._record(node.unit, None)
+        self.rec.task(node.unit, None)
 
     def _evaluate(self, node: Node) -> None:
         """Every upstream of *node* ended: run it, or end it per its rule."""
@@ -418,7 +351,7 @@ class _Execution:
         node.open = len(node.instances)
         node.unit.state = S.RUNNING
         node.unit.started_at = now
-        self._record(node.unit, None)
+        self.rec.task(node.unit, None)
         reusable = all(up.reused for up in node.upstream)  # same items, same other inputs
         for inst in node.instances:
             key = (node.name, inst.idx)
@@ -427,16 +360,16 @@ class _Execution:
                 inst.result = _decode_reused(self.reuse[key])
                 inst.state = S.SUCCEEDED
                 inst.reason = "result reused from an earlier attempt"
-                self._record(inst, None)
+                self.rec.task(inst, None)
                 node.open -= 1
             elif reusable and key in self.carry.failed:
                 inst.state = S.FAILED
                 inst.error = self.carry.failed[key]
                 inst.ended_at = now
-                self._record(inst, None)
+                self.rec.task(inst, None)
                 node.open -= 1
             else:
-                self._record(inst, None)
+                self.rec.task(inst, None)
                 self._ready_or_wait(inst)
         if node.open == 0:
             self._instances_ended(node, now)
@@ -527,9 +460,10 @@ class _Execution:
         if unit.started_at is None:
             unit.started_at = now
         unit.state = S.RUNNING
-        self._record(unit, None)
-        self._record_attempt(unit, attempt, S.RUNNING, now, None)
-        self.bus.publish(TaskStarted(now, self.run_id, self.flow.name, unit.label, attempt))
+        self.rec.task(unit, None)
+        self.rec.attempt(unit, attempt, S.RUNNING, now, None)
+        if self.bus:
+            self.bus.publish(TaskStarted(now, self.run_id, self.flow.name, unit.label, attempt))
         error: BaseException | None = None
         result: Any = None
         scope: anyio.CancelScope | None = None
@@ -552,18 +486,18 @@ class _Execution:
             if self.interrupting:
                 # the attempt is spent; the task waits, pending, for the next start
                 error = InterruptedRunError("interrupted by service shutdown")
-                self._record_attempt(unit, attempt, S.FAILED, end, error)
+                self.rec.attempt(unit, attempt, S.FAILED, end, error)
                 unit.state = S.PENDING
                 unit.error = f"InterruptedRunError: {error}"
-                self._record(unit, None)
+                self.rec.task(unit, None)
                 raise
-            self._record_attempt(unit, attempt, S.CANCELLED, end, None)
+            self.rec.attempt(unit, attempt, S.CANCELLED, end, None)
             self._settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
             raise
         except Skip as skip:
             unit.scope = None
             end = self.clock.now()
-            self._record_attempt(unit, attempt, S.SKIPPED, end, None)
+            self.rec.attempt(unit, attempt, S.SKIPPED, end, None)
             self._settle(unit, S.SKIPPED, end, reason=skip.reason)
             return None
         except Exception as exc:  # noqa: BLE001 - one task attempt is an isolation boundary
@@ -571,13 +505,13 @@ class _Execution:
         unit.scope = None
         end = self.clock.now()
         if error is None and scope is not None and scope.cancelled_caught:
-            self._record_attempt(unit, attempt, S.CANCELLED, end, None)
+            self.rec.attempt(unit, attempt, S.CANCELLED, end, None)
             self._settle(unit, S.CANCELLED, end, reason="run cancelled")
             return None
         if error is None and isinstance(result, Branch):
             error = self._apply_branch(node, result)
         if error is None:
-            self._record_attempt(unit, attempt, S.SUCCEEDED, end, None)
+            self.rec.attempt(unit, attempt, S.SUCCEEDED, end, None)
             self._settle(unit, S.SUCCEEDED, end, result=result)
             log.debug(
                 "run=%s flow=%s task=%s attempt=%d succeeded in %.3fs",
@@ -589,16 +523,16 @@ class _Execution:
             )
             return None
         text = f"{type(error).__name__}: {error}"
-        self._record_attempt(unit, attempt, S.FAILED, end, error)
+        self.rec.attempt(unit, attempt, S.FAILED, end, error)
         if not self.cancelling and task.retry.should_retry(error, attempt):
             delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
             if delay is None:
                 delay = task.retry.delay_for(attempt, self.engine.rng)
             unit.state = S.RETRYING
             unit.error = text
-            self._record(unit, end + timedelta(seconds=delay))
+            self.rec.task(unit, end + timedelta(seconds=delay))
             note = f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
-            self._store_log(unit, attempt, end, "WARNING", note)
+            self.rec.log(unit, attempt, end, "WARNING", note)
             self.bus.publish(
                 TaskRetrying(end, self.run_id, self.flow.name, unit.label, attempt, delay, text)
             )
@@ -612,7 +546,7 @@ class _Execution:
                 delay,
             )
             return delay
-        self._store_log(unit, attempt, end, "ERROR", _format_error(error))
+        self.rec.log(unit, attempt, end, "ERROR", format_error(error))
         log.warning(
             "run=%s flow=%s task=%s attempt=%d failed: %s",
             self.run_id,
@@ -696,21 +630,13 @@ class _Execution:
         if error is not None or state is S.SUCCEEDED:
             unit.error = error
         unit.reason = reason
-        self._record(unit, None)
-        duration = (now - unit.started_at).total_seconds() if unit.started_at else None
-        self.bus.publish(
-            TaskEnded(
-                now,
-                self.run_id,
-                self.flow.name,
-                unit.label,
-                state,
-                unit.attempts,
-                duration,
-                unit.error,
-                reason,
+        self.rec.task(unit, None)
+        if self.bus:
+            took = (now - unit.started_at).total_seconds() if unit.started_at else None
+            name, label, attempts = self.flow.name, unit.label, unit.attempts
+            self.bus.publish(
+                TaskEnded(now, self.run_id, name, label, state, attempts, took, unit.error, reason)
             )
-        )
         if not propagate:
             return
         node = unit.node
@@ -749,66 +675,6 @@ class _Execution:
 
     # --- recording ---
 
-    def _record(self, unit: Unit, next_at: datetime | None) -> None:
-        stored, has = None, 0
-        if unit.state is S.SUCCEEDED:
-            value = unit.result
-            if isinstance(value, Branch):
-                value = {_BRANCH_KEY: list(value.names)}
-            try:
-                stored = codec.dumps(value)
-                has = 1
-            except codec.NotSerializable:
-                pass  # kept in memory for downstream tasks; a retry of the run re-runs it
-            if stored is not None and len(stored) > self.engine.result_max_bytes:
-                stored, has = None, 0
-        self.store.put_task(
-            (
-                self.run_id,
-                unit.node.name,
-                unit.idx,
-                str(unit.state),
-                unit.attempts,
-                codec.iso(unit.started_at),
-                codec.iso(unit.ended_at),
-                codec.iso(next_at),
-                unit.error,
-                unit.reason,
-                stored,
-                has,
-            )
-        )
-
-    def _record_attempt(
-        self,
-        unit: Unit,
-        attempt: int,
-        state: TaskState,
-        now: datetime,
-        error: BaseException | None,
-    ) -> None:
-        if state is S.RUNNING:
-            unit.attempt_start = now
-        self.store.put_attempt(
-            (
-                self.run_id,
-                unit.node.name,
-                unit.idx,
-                attempt,
-                str(state),
-                codec.iso(unit.attempt_start),
-                None if state is S.RUNNING else codec.iso(now),
-                type(error).__name__ if error else None,
-                str(error) if error else None,
-                _format_error(error) if error else None,
-            )
-        )
-
-    def _store_log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:
-        self.store.add_log(
-            (self.run_id, unit.node.name, unit.idx, attempt, codec.iso(now), level, msg)
-        )
-
 
 def _task_slots(task: Task) -> Any:
     """One Slots per task definition, so a mapped task's limit holds across its instances."""
@@ -822,19 +688,6 @@ def _task_slots(task: Task) -> Any:
 
 
 def _decode_reused(value: Any) -> Any:
-    if isinstance(value, dict) and _BRANCH_KEY in value and len(value) == 1:
-        return Branch(*value[_BRANCH_KEY])
+    if isinstance(value, dict) and BRANCH_KEY in value and len(value) == 1:
+        return Branch(*value[BRANCH_KEY])
     return value
-
-
-_RUNTIME_DIR = __file__.rsplit("/", 1)[0]
-
-
-def _format_error(error: BaseException) -> str:
-    """The traceback from the task's own frames on: the engine's frames are noise here."""
-    tb = error.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
-        tb = tb.tb_next
-    if tb is None:
-        return "".join(traceback.format_exception_only(error)).rstrip()
-    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()

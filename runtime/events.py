@@ -79,6 +79,10 @@ class EventBus:
         self._subscribers.append(fn)
         return lambda: self._subscribers.remove(fn)
 
+    def __bool__(self) -> bool:
+        """True when someone listens: the engine builds per-task events only then."""
+        return bool(self._subscribers)
+
     def publish(self, event: Event) -> None:
         for fn in self._subscribers:
             try:

@@ -272,6 +272,7 @@ class Flow:
         self.tasks: dict[str, Task] = {}
         self._problems: list[str] = []
         self._graph: Graph | None = None
+        self._checked_pools: frozenset[str] | None = None
         self._source_hash: str | None = None
         self.triggers: tuple[Any, ...] = tuple(triggers)
         self.catchup = catchup
@@ -497,11 +498,14 @@ class Flow:
 
         :raises FlowValidationError: listing every problem
         """
-        problems = self.problems(pools)
+        checked = None if pools is None else frozenset(pools)
+        if self._graph is not None and (checked is None or checked == self._checked_pools):
+            return self._graph  # every run validates: a flow unchanged since is not re-checked
+        problems = self.problems(checked)
         if problems:
             raise FlowValidationError(f"flow {self.name!r}", problems)
-        if self._graph is None:
-            self._graph = build_graph({t.name: t.upstream for t in self.tasks.values()})
+        self._graph = build_graph({t.name: t.upstream for t in self.tasks.values()})
+        self._checked_pools = checked
         return self._graph
 
     @property

@@ -3,26 +3,207 @@
 from __future__ import annotations
 
 import argparse
+import heapq
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from runtime.config import Config
+from runtime.errors import ParamError
+
+if TYPE_CHECKING:
+    from runtime.flow import Flow
+    from runtime.scheduler import TriggerPlan
+    from runtime.triggers import TimeTrigger
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _now() -> datetime:
+    from runtime.clock import SystemClock
+
+    return SystemClock().now()
+
+
+def _flow(config: Config, name: str) -> Flow:
+    from runtime.cli import _load_flow
+
+    flow: Flow = _load_flow(config, name)
+    return flow
+
+
+# --- serve ---
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway serve [--dry-run]``."""
+    if args.dry_run:
+        return _dry_run(config)
     from runtime.service import serve
 
-    if args.dry_run:
-        raise NotImplementedError("serve --dry-run")
     return serve(config)
 
 
+def _dry_run(config: Config) -> int:
+    """Print what the start-up pass would fire and skip now; write nothing, not even a db."""
+    from runtime.loader import load_flows
+    from runtime.scheduler import plan_flows
+    from runtime.store import connect_reader
+    from runtime.store.schedules import ScheduleState, read_state
+
+    loaded = load_flows(config.flows, config.pools)
+    for problem in loaded.problems:
+        _err(problem)
+    state = ScheduleState()
+    if config.db.exists():
+        conn = connect_reader(config.db)
+        try:
+            state = read_state(conn)
+        finally:
+            conn.close()
+        where = f"database {config.db}"
+    else:
+        where = f"no database at {config.db} yet: every trigger is new"
+    now = _now()
+    plans = plan_flows(loaded.flows, state, now)
+    scheduled = {p.flow.name for p in plans}
+    _out(f"serve --dry-run at {_iso(now)}: {len(scheduled)} scheduled flow(s) in {config.flows}")
+    _out(f"  {where}; nothing is written")
+    for plan in plans:
+        _out("")
+        for line in _describe(plan):
+            _out(line)
+    if not plans:
+        _out("no flow has time triggers: nothing would fire")
+    return EXIT_OK
+
+
+def _describe(p: TriggerPlan) -> list[str]:
+    from runtime.schedule import to_local
+
+    tz = p.flow.tz
+
+    def show(instant: datetime | None) -> str:
+        if instant is None:
+            return "-"
+        return f"{to_local(instant, tz).isoformat()} ({_iso(instant)})"
+
+    plan = p.plan
+    last = "none (new trigger)" if p.last is None else show(p.last)
+    lines = [
+        f"{p.flow.name}  {p.key}  catchup={p.flow.catchup} max_catchup={p.flow.max_catchup}",
+        f"  cursor: {last}",
+    ]
+    if p.paused:
+        lines.append("  paused: fires nothing; the cursor stays (unpause to catch up)")
+        return lines
+    if plan.fire:
+        lines.append(f"  would fire {len(plan.fire)} run(s):")
+        lines.extend(f"    {show(instant)}" for instant in plan.fire)
+    else:
+        lines.append("  would fire nothing now")
+    if plan.skipped:
+        lines.append(
+            f"  would skip {plan.skipped} missed instant(s): "
+            f"{show(plan.first_skipped)} .. {show(plan.last_skipped)}"
+        )
+    lines.append(f"  next: {show(plan.next)}")
+    return lines
+
+
+def _iso(instant: datetime) -> str:
+    from runtime.schedule import iso_utc
+
+    return iso_utc(instant)
+
+
+# --- next ---
+
+
 def cmd_next(args: argparse.Namespace, config: Config) -> int:
-    raise NotImplementedError("next")
+    """``sluiceway next FLOW [-n 10] [--json]``: the next fire instants of all its triggers."""
+    from runtime import codec
+    from runtime.planner import preview
+    from runtime.schedule import instant_json, to_local
+
+    if args.n < 1:
+        raise ParamError(f"-n must be at least 1, not {args.n}")
+    flow = _flow(config, args.flow)
+    if not flow.triggers:
+        _err(
+            f"sluiceway: flow {flow.name!r} has no time triggers, so it never fires by itself "
+            "(add triggers=[cron(...)] or [every(...)] to its Flow)"
+        )
+        return EXIT_FAILED
+    now = _now()
+    keyed = [[(t, str(spec)) for t in preview(spec, now, args.n)] for spec in _unique(flow)]
+    upcoming = list(heapq.merge(*keyed, key=lambda item: item[0]))[: args.n]
+    if args.json:
+        _out(codec.pretty([instant_json(instant, flow.tz) for instant, _ in upcoming]))
+        return EXIT_OK
+    width = max(len(to_local(instant, flow.tz).isoformat()) for instant, _ in upcoming)
+    _out(f"{'LOCAL (' + flow.tz + ')':<{width}}  {'UTC':<20}  TRIGGER")
+    for instant, key in upcoming:
+        _out(f"{to_local(instant, flow.tz).isoformat():<{width}}  {_iso(instant):<20}  {key}")
+    return EXIT_OK
+
+
+def _unique(flow: Flow) -> Iterable[TimeTrigger]:
+    """The flow's triggers, each once (the same trigger twice makes the same runs)."""
+    seen: dict[str, TimeTrigger] = {}
+    for spec in flow.triggers:
+        seen.setdefault(str(spec), spec)
+    return seen.values()
+
+
+# --- pause, unpause ---
 
 
 def cmd_pause(args: argparse.Namespace, config: Config) -> int:
-    raise NotImplementedError("pause")
+    """``sluiceway pause FLOW``."""
+    return _set_paused(config, args.flow, paused=True)
 
 
 def cmd_unpause(args: argparse.Namespace, config: Config) -> int:
-    raise NotImplementedError("unpause")
+    """``sluiceway unpause FLOW``."""
+    return _set_paused(config, args.flow, paused=False)
+
+
+def _set_paused(config: Config, name: str, *, paused: bool) -> int:
+    import anyio
+
+    from runtime.store import open_store
+    from runtime.store.schedules import set_paused
+
+    flow = _flow(config, name)
+    now = _now()
+
+    async def main() -> bool:
+        async with open_store(config.db) as store:
+            return await set_paused(store, flow.name, paused, now)
+
+    changed = anyio.run(main)
+    if paused:
+        _out(
+            f"paused flow {flow.name!r}: it creates no scheduled runs until unpaused"
+            if changed
+            else f"flow {flow.name!r} was already paused"
+        )
+    elif changed:
+        _out(
+            f"unpaused flow {flow.name!r}: missed instants follow catchup={flow.catchup!r} "
+            f"(max_catchup={flow.max_catchup})"
+        )
+    else:
+        _out(f"flow {flow.name!r} was not paused")
+    return EXIT_OK

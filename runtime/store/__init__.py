@@ -35,7 +35,9 @@ class Store:
         # the engine's hot path calls these directly
         self.put_run = writer.put_run
         self.put_task = writer.put_task
+        self.put_task_from = writer.put_task_from
         self.put_attempt = writer.put_attempt
+        self.put_attempt_from = writer.put_attempt_from
         self.add_log = writer.add_log
         self.add_event = writer.add_event
         self.flush = writer.flush

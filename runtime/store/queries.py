@@ -13,7 +13,9 @@ _TASK_LABEL = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<idx>\d+)\])?")
 
 _RUN_COLUMNS = (
     "id, flow, state, params, trigger, logical_date, idempotency_key, retry_of, created_at, "
-    "started_at, ended_at, error, wait_reason, epoch, cancel_requested"
+    "started_at, ended_at, error, wait_reason, epoch, cancel_requested, "
+    "EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.id AND e.kind = 'sla.missed') "
+    "AS sla_missed"
 )
 
 
@@ -34,6 +36,7 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
         "error": row["error"],
         "wait_reason": row["wait_reason"],
         "cancel_requested": bool(row["cancel_requested"]),
+        "sla_missed": bool(row["sla_missed"]),
     }
 
 

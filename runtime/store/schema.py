@@ -165,7 +165,9 @@ INSERT_LOG = (
     "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
-INSERT_EVENT = "INSERT OR IGNORE INTO events (ts, kind, run_id, task, payload) VALUES (?, ?, ?, ?, ?)"
+INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (ts, kind, run_id, task, payload) VALUES (?, ?, ?, ?, ?)"
+)
 
 INSERT_RUN = """
 INSERT INTO runs (flow, state, params, trigger, logical_date, idempotency_key, retry_of,

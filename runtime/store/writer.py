@@ -24,6 +24,7 @@ log = logging.getLogger("sluiceway.runtime.store")
 # the writer's thread (the whole batch is one thread hop); a coroutine function gets the
 # aiosqlite connection (a hop per statement: keep those for rare writes).
 SyncOp = Callable[[sqlite3.Connection], Any]
+RowMaker = Callable[[], tuple[Any, ...]]
 AsyncOp = Callable[[aiosqlite.Connection], Awaitable[Any]]
 Op = SyncOp | AsyncOp
 
@@ -62,13 +63,14 @@ class Writer:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._runs: dict[int, tuple[Any, ...]] = {}
-        self._tasks: dict[tuple[int, str, int], tuple[Any, ...]] = {}
-        self._attempts: dict[tuple[int, str, int, int], tuple[Any, ...]] = {}
+        self._tasks: dict[tuple[int, str, int], tuple[Any, ...] | RowMaker] = {}
+        self._attempts: dict[tuple[int, str, int, int], tuple[Any, ...] | RowMaker] = {}
         self._logs: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
         self._ops: list[_Waiter] = []
         self._flushers: list[_Waiter] = []
         self._has_work = anyio.Event()
+        self._woken = False
         self._urgent = anyio.Event()
         self._inflight: anyio.Event | None = None
         self._lock = anyio.Lock()  # one batch at a time: the writer task's, or close()'s
@@ -92,19 +94,36 @@ class Writer:
         """Queue the newest state of one task row (see schema.UPSERT_TASK for the columns)."""
         key = (row[0], row[1], row[2])
         queued = self._tasks.get(key)
+        if queued is not None and not isinstance(queued, tuple):
+            queued = self._tasks[key] = queued()  # rare: a row from outside the engine
         if queued is not None and queued[3] in TASK_TERMINAL:
             return
         self._tasks[key] = row
-        self._wake()
+        if not self._woken:
+            self._wake()
+
+    def put_task_from(self, key: tuple[int, str, int], make: RowMaker) -> None:
+        """Queue task row *key*, built by *make* when the batch is taken: a task that changes
+        state three times within a batch costs one row, built once (the engine's hot path)."""
+        self._tasks[key] = make
+        if not self._woken:
+            self._wake()
 
     def put_attempt(self, row: tuple[Any, ...]) -> None:
         """Queue the newest state of one attempt (see schema.UPSERT_ATTEMPT for the columns)."""
         key = (row[0], row[1], row[2], row[3])
         queued = self._attempts.get(key)
-        if queued is not None and queued[4] in TASK_TERMINAL:
+        if isinstance(queued, tuple) and queued[4] in TASK_TERMINAL:
             return
         self._attempts[key] = row
-        self._wake()
+        if not self._woken:
+            self._wake()
+
+    def put_attempt_from(self, key: tuple[int, str, int, int], make: RowMaker) -> None:
+        """Like :meth:`put_task_from`, for an attempt row."""
+        self._attempts[key] = make
+        if not self._woken:
+            self._wake()
 
     def add_event(self, row: tuple[Any, ...]) -> None:
         self._events.append(row)
@@ -143,6 +162,7 @@ class Writer:
         )
 
     def _wake(self, *, urgent: bool = False) -> None:
+        self._woken = True
         if not self._has_work.is_set():
             self._has_work.set()
         if urgent and not self._urgent.is_set():
@@ -184,11 +204,14 @@ class Writer:
         ops, self._ops = self._ops, []
         flushers, self._flushers = self._flushers, []
         runs, self._runs = self._runs, {}
-        tasks, self._tasks = self._tasks, {}
-        attempts, self._attempts = self._attempts, {}
+        # rows queued as makers are built now, on the loop thread, from the newest state
+        tasks = {k: v if isinstance(v, tuple) else v() for k, v in self._tasks.items()}
+        attempts = {k: v if isinstance(v, tuple) else v() for k, v in self._attempts.items()}
+        self._tasks, self._attempts = {}, {}
         logs, self._logs = self._logs, []
         events, self._events = self._events, []
         self._has_work = anyio.Event()
+        self._woken = False
         self._urgent = anyio.Event()
         inflight = self._inflight = anyio.Event()
         db = self._db

@@ -1,0 +1,120 @@
+"""Turns the engine's units into store rows: task rows built once per batch, attempt rows,
+stored log lines."""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from datetime import datetime
+from typing import Any
+
+from runtime import codec
+from runtime.flow import Branch
+from runtime.states import TaskState
+from runtime.store import Store
+from runtime.units import Unit
+
+S = TaskState
+BRANCH_KEY = "__sluiceway_branch__"
+
+
+class Recorder:
+    """Records one run's state changes; nothing here awaits the store."""
+
+    __slots__ = ("max_bytes", "run_id", "store")
+
+    def __init__(self, store: Store, run_id: int, max_bytes: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.max_bytes = max_bytes
+
+    def task(self, unit: Unit, next_at: datetime | None) -> None:
+        """Queue *unit*'s row; it is built from the unit's newest state when the batch is
+        taken, so several changes within one batch cost one row."""
+        unit.next_at = next_at
+        if unit.maker is None:
+            unit.key = (self.run_id, unit.node.name, unit.idx)
+            unit.maker = functools.partial(self._row, unit)
+        self.store.put_task_from(unit.key, unit.maker)
+
+    def _row(self, unit: Unit) -> tuple[Any, ...]:
+        stored, has = None, 0
+        if unit.state is S.SUCCEEDED:
+            value = unit.result
+            if isinstance(value, Branch):
+                value = {BRANCH_KEY: list(value.names)}
+            try:
+                stored = codec.dumps(value)
+                has = 1
+            except codec.NotSerializable:
+                pass  # kept in memory for downstream tasks; a retry of the run re-runs it
+            if stored is not None and len(stored) > self.max_bytes:
+                stored, has = None, 0
+        return (
+            self.run_id,
+            unit.node.name,
+            unit.idx,
+            str(unit.state),
+            unit.attempts,
+            _iso(unit.started_at),
+            _iso(unit.ended_at),
+            _iso(unit.next_at),
+            unit.error,
+            unit.reason,
+            stored,
+            has,
+        )
+
+    def attempt(
+        self,
+        unit: Unit,
+        attempt: int,
+        state: TaskState,
+        now: datetime,
+        error: BaseException | None,
+    ) -> None:
+        if state is S.RUNNING:
+            unit.attempt_start = now
+            self.store.put_attempt_from(
+                (self.run_id, unit.node.name, unit.idx, attempt),
+                functools.partial(self._running_attempt, unit, attempt, now),
+            )
+            return
+        self.store.put_attempt(
+            (
+                self.run_id,
+                unit.node.name,
+                unit.idx,
+                attempt,
+                str(state),
+                _iso(unit.attempt_start),
+                _iso(now),
+                type(error).__name__ if error else None,
+                str(error) if error else None,
+                format_error(error) if error else None,
+            )
+        )
+
+    def _running_attempt(self, unit: Unit, attempt: int, start: datetime) -> tuple[Any, ...]:
+        name, idx = unit.node.name, unit.idx
+        return (self.run_id, name, idx, attempt, "running", _iso(start), None, None, None, None)
+
+    def log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:
+        self.store.add_log((self.run_id, unit.node.name, unit.idx, attempt, _iso(now), level, msg))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else codec.iso(moment)
+
+
+_RUNTIME_DIR = __file__.rsplit("/", 1)[0]
+
+
+def format_error(error: BaseException) -> str:
+    """The traceback from the task's own frames on: the engine's frames are noise here."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        tb = tb.tb_next
+    if tb is None:
+        return "".join(traceback.format_exception_only(error)).rstrip()
+    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()

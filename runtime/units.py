@@ -1,0 +1,90 @@
+"""A run's tasks as the engine tracks them: nodes of the graph, and the units that run."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from runtime.flow import Task
+from runtime.limits import Chain
+from runtime.states import TaskState
+
+S = TaskState
+
+
+class Unit:
+    """What runs: a task (``idx == -1``) or one instance of a mapped task."""
+
+    __slots__ = (
+        "attempt_start",
+        "attempts",
+        "ended_at",
+        "error",
+        "idx",
+        "key",
+        "label",
+        "maker",
+        "next_at",
+        "node",
+        "reason",
+        "result",
+        "scope",
+        "started_at",
+        "state",
+    )
+
+    def __init__(self, node: Node, idx: int) -> None:
+        self.node = node
+        self.idx = idx
+        self.label = node.name if idx < 0 else f"{node.name}[{idx}]"
+        self.state = S.PENDING
+        self.attempts = 0
+        self.result: Any = None
+        self.attempt_start: datetime | None = None
+        self.next_at: datetime | None = None
+        self.key: tuple[int, str, int] = (0, "", idx)
+        self.maker: Callable[[], tuple[Any, ...]] | None = None
+        self.error: str | None = None
+        self.reason: str | None = None
+        self.started_at: datetime | None = None
+        self.ended_at: datetime | None = None
+        self.scope: anyio.CancelScope | None = None
+
+
+class Node:
+    """A task within one run: its upstream count, its ready units and its slot chain."""
+
+    __slots__ = (
+        "chain",
+        "downstream",
+        "instances",
+        "items",
+        "name",
+        "not_chosen",
+        "open",
+        "ready",
+        "reused",
+        "task",
+        "unit",
+        "upstream",
+        "waiting",
+    )
+
+    def __init__(self, task: Task, chain: Chain) -> None:
+        self.task = task
+        self.name = task.name
+        self.chain = chain
+        self.upstream: tuple[Node, ...] = ()
+        self.downstream: tuple[Node, ...] = ()
+        self.waiting = 0
+        self.unit = Unit(self, -1)
+        self.instances: list[Unit] | None = None
+        self.items: list[Any] = []
+        self.open = 0
+        self.ready: deque[Unit] = deque()
+        self.not_chosen: str | None = None
+        self.reused = False
