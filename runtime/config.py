@@ -29,6 +29,8 @@ class Config:
     :ivar log_level: DEBUG, INFO, WARNING or ERROR
     :ivar flush_interval: longest a state change waits in memory before its batch is committed
     :ivar result_max_bytes: larger results are passed on in memory but not stored
+    :ivar shutdown_grace: on SIGTERM, how long running tasks may go on before they are
+        interrupted (and resumed at the next start)
     :ivar source: where the values came from, for messages
     """
 
@@ -39,6 +41,7 @@ class Config:
     log_level: str = "INFO"
     flush_interval: float = 0.05
     result_max_bytes: int = 8 * 1024 * 1024
+    shutdown_grace: float = 30.0
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -81,6 +84,7 @@ _KEYS: dict[str, Callable[[Any], Any]] = {
     "log_level": _level,
     "flush_interval": _interval,
     "result_max_bytes": _positive_int,
+    "shutdown_grace": lambda value: parse_duration(value, what="value"),
 }
 _SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": _positive_int}
 

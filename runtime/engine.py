@@ -82,6 +82,9 @@ class Engine:
             handle._execution = execution
             if handle._cancel_requested:
                 execution.cancelling = True
+            if handle._interrupt_requested:
+                execution.interrupting = True
+                return execution._interrupted()
         return await execution.execute()
 
 
@@ -107,6 +110,7 @@ class RunHandle:
     def __init__(self) -> None:
         self._execution: _Execution | None = None
         self._cancel_requested = False
+        self._interrupt_requested = False
 
     def cancel(self) -> None:
         """Cancel running tasks; tasks with ``run_if="all_done"`` still run afterwards."""
@@ -117,6 +121,7 @@ class RunHandle:
     def interrupt(self) -> None:
         """Stop at once for a service shutdown: running attempts are recorded as interrupted,
         and the run stays ``running`` so the next start resumes it."""
+        self._interrupt_requested = True
         if self._execution is not None:
             self._execution.interrupt()
 

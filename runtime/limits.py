@@ -85,6 +85,13 @@ class Limits:
         slots.used += 1
         return True
 
+    def force_admit_run(self, flow: str, limit: int | None) -> None:
+        """Count a run of *flow* as active even over its limit (a run resumed after a
+        restart was admitted before it)."""
+        if limit is not None:
+            slots = self._runs.setdefault(flow, Slots(f"runs of {flow}", limit))
+            slots.used += 1
+
     async def admit_run(self, flow: str, limit: int | None) -> None:
         """Wait until a run of *flow* may start under its ``max_active_runs``."""
         while not self.try_admit_run(flow, limit):

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
+from runtime import sdnotify
 from runtime.clock import Clock
 from runtime.config import Config
+from runtime.engine import RunHandle
+from runtime.events import EventBus
 from runtime.flow import Flow
-from runtime.runner import Runner
-from runtime.store import Store
+from runtime.loader import load_flows
+from runtime.runner import Runner, open_runner
+from runtime.states import RunState
+from runtime.store import Store, queries
+from runtime.store.lock import DatabaseLock
 
 log = logging.getLogger("sluiceway.runtime.service")
+
+QUEUE_POLL = 0.25  # how soon a run queued by another process (the CLI) is picked up
 
 
 @dataclass(slots=True)
@@ -52,3 +64,266 @@ class ServiceContext:
         """A run was queued in this process: claim it now instead of at the next poll."""
         self.queue_changed.set()
         self.queue_changed = anyio.Event()
+
+
+class Service:
+    """``sluiceway serve``: everything long-lived is a child of :meth:`run`'s task groups.
+
+    Three nested groups make shutdown orderly: *feeders* (scheduler, queue, reload, SLA,
+    watchdog) stop first, so nothing new is admitted; *runs* get ``shutdown_grace`` to finish
+    and are then interrupted (resumed at the next start); the outer group holds the signal
+    handler until the store is flushed.
+    """
+
+    def __init__(self, ctx: ServiceContext, files: dict[Path, list[str]]) -> None:
+        self.ctx = ctx
+        self.active: dict[int, RunHandle] = {}
+        self.waiting_said: dict[int, str] = {}
+        self.files = files  # flow names per file, from the last good load of each file
+        self.feeders: anyio.CancelScope | None = None
+        self.runs: TaskGroup | None = None
+        self.stopping = False
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None:
+        async with anyio.create_task_group() as outer:
+            await outer.start(self._handle_signals, outer, name="signals")
+            async with anyio.create_task_group() as runs:
+                self.runs = runs
+                await self._recover()
+                async with anyio.create_task_group() as feeders:
+                    self.feeders = feeders.cancel_scope
+                    await self._start_feeders(feeders)
+                    log.info(
+                        "service ready: %d flow(s), epoch %d", len(self.ctx.flows), self.ctx.epoch
+                    )
+                    sdnotify.notify("READY=1\nSTATUS=" + self._status())
+                    if ready is not None:
+                        ready.set()
+            outer.cancel_scope.cancel()  # the runs are done: stop listening for signals
+
+    async def _start_feeders(self, feeders: TaskGroup) -> None:
+        from runtime.scheduler import run_scheduler
+        from runtime.sla import run_sla_monitor
+
+        ctx = self.ctx
+        await feeders.start(run_scheduler, ctx, name="scheduler")
+        await feeders.start(self._run_queue, name="queue")
+        await feeders.start(
+            run_sla_monitor, ctx.runner.bus, ctx.store, ctx.clock, ctx.flows.get, name="sla"
+        )
+        feeders.start_soon(self._watch_flows, name="reload")
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            feeders.start_soon(self._watchdog, interval, name="watchdog")
+
+    # --- runs ---
+
+    async def _recover(self) -> None:
+        """Resume the runs an earlier process left running (found by epoch, not heartbeat)."""
+        orphans = await self.ctx.store.read(queries.runs_to_recover, self.ctx.epoch)
+        for run_id, name in orphans:
+            flow = self.ctx.flows.get(name)
+            if flow is None:
+                log.error("run=%s flow=%s cannot resume: the flow is not loaded", run_id, name)
+                continue
+            # a resumed run was admitted before the restart: it does not wait its turn again
+            self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
+            self._start(flow, run_id, resume=True)
+        if orphans:
+            log.info("recovery: %d run(s) resumed", len(orphans))
+
+    def _start(self, flow: Flow, run_id: int, *, resume: bool = False) -> None:
+        assert self.runs is not None
+        handle = self.active[run_id] = RunHandle()
+        self.runs.start_soon(self._execute, flow, run_id, handle, resume, name=f"run {run_id}")
+
+    async def _execute(self, flow: Flow, run_id: int, handle: RunHandle, resume: bool) -> None:
+        runner = self.ctx.runner
+        try:
+            if resume:
+                await runner.resume(flow, run_id, epoch=self.ctx.epoch, handle=handle)
+            else:
+                await runner.run_queued(flow, run_id, epoch=self.ctx.epoch, handle=handle)
+        except Exception:  # one run is an isolation boundary: report it, keep serving
+            log.exception("run=%s flow=%s stopped with an internal error", run_id, flow.name)
+        finally:
+            self.active.pop(run_id, None)
+            self.ctx.wake_queue()
+            sdnotify.notify("STATUS=" + self._status())
+
+    async def _run_queue(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Claim queued runs (from the scheduler, the CLI, another process) as slots allow,
+        and pass cancel requests from other processes to the runs they name."""
+        store = self.ctx.store
+        task_status.started()
+        while True:
+            changed = self.ctx.queue_changed
+            for run_id, name in await store.read(queries.queued_runs):
+                if run_id in self.active:
+                    continue
+                flow = self.ctx.flows.get(name)
+                if flow is None:
+                    self._say_waiting(run_id, f"waiting: flow {name!r} is not loaded")
+                elif not self.ctx.runner.try_admit(flow):
+                    limit = flow.max_active_runs
+                    self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
+                else:
+                    self.waiting_said.pop(run_id, None)
+                    self._start(flow, run_id)
+            for run_id in await store.read(queries.cancel_requests, list(self.active)):
+                handle = self.active.get(run_id)
+                if handle is not None and not handle._cancel_requested:
+                    log.info("run=%s cancel requested", run_id)
+                    handle.cancel()
+            with anyio.move_on_after(QUEUE_POLL):
+                await changed.wait()
+
+    def _say_waiting(self, run_id: int, reason: str) -> None:
+        if self.waiting_said.get(run_id) != reason:
+            self.waiting_said[run_id] = reason
+            self.ctx.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
+
+    # --- reload ---
+
+    def reload(self) -> None:
+        """Reload the flows folder. A file that no longer loads keeps its last good flows."""
+        config, ctx = self.ctx.config, self.ctx
+        loaded = load_flows(config.flows, config.pools)
+        flows = dict(loaded.flows)
+        for path, names in loaded.files.items():
+            if names or path not in self.files:
+                continue
+            for name in self.files[path]:  # the file failed to import: keep its last version
+                if name in ctx.flows:
+                    flows.setdefault(name, ctx.flows[name])
+        for name in loaded.broken:
+            if name in ctx.flows:
+                flows[name] = ctx.flows[name]
+        for problem in loaded.problems:
+            log.error("reload: %s (the last good version stays)", problem)
+        for path, names in loaded.files.items():
+            if names:
+                self.files[path] = names
+        for path in set(self.files) - set(loaded.files):
+            del self.files[path]  # removed file: its flows go
+        added = sorted(set(flows) - set(ctx.flows))
+        removed = sorted(set(ctx.flows) - set(flows))
+        changed = sorted(n for n in set(flows) & set(ctx.flows) if flows[n] is not ctx.flows[n])
+        log.info(
+            "reloaded flows: %d loaded, added %s, changed %s, removed %s",
+            len(flows),
+            added or "none",
+            changed or "none",
+            removed or "none",
+        )
+        ctx.replace_flows(flows)
+        ctx.wake_queue()
+
+    async def _watch_flows(self) -> None:
+        from watchfiles import Change, awatch
+
+        folder = self.ctx.config.flows
+
+        def python_files(change: Change, path: str) -> bool:
+            return path.endswith(".py")
+
+        while True:
+            try:
+                async for _ in awatch(folder, watch_filter=python_files, debounce=300):
+                    self.reload()
+            except FileNotFoundError:
+                log.error("flows folder %s is gone; watching for it again", folder)
+            await anyio.sleep(2)  # the folder was deleted (or the watcher ended): re-arm
+
+    # --- signals, watchdog ---
+
+    async def _handle_signals(
+        self, outer: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading flows")
+                    sdnotify.notify("RELOADING=1")
+                    self.reload()
+                    sdnotify.notify("READY=1\nSTATUS=" + self._status())
+                elif not self.stopping:
+                    self.stopping = self.ctx.stopping = True
+                    grace = self.ctx.config.shutdown_grace
+                    log.info(
+                        "%s: stopping; %d run(s) get %gs to finish",
+                        signal.Signals(signum).name,
+                        len(self.active),
+                        grace,
+                    )
+                    sdnotify.notify(f"STOPPING=1\nSTATUS=stopping, {len(self.active)} run(s)")
+                    if self.feeders is not None:
+                        self.feeders.cancel()
+                    outer.start_soon(self._interrupt_after, grace, name="grace")
+                else:
+                    log.warning("second signal: interrupting %d run(s) now", len(self.active))
+                    self._interrupt_all()
+
+    async def _interrupt_after(self, grace: float) -> None:
+        await anyio.sleep(grace)
+        if self.active:
+            log.warning("shutdown grace over: interrupting %d run(s)", len(self.active))
+        self._interrupt_all()
+
+    def _interrupt_all(self) -> None:
+        for handle in list(self.active.values()):
+            handle.interrupt()
+
+    async def _watchdog(self, interval: float) -> None:
+        # a ping from the loop itself: a blocked loop misses it and systemd restarts us
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await anyio.sleep(interval / 2)
+
+    def _status(self) -> str:
+        return f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
+
+
+async def run_service(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    bus: EventBus | None = None,
+    ready: anyio.Event | None = None,
+) -> None:
+    """Run the service until SIGTERM/SIGINT (in-process entry point; tests use it too).
+
+    :raises StoreError: when another service holds the database
+    """
+    lock = DatabaseLock(config.db)
+    lock.acquire()
+    try:
+        sdnotify.notify("STATUS=starting")
+        async with open_runner(config, clock=clock, bus=bus) as runner:
+            now = runner.clock.now()
+            epoch = await runner.store.start_epoch(os.getpid(), now)
+            loaded = load_flows(config.flows, config.pools)
+            for problem in loaded.problems:
+                log.error("%s", problem)
+            for flow in loaded.flows.values():
+                path = str(flow.path) if flow.path else None
+                await runner.store.record_flow(flow.name, path, flow.source_hash(), now)
+            ctx = ServiceContext(config, runner, dict(loaded.flows), epoch)
+            service = Service(ctx, {p: n for p, n in loaded.files.items() if n})
+            try:
+                await service.run(ready=ready)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await runner.store.end_epoch(epoch, runner.clock.now())
+        log.info("service stopped")
+    finally:
+        lock.release()
+
+
+def serve(config: Config) -> int:
+    """``sluiceway serve``: returns the exit code (0 after a clean stop)."""
+    anyio.run(run_service, config)
+    return 0
