@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# load one day of the sample orders, then run the service (Ctrl-C stops it cleanly);
+# warehouse_check fires every minute, so runs appear within a minute: sluiceway runs
 run: $(STAMP)
 	$(BIN)/sluiceway run etl --flows sample_flows
+	exec $(BIN)/sluiceway serve --flows sample_flows
 
 test: $(STAMP) $(SYSTEM_DEPS)
 	$(BIN)/ruff check .
@@ -33,6 +36,7 @@ test: $(STAMP) $(SYSTEM_DEPS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

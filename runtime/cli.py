@@ -453,12 +453,12 @@ def _cmd_runs(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         _out(codec.pretty(runs))
         return EXIT_OK
-    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}  SLA")
+    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}")
     for run in runs:
         started = (run["started_at"] or run["created_at"] or "")[:19].replace("T", " ")
         took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
-        sla = "missed" if run["sla_missed"] else ""
-        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}  {sla}")
+        sla = "  SLA missed" if run["sla_missed"] else ""  # a marker, only where it applies
+        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}{sla}")
     return EXIT_OK
 
 

@@ -156,11 +156,32 @@ def _check(where: str, check: Callable[[Any], Any], value: Any) -> Any:
         raise ConfigError(f"{where} {exc}") from None
 
 
-def configure_logging(level: str) -> None:
-    """The only logging setup: one line per record on stderr, journald-friendly."""
+def configure_logging(level: str, env: Mapping[str, str] | None = None) -> None:
+    """The only logging setup: one line per record on stderr.
+
+    Under systemd (``JOURNAL_STREAM`` set) lines carry a ``<N>`` syslog priority prefix and no
+    timestamp, so journald records the level and its own time; elsewhere they start with the
+    time and the level.
+    """
+    env = os.environ if env is None else env
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    if env.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger("sluiceway")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefixes sd-daemon priorities (``<3>`` error ... ``<7>`` debug), one record a line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_PRIORITY.get(record.levelname, 6)}>"
+        # journald splits on newlines: each line of a traceback keeps the record's priority
+        return "\n".join(prefix + line for line in super().format(record).splitlines())

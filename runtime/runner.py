@@ -27,8 +27,9 @@ INTERRUPTED = "InterruptedRunError: interrupted by service restart"
 class Runner:
     """Runs flows in this process against one store, one set of limits and one event bus."""
 
-    def __init__(self, config: Config, store: Store, engine: Engine) -> None:
+    def __init__(self, config: Config, store: Store, engine: Engine, epoch: int) -> None:
         self.config = config
+        self.epoch = epoch  # this process: the runs it executes carry it
         self.store = store
         self.engine = engine
         self.bus = engine.bus
@@ -66,6 +67,7 @@ class Runner:
             created_at=now,
             key=key,
             source_hash=flow.source_hash(),
+            epoch=self.epoch,
         )
         if not created:
             return await self.load(run_id)
@@ -97,6 +99,7 @@ class Runner:
             created_at=self.clock.now(),
             retry_of=run_id,
             source_hash=flow.source_hash(),
+            epoch=self.epoch,
         )
         carry = Carry(results=reuse)
         return await self._execute(flow, new_id, resolved, logical, trigger, carry, handle=handle)
@@ -174,13 +177,13 @@ class Runner:
         self.limits.release_run(flow.name, flow.max_active_runs)
 
     async def run_queued(
-        self, flow: Flow, run_id: int, *, epoch: int | None = None, handle: RunHandle | None = None
+        self, flow: Flow, run_id: int, *, handle: RunHandle | None = None
     ) -> RunResult | None:
         """Claim queued run *run_id* and execute it; ``None`` when another process claimed it
         first or it was cancelled meanwhile. The caller already holds its admission
         (:meth:`try_admit`); it is released here."""
         try:
-            claimed = await self.store.claim_run(run_id, epoch, self.clock.now())
+            claimed = await self.store.claim_run(run_id, self.epoch, self.clock.now())
             if claimed is None:
                 return None
             params = {k: v for k, v in claimed["params"].items() if k in flow.params}
@@ -188,6 +191,10 @@ class Runner:
             assert logical is not None
             if claimed["cancel_requested"] and handle is not None:
                 handle.cancel()
+            carry = None
+            if claimed["retry_of"] is not None:  # queued by `retry` or `backfill --rerun`
+                results = await self.store.read(queries.stored_results, claimed["retry_of"])
+                carry = Carry(results={k: v for k, v in results.items() if k[0] in flow.tasks})
         except BaseException:
             self.release_admission(flow)
             raise
@@ -197,12 +204,13 @@ class Runner:
             flow.resolve_params(params),
             logical,
             claimed["trigger"],
+            carry,
             handle=handle,
             admitted=True,
         )
 
     async def resume(
-        self, flow: Flow, run_id: int, *, epoch: int | None = None, handle: RunHandle | None = None
+        self, flow: Flow, run_id: int, *, handle: RunHandle | None = None
     ) -> RunResult:
         """Resume a run a stopped process left running: succeeded tasks are not run again,
         an attempt that was running counts as interrupted and is retried per the task's
@@ -211,7 +219,7 @@ class Runner:
         try:
             data = await self.store.read(queries.get_run, run_id)
             results = await self.store.read(queries.stored_results, run_id)
-            await self.store.mark_interrupted(run_id, epoch, self.clock.now())
+            await self.store.mark_interrupted(run_id, self.epoch, self.clock.now())
             carry = _carry_for_resume(flow, data, results)
             if data.get("cancel_requested") and handle is not None:
                 handle.cancel()
@@ -272,7 +280,11 @@ async def open_runner(
             result_max_bytes=config.result_max_bytes,
             threads=config.max_concurrency,
         )
-        yield Runner(config, store, engine)
+        epoch = await store.start_epoch(engine.clock.now())
+        try:
+            yield Runner(config, store, engine, epoch)
+        finally:
+            store.end_epoch(epoch, engine.clock.now())
 
 
 def _carry_for_resume(

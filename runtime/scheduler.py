@@ -37,7 +37,16 @@ if TYPE_CHECKING:
     from runtime.store import Store
     from runtime.triggers import TimeTrigger
 
-__all__ = ["MAX_WAIT", "TriggerPlan", "plan_flows", "plan_startup", "run_scheduler", "tick"]
+__all__ = [
+    "MAX_WAIT",
+    "TriggerPlan",
+    "plan_flows",
+    "plan_startup",
+    "plan_trigger",
+    "run_scheduler",
+    "tick",
+    "triggers",
+]
 
 log = logging.getLogger(f"sluiceway.{__name__}")
 
@@ -73,29 +82,39 @@ class TriggerPlan:
         return Firing(self.flow, self.key, self.plan.fire, self.cursor)
 
 
-def plan_flows(flows: Mapping[str, Flow], state: ScheduleState, now: datetime) -> list[TriggerPlan]:
-    """Plan every time trigger of *flows* at *now* from the stored *state*; pure.
+def triggers(flow: Flow) -> dict[str, TimeTrigger]:
+    """A flow's time triggers by key, ``str(spec)``; the same trigger twice makes the same
+    runs, so it counts once."""
+    out: dict[str, TimeTrigger] = {}
+    for spec in flow.triggers:
+        out.setdefault(str(spec), spec)
+    return out
+
+
+def plan_trigger(
+    flow: Flow, key: str, spec: TimeTrigger, state: ScheduleState, now: datetime
+) -> TriggerPlan:
+    """Plan one trigger of *flow* at *now* from the stored *state*; pure.
 
     :raises ScheduleError: for an invalid trigger or catch-up option (loaded flows have none)
     """
-    out = []
-    for name, flow in sorted(flows.items()):
-        seen: set[str] = set()
-        for spec in flow.triggers:
-            key = str(spec)
-            if key in seen:  # the same trigger twice makes the same runs: plan it once
-                continue
-            seen.add(key)
-            last = state.cursors.get((name, key))
-            if name in state.paused:
-                out.append(TriggerPlan(flow, key, spec, last, Plan(cursor=last), True, None))
-                continue
-            plan = plan_ticks(spec, last, now, catchup=flow.catchup, max_catchup=flow.max_catchup)
-            cursor = plan.cursor if plan.cursor != last else None
-            if last is None and plan.cursor is None:
-                cursor = now  # new, nothing due yet: downtime from now on is caught up
-            out.append(TriggerPlan(flow, key, spec, last, plan, False, cursor))
-    return out
+    last = state.cursors.get((flow.name, key))
+    if flow.name in state.paused:
+        return TriggerPlan(flow, key, spec, last, Plan(cursor=last), True, None)
+    plan = plan_ticks(spec, last, now, catchup=flow.catchup, max_catchup=flow.max_catchup)
+    cursor = plan.cursor if plan.cursor != last else None
+    if last is None and plan.cursor is None:
+        cursor = now  # new, nothing due yet: downtime from now on is caught up
+    return TriggerPlan(flow, key, spec, last, plan, False, cursor)
+
+
+def plan_flows(flows: Mapping[str, Flow], state: ScheduleState, now: datetime) -> list[TriggerPlan]:
+    """Plan every time trigger of *flows* at *now* from the stored *state*; pure."""
+    return [
+        plan_trigger(flow, key, spec, state, now)
+        for _, flow in sorted(flows.items())
+        for key, spec in triggers(flow).items()
+    ]
 
 
 async def plan_startup(store: Store, flows: Mapping[str, Flow], now: datetime) -> list[TriggerPlan]:
@@ -104,18 +123,47 @@ async def plan_startup(store: Store, flows: Mapping[str, Flow], now: datetime) -
     return plan_flows(flows, state, now)
 
 
-async def tick(ctx: ServiceContext) -> datetime | None:
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A trigger planned before with nothing due: until *next*, planning it again from the
+    same cursor would give the same empty plan, so a pass skips it (1,000 schedules that
+    fire at different instants would otherwise each cost a full pass)."""
+
+    flow: Flow  # a reload makes new Flow objects, and so plans again
+    last: datetime
+    next: datetime | None
+
+
+async def tick(
+    ctx: ServiceContext, waiting: dict[tuple[str, str], _Waiting] | None = None
+) -> datetime | None:
     """One pass: commit what is due for every unpaused flow; return the earliest next instant.
 
+    :param waiting: kept by the loop between passes; ``None`` plans every trigger
     :raises StoreError: when the runs and cursors cannot be committed (nothing was)
     """
     flows = ctx.flows
     now = ctx.clock.now()
     state = await ctx.store.read(schedules.read_state)
+    memo = {} if waiting is None else waiting
     plans: list[TriggerPlan] = []
-    for name, flow in sorted(flows.items()):
+    upcoming: list[datetime] = []
+    for name, flow in flows.items():
+        if name in state.paused:
+            continue
         try:  # one flow's schedule is an isolation boundary: the others keep firing
-            plans.extend(plan_flows({name: flow}, state, now))
+            for key, spec in triggers(flow).items():
+                known = memo.get((name, key))
+                if (
+                    known is not None
+                    and known.flow is flow
+                    and known.last == state.cursors.get((name, key))
+                    and (known.next is None or known.next > now)
+                ):
+                    if known.next is not None:
+                        upcoming.append(known.next)
+                    continue
+                plans.append(plan_trigger(flow, key, spec, state, now))
         except SluicewayError:
             log.exception("flow=%s cannot plan its triggers", name)
     firings = [(p, f) for p in plans if (f := p.firing) is not None]
@@ -124,13 +172,23 @@ async def tick(ctx: ServiceContext) -> datetime | None:
         _report(p, ids)
     if any(made):
         ctx.wake_queue()
-    upcoming = [p.plan.next for p in plans if not p.paused and p.plan.next is not None]
+    for p in plans:
+        if p.plan.next is not None:
+            upcoming.append(p.plan.next)
+        last = p.last if p.cursor is None else p.cursor
+        if waiting is not None and last is not None:
+            # checked against the stored cursor next pass: a write that did not land (the
+            # flow was paused meanwhile, a racer moved it further) plans again
+            waiting[(p.flow.name, p.key)] = _Waiting(p.flow, last, p.plan.next)
+    if waiting is not None:
+        for gone in [k for k in waiting if k[0] not in flows]:
+            del waiting[gone]
     return min(upcoming, default=None)
 
 
 def _report(p: TriggerPlan, ids: list[int]) -> None:
     flow, plan = p.flow.name, p.plan
-    if ids:
+    if ids and log.isEnabledFor(logging.INFO):  # the joins cost more than the line
         log.info(
             "flow=%s trigger=%s queued run=%s scheduled %s",
             flow,
@@ -165,16 +223,23 @@ def _report(p: TriggerPlan, ids: list[int]) -> None:
 async def run_scheduler(
     ctx: ServiceContext, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Fire the time triggers of ``ctx.flows`` until cancelled.
+    """Fire the time triggers of ``ctx.flows`` until cancelled; start it with ``tg.start``.
 
-    Reports started once the first pass (the start-up catch-up) is committed; a store error
-    in that pass is raised, later ones are logged and retried on the next pass.
+    Reports started once the first pass (the start-up catch-up) is committed. Queued runs
+    are announced with ``ctx.wake_queue()``; a reload is noticed through ``ctx.flows_changed``,
+    a pause from another process at the next pass (and atomically when runs are committed).
+
+    :param ctx: the service's shared state: flows, store and clock
+    :param task_status: set once the start-up pass is committed
+    :raises StoreError: when the start-up pass cannot be committed; later failures are logged
+        and the pass is retried within :data:`MAX_WAIT`
     """
     started = False
+    waiting: dict[tuple[str, str], _Waiting] = {}
     while True:
         changed = ctx.flows_changed  # a reload during the pass wakes the wait at once
         try:
-            upcoming = await tick(ctx)
+            upcoming = await tick(ctx, waiting)
         except SluicewayError:
             if not started:
                 raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,7 +108,12 @@ class Service:
         await feeders.start(run_scheduler, ctx, name="scheduler")
         await feeders.start(self._run_queue, name="queue")
         await feeders.start(
-            run_sla_monitor, ctx.runner.bus, ctx.store, ctx.clock, ctx.flows.get, name="sla"
+            run_sla_monitor,
+            ctx.runner.bus,
+            ctx.store,
+            ctx.clock,
+            lambda name: self.ctx.flows.get(name),  # the flows of the latest reload
+            name="sla",
         )
         feeders.start_soon(self._watch_flows, name="reload")
         interval = sdnotify.watchdog_interval()
@@ -141,9 +145,9 @@ class Service:
         runner = self.ctx.runner
         try:
             if resume:
-                await runner.resume(flow, run_id, epoch=self.ctx.epoch, handle=handle)
+                await runner.resume(flow, run_id, handle=handle)
             else:
-                await runner.run_queued(flow, run_id, epoch=self.ctx.epoch, handle=handle)
+                await runner.run_queued(flow, run_id, handle=handle)
         except Exception:  # one run is an isolation boundary: report it, keep serving
             log.exception("run=%s flow=%s stopped with an internal error", run_id, flow.name)
         finally:
@@ -229,13 +233,20 @@ class Service:
         def python_files(change: Change, path: str) -> bool:
             return path.endswith(".py")
 
-        while True:
-            try:
-                async for _ in awatch(folder, watch_filter=python_files, debounce=300):
-                    self.reload()
-            except FileNotFoundError:
-                log.error("flows folder %s is gone; watching for it again", folder)
-            await anyio.sleep(2)  # the folder was deleted (or the watcher ended): re-arm
+        # awatch waits in a worker thread that sees a cancel only when it returns (every 5 s
+        # without changes), which held up every shutdown: its stop event ends it at once
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_set_when_cancelled, stop)
+            while True:
+                try:
+                    async for _ in awatch(
+                        folder, watch_filter=python_files, debounce=300, stop_event=stop
+                    ):
+                        self.reload()
+                except FileNotFoundError:
+                    log.error("flows folder %s is gone; watching for it again", folder)
+                await anyio.sleep(2)  # the folder was deleted (or the watcher ended): re-arm
 
     # --- signals, watchdog ---
 
@@ -287,6 +298,13 @@ class Service:
         return f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
 
 
+async def _set_when_cancelled(event: anyio.Event) -> None:
+    try:
+        await anyio.sleep_forever()
+    finally:
+        event.set()
+
+
 async def run_service(
     config: Config,
     *,
@@ -304,7 +322,7 @@ async def run_service(
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
             now = runner.clock.now()
-            epoch = await runner.store.start_epoch(os.getpid(), now)
+            epoch = runner.epoch
             loaded = load_flows(config.flows, config.pools)
             for problem in loaded.problems:
                 log.error("%s", problem)
@@ -313,11 +331,7 @@ async def run_service(
                 await runner.store.record_flow(flow.name, path, flow.source_hash(), now)
             ctx = ServiceContext(config, runner, dict(loaded.flows), epoch)
             service = Service(ctx, {p: n for p, n in loaded.files.items() if n})
-            try:
-                await service.run(ready=ready)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await runner.store.end_epoch(epoch, runner.clock.now())
+            await service.run(ready=ready)
         log.info("service stopped")
     finally:
         lock.release()

@@ -152,8 +152,12 @@ class Item:
 
 
 def schedule_key(spec: TimeTrigger, instant: datetime) -> str:
-    """The idempotency key of a scheduled run: the scheduler uses the same one."""
-    return f"schedule:{spec}:{codec.iso(instant)}"
+    """The idempotency key of the scheduled run of *spec* at *instant*: the scheduler
+    (``runtime.store.schedules``) makes the same, so a backfilled instant is never scheduled
+    again, nor a scheduled one backfilled."""
+    from runtime.store.schedules import run_key
+
+    return run_key(str(spec), instant)
 
 
 def scheduled_instants(
@@ -240,8 +244,8 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     todo = [item for item in items if item.action != "skip"]
     skipped = len(items) - len(todo)
     _out(
-        f"backfill {flow.name}: {len(items)} scheduled instant(s) from "
-        f"{start.astimezone(zone).isoformat()} to {end.astimezone(zone).isoformat()} ({flow.tz})"
+        f"backfill {flow.name}: {len(items)} scheduled instant(s) from {args.start} to "
+        f"{args.end} inclusive ({flow.tz})"
     )
     for item in items:
         if args.dry_run or item.action == "skip":
@@ -295,7 +299,8 @@ def _params(flow: Flow, item: Item) -> dict[str, Any]:
 
 def _trigger(item: Item) -> dict[str, Any]:
     if item.action == "run":
-        return {"kind": "backfill", "schedule": item.schedule, "via": "cli"}
+        scheduled = codec.iso(item.instant)
+        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": "cli"}
     assert item.run is not None
     if item.action == "retry":
         return {"kind": "retry", "run_id": item.run["id"]}
@@ -372,7 +377,7 @@ def _execute(
         local = to_local(item.instant, flow.tz).isoformat()
         what = f"run {run_id}" if run_id is not None else "no run"
         bar.write(f"  {item.action:<6} {local}  {what} {outcome}", file=sys.stdout)
-        bar.set_postfix_str(f"{counts['succeeded']} ok, {counts['failed']} failed")
+        bar.set_postfix_str(f"{counts['succeeded']} ok, {counts['failed']} failed", refresh=False)
         bar.update(1)
 
     async def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import sys
-from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,6 @@ from runtime.errors import ParamError
 if TYPE_CHECKING:
     from runtime.flow import Flow
     from runtime.scheduler import TriggerPlan
-    from runtime.triggers import TimeTrigger
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -135,6 +133,7 @@ def cmd_next(args: argparse.Namespace, config: Config) -> int:
     from runtime import codec
     from runtime.planner import preview
     from runtime.schedule import instant_json, to_local
+    from runtime.scheduler import triggers
 
     if args.n < 1:
         raise ParamError(f"-n must be at least 1, not {args.n}")
@@ -146,7 +145,9 @@ def cmd_next(args: argparse.Namespace, config: Config) -> int:
         )
         return EXIT_FAILED
     now = _now()
-    keyed = [[(t, str(spec)) for t in preview(spec, now, args.n)] for spec in _unique(flow)]
+    keyed = [
+        [(t, str(spec)) for t in preview(spec, now, args.n)] for spec in triggers(flow).values()
+    ]
     upcoming = list(heapq.merge(*keyed, key=lambda item: item[0]))[: args.n]
     if args.json:
         _out(codec.pretty([instant_json(instant, flow.tz) for instant, _ in upcoming]))
@@ -156,14 +157,6 @@ def cmd_next(args: argparse.Namespace, config: Config) -> int:
     for instant, key in upcoming:
         _out(f"{to_local(instant, flow.tz).isoformat():<{width}}  {_iso(instant):<20}  {key}")
     return EXIT_OK
-
-
-def _unique(flow: Flow) -> Iterable[TimeTrigger]:
-    """The flow's triggers, each once (the same trigger twice makes the same runs)."""
-    seen: dict[str, TimeTrigger] = {}
-    for spec in flow.triggers:
-        seen.setdefault(str(spec), spec)
-    return seen.values()
 
 
 # --- pause, unpause ---

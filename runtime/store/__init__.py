@@ -16,6 +16,7 @@ import anyio
 from runtime import codec
 from runtime.errors import StoreError
 from runtime.store import schema
+from runtime.store.lock import this_process
 from runtime.store.writer import Writer
 
 log = logging.getLogger("sluiceway.runtime.store")
@@ -53,6 +54,7 @@ class Store:
         key: str | None = None,
         retry_of: int | None = None,
         source_hash: str | None = None,
+        epoch: int | None = None,
     ) -> tuple[int, bool]:
         """Commit a queued run and return ``(run_id, created)``.
 
@@ -69,6 +71,7 @@ class Store:
             retry_of,
             source_hash,
             codec.iso(created_at),
+            epoch,
         )
 
         def op(db: sqlite3.Connection) -> tuple[int, bool]:
@@ -104,7 +107,7 @@ class Store:
             row = db.execute(
                 "UPDATE runs SET state = 'running', epoch = ?, started_at = ?, wait_reason = NULL "
                 "WHERE id = ? AND state = 'queued' "
-                "RETURNING params, trigger, logical_date, cancel_requested",
+                "RETURNING params, trigger, logical_date, cancel_requested, retry_of",
                 (epoch, codec.iso(now), run_id),
             ).fetchone()
             if row is None:
@@ -114,6 +117,7 @@ class Store:
                 "trigger": codec.loads(row[1]),
                 "logical_date": row[2],
                 "cancel_requested": bool(row[3]),
+                "retry_of": row[4],
             }
 
         claimed: dict[str, Any] | None = await self.writer.submit(op)
@@ -135,24 +139,29 @@ class Store:
 
         await self.writer.submit(op)
 
-    async def start_epoch(self, pid: int, now: datetime) -> int:
-        """Record that a service process started; its id marks the runs it claims."""
+    async def start_epoch(self, now: datetime) -> int:
+        """Record this process; the id marks the runs it executes, so another process can
+        tell a run left behind by a dead process from one a live process is running."""
+        pid, boot_id, proc_start = this_process()
 
         def op(db: sqlite3.Connection) -> int:
             row = db.execute(
-                "INSERT INTO epochs (pid, started_at) VALUES (?, ?) RETURNING id",
-                (pid, codec.iso(now)),
+                "INSERT INTO epochs (pid, boot_id, proc_start, started_at) VALUES (?, ?, ?, ?) "
+                "RETURNING id",
+                (pid, boot_id, proc_start, codec.iso(now)),
             ).fetchone()
             return int(row[0])
 
         epoch: int = await self.writer.submit(op)
         return epoch
 
-    async def end_epoch(self, epoch: int, now: datetime) -> None:
+    def end_epoch(self, epoch: int, now: datetime) -> None:
+        """Record a clean stop (queued: the store's close commits it, also when cancelled)."""
+
         def op(db: sqlite3.Connection) -> None:
             db.execute("UPDATE epochs SET stopped_at = ? WHERE id = ?", (codec.iso(now), epoch))
 
-        await self.writer.submit(op)
+        self.writer.put_op(op)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a query function from :mod:`runtime.store.queries` off the event loop.

@@ -1,4 +1,4 @@
-"""An exclusive lock on a database file, so two services never share one."""
+"""Who owns the database and its runs: the service's exclusive lock, and process identity."""
 
 from __future__ import annotations
 
@@ -43,3 +43,42 @@ class DatabaseLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _proc_start(pid: int) -> str | None:
+    """The kernel's start time of *pid* (clock ticks since boot), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces: fields are counted after its ')'
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def this_process() -> tuple[int, str | None, str | None]:
+    """(pid, boot id, start time) of this process."""
+    pid = os.getpid()
+    return pid, _boot_id(), _proc_start(pid)
+
+
+def process_alive(pid: int, boot_id: str | None, proc_start: str | None) -> bool:
+    """Whether the process recorded as (pid, boot id, start time) still runs. A reused pid
+    or a reboot is not mistaken for it; without /proc, only the pid is checked."""
+    if boot_id is not None and _boot_id() not in (None, boot_id):
+        return False
+    if proc_start is not None and Path("/proc").is_dir():
+        return _proc_start(pid) == proc_start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -119,7 +119,7 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     tasks.sort(key=lambda item: (first[item["name"]], item.get("index", -1)))
     run["tasks"] = tasks
     run["events"] = [
-        {"ts": e["ts"], "kind": e["kind"], "task": e["task"], **codec.loads(e["payload"])}
+        {**codec.loads(e["payload"]), "ts": e["ts"], "kind": e["kind"], "task": e["task"]}
         for e in conn.execute(
             "SELECT ts, kind, task, payload FROM events WHERE run_id = ? ORDER BY id", (run_id,)
         )
@@ -201,15 +201,27 @@ def flow_summaries(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 
 
 def runs_to_recover(conn: sqlite3.Connection, epoch: int) -> list[tuple[int, str]]:
-    """(id, flow) of runs left running by an earlier process, oldest first."""
-    return [
-        (row["id"], row["flow"])
-        for row in conn.execute(
-            "SELECT id, flow FROM runs WHERE state = 'running' AND (epoch IS NULL OR epoch != ?) "
-            "ORDER BY id",
-            (epoch,),
-        )
-    ]
+    """(id, flow) of runs left running by a process that is gone, oldest first. Runs of
+    another live process (a `sluiceway run` beside the service) are not orphans."""
+    from runtime.store.lock import process_alive
+
+    rows = conn.execute(
+        "SELECT r.id, r.flow, e.pid, e.boot_id, e.proc_start, e.stopped_at FROM runs r "
+        "LEFT JOIN epochs e ON e.id = r.epoch "
+        "WHERE r.state = 'running' AND (r.epoch IS NULL OR r.epoch != ?) ORDER BY r.id",
+        (epoch,),
+    ).fetchall()
+    alive: dict[tuple[int, str, str], bool] = {}
+    out = []
+    for row in rows:
+        if row["pid"] is not None and row["stopped_at"] is None:
+            ident = (row["pid"], row["boot_id"], row["proc_start"])
+            if ident not in alive:
+                alive[ident] = process_alive(*ident)
+            if alive[ident]:
+                continue
+        out.append((row["id"], row["flow"]))
+    return out
 
 
 def queued_runs(conn: sqlite3.Connection, limit: int = 1000) -> list[tuple[int, str]]:

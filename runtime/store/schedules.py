@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import aiosqlite
-
 from runtime import codec
 
 if TYPE_CHECKING:
@@ -32,7 +30,7 @@ __all__ = [
     "set_paused",
 ]
 
-# No RETURNING: executemany cannot return rows. Ids are read back afterwards (see _fire_op).
+# No RETURNING: executemany cannot return rows. Ids are read back afterwards (see fire_batch).
 _INSERT_RUN = """
 INSERT INTO runs (flow, state, params, trigger, logical_date, idempotency_key, retry_of,
                   source_hash, created_at)
@@ -80,8 +78,16 @@ class ScheduleState:
 
 
 def run_key(trigger_key: str, instant: datetime) -> str:
-    """The idempotency key of the scheduled run of *trigger_key* at *instant*."""
-    return f"schedule:{trigger_key}:{codec.iso(instant)}"
+    """The idempotency key of the scheduled run at *instant*: ``schedule:2026-01-10T10:00:00Z``.
+
+    A scheduled run's identity is (flow, instant) — the unique index is on (flow, key) — so two
+    triggers of one flow that fire at the same instant make one run, and backfill (which makes
+    the same key) never repeats a scheduled instant. *trigger_key* is kept for the callers."""
+    return _key(trigger_key, codec.iso(instant) or "")
+
+
+def _key(trigger_key: str, scheduled: str) -> str:
+    return f"schedule:{scheduled}"
 
 
 async def fire_scheduled(
@@ -111,62 +117,46 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
     statements however many flows fire); returns the created run ids per firing, in order."""
     if not firings:
         return []
+    created = codec.iso(now)
+    # rows are built here, on the caller's time: the writer's transaction stays short
+    rows: list[list[tuple[str | None, ...]]] = []
+    for firing in firings:
+        flow = firing.flow
+        params, source_hash = codec.dumps_str(flow.params), flow.source_hash()
+        own: list[tuple[str | None, ...]] = []
+        for instant in firing.instants:
+            scheduled = codec.iso(instant) or ""
+            trigger = {"kind": "schedule", "spec": firing.trigger_key, "scheduled": scheduled}
+            key = _key(firing.trigger_key, scheduled)
+            own.append(
+                (flow.name, params, codec.dumps_str(trigger), scheduled, key, source_hash, created)
+            )
+        rows.append(own)
+    cursors = [(f.flow.name, f.trigger_key, codec.iso(f.cursor), created) for f in firings]
 
-    async def op(db: aiosqlite.Connection) -> list[list[int]]:
-        return await _fire_op(db, firings, now)
+    def op(db: sqlite3.Connection) -> list[list[int]]:
+        paused = {row[0] for row in db.execute("SELECT flow FROM paused")}
+        # a flow paused since it was planned gets no runs, and its cursor stays
+        live = [i for i, f in enumerate(firings) if f.flow.name not in paused]
+        made: list[list[int]] = [[] for _ in firings]
+        inserts = [row for i in live for row in rows[i]]
+        if inserts:
+            slot = {(row[0], row[4]): i for i in live for row in rows[i]}
+            got = db.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()
+            before = int(got[0]) if got else 0
+            db.executemany(_INSERT_RUN, inserts)
+            # The writer's transaction holds the write lock and runs its ops one at a time, so
+            # every id above `before` is a row this op inserted; conflicts inserted none.
+            for run_id, flow, key in db.execute(
+                "SELECT id, flow, idempotency_key FROM runs WHERE id > ? ORDER BY id", (before,)
+            ):
+                made[slot[(flow, key)]].append(int(run_id))
+        if live:
+            db.executemany(_UPSERT_CURSOR, [cursors[i] for i in live])
+        return made
 
     result: list[list[int]] = await store.writer.submit(op)
     return result
-
-
-async def _fire_op(
-    db: aiosqlite.Connection, firings: Sequence[Firing], now: datetime
-) -> list[list[int]]:
-    async with db.execute("SELECT flow FROM paused") as cur:
-        paused = {row[0] for row in await cur.fetchall()}
-    live = [i for i, f in enumerate(firings) if f.flow.name not in paused]
-    created = codec.iso(now)
-    rows, slot = [], {}
-    for i in live:
-        firing = firings[i]
-        params = codec.dumps_str(firing.flow.params)
-        source_hash = firing.flow.source_hash()
-        for instant in firing.instants:
-            scheduled = codec.iso(instant)
-            key = run_key(firing.trigger_key, instant)
-            trigger = {"kind": "schedule", "spec": firing.trigger_key, "scheduled": scheduled}
-            rows.append(
-                (
-                    firing.flow.name,
-                    params,
-                    codec.dumps_str(trigger),
-                    scheduled,
-                    key,
-                    source_hash,
-                    created,
-                )
-            )
-            slot[(firing.flow.name, key)] = i
-    made: list[list[int]] = [[] for _ in firings]
-    if rows:
-        async with db.execute("SELECT COALESCE(MAX(id), 0) FROM runs") as cur:
-            got = await cur.fetchone()
-        before = int(got[0]) if got else 0
-        await db.executemany(_INSERT_RUN, rows)
-        # The writer's transaction holds the write lock and runs its ops one at a time, so
-        # every id above `before` is a row this op inserted; the conflicts made none.
-        async with db.execute(
-            "SELECT id, flow, idempotency_key FROM runs WHERE id > ? ORDER BY id", (before,)
-        ) as cur:
-            for run_id, flow, key in await cur.fetchall():
-                made[slot[(flow, key)]].append(int(run_id))
-    cursors = [
-        (firings[i].flow.name, firings[i].trigger_key, codec.iso(firings[i].cursor), created)
-        for i in live
-    ]
-    if cursors:
-        await db.executemany(_UPSERT_CURSOR, cursors)
-    return made
 
 
 async def set_paused(store: Store, flow: str, paused: bool, now: datetime) -> bool:
@@ -176,16 +166,15 @@ async def set_paused(store: Store, flow: str, paused: bool, now: datetime) -> bo
     its catch-up policy decides what the missed instants do.
     """
 
-    async def op(db: aiosqlite.Connection) -> bool:
+    def op(db: sqlite3.Connection) -> bool:
         if paused:
-            cur = await db.execute(
+            cur = db.execute(
                 "INSERT INTO paused (flow, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (flow, codec.iso(now)),
             )
         else:
-            cur = await db.execute("DELETE FROM paused WHERE flow = ?", (flow,))
-        async with cur:
-            return cur.rowcount > 0
+            cur = db.execute("DELETE FROM paused WHERE flow = ?", (flow,))
+        return cur.rowcount > 0
 
     changed: bool = await store.writer.submit(op)
     return changed

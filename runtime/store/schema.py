@@ -87,9 +87,13 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: the service: process epochs (orphaned runs are found by epoch, not heartbeats),
     # schedule cursors, paused flows, cancel requests from other processes, SLA misses once
     """
+    -- one row per process that ran flows (service, `sluiceway run`, backfill); with the boot
+    -- id and the kernel's start time of the pid, "is that process still alive" is exact
     CREATE TABLE epochs (
         id         INTEGER PRIMARY KEY,
         pid        INTEGER NOT NULL,
+        boot_id    TEXT,
+        proc_start TEXT,
         started_at TEXT NOT NULL,
         stopped_at TEXT
     );
@@ -171,8 +175,8 @@ INSERT_EVENT = (
 
 INSERT_RUN = """
 INSERT INTO runs (flow, state, params, trigger, logical_date, idempotency_key, retry_of,
-                  source_hash, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  source_hash, created_at, epoch)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 RETURNING id
 """

@@ -137,6 +137,13 @@ class Writer:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.add_log, row)
 
+    def put_op(self, op: SyncOp) -> None:
+        """Queue *op* for the next batch without waiting for it (committed at close at the
+        latest, even when the caller is being cancelled)."""
+        self._check_open()
+        self._ops.append(_Waiter(op))
+        self._wake()
+
     async def submit(self, op: Op) -> Any:
         """Run *op* inside the next transaction and return its value once committed."""
         self._check_open()
@@ -240,9 +247,12 @@ class Writer:
             for waiter in ops:
                 await db.execute("SAVEPOINT op")
                 try:
-                    assert waiter.op is not None
-                    value = waiter.op(db)  # type: ignore[arg-type]
-                    waiter.value = await value if inspect.isawaitable(value) else value
+                    op = waiter.op
+                    assert op is not None
+                    if inspect.iscoroutinefunction(op):
+                        waiter.value = await op(db)  # type: ignore[arg-type]
+                    else:  # a plain op beside an async one gets the sqlite3 connection too
+                        waiter.value = await db._execute(op, db._conn)  # type: ignore[no-untyped-call]
                 except Exception as exc:  # noqa: BLE001 - fails only this op's caller
                     waiter.error = exc
                     await db.execute("ROLLBACK TO op")

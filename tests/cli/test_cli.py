@@ -450,7 +450,7 @@ def test_sample_flows_validate_clean() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert done.stdout.startswith("3 flow(s) OK")
+    assert done.stdout.startswith("4 flow(s) OK")
 
 
 def _interval(task: dict[str, Any]) -> tuple[datetime, datetime]:

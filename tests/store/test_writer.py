@@ -262,3 +262,28 @@ def _assert_unlocked(path: Path) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+async def test_plain_and_async_ops_share_a_batch(db_path: Path) -> None:
+    # a plain op gets the sqlite3 connection even when an async op is in the same batch
+    async def async_op(db: aiosqlite.Connection) -> str:
+        await db.execute("INSERT INTO flows (name, updated_at) VALUES ('a', 'x')")
+        return "async"
+
+    def plain_op(db: sqlite3.Connection) -> int:
+        db.execute("INSERT INTO flows (name, updated_at) VALUES ('p', 'x')")
+        return int(db.execute("SELECT COUNT(*) FROM flows").fetchone()[0])
+
+    outcome: dict[str, object] = {}
+
+    async def call(name: str, op: object) -> None:
+        outcome[name] = await store.writer.submit(op)  # type: ignore[arg-type]
+
+    async with open_store(db_path) as store:
+        before = store.writer.batches
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, "async", async_op)
+            tg.start_soon(call, "plain", plain_op)
+        assert store.writer.batches - before == 1
+    assert outcome == {"async": "async", "plain": 2}
+    assert sorted(peek(db_path, "SELECT name FROM flows")) == [("a",), ("p",)]
