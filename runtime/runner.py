@@ -303,13 +303,16 @@ def _carry_for_resume(
         state = row["state"]
         if key[1] < 0 and task.map is not None:
             continue  # a mapped task's own row follows its instances
-        interrupted = state == TaskState.RUNNING or (
-            state == TaskState.PENDING and (row["error"] or "").startswith("InterruptedRunError")
+        crashed = state == TaskState.RUNNING  # the process died mid-attempt
+        # a shutdown interrupted it on purpose: the attempt is recorded, but it is not the
+        # task's failure, so a deploy restart never uses up a task's last try
+        stopped = state == TaskState.PENDING and (row["error"] or "").startswith(
+            "InterruptedRunError"
         )
-        if interrupted and row["attempts"] > 0:
+        if (crashed or stopped) and row["attempts"] > 0:
             if task.on_crash == "fail":
                 failed[key] = f"{INTERRUPTED} (on_crash='fail')"
-            elif row["attempts"] > task.retry.retries:
+            elif crashed and row["attempts"] > task.retry.retries:
                 failed[key] = f"{INTERRUPTED}; no retries left"
         elif state == TaskState.RETRYING and row["next_attempt_at"]:
             not_before[key] = codec.parse_iso(row["next_attempt_at"])

@@ -130,6 +130,8 @@ class Service:
             if flow is None:
                 log.error("run=%s flow=%s cannot resume: the flow is not loaded", run_id, name)
                 continue
+            # the takeover is committed before READY: the interrupted attempts are on record
+            await self.ctx.store.mark_interrupted(run_id, self.ctx.epoch, self.ctx.clock.now())
             # a resumed run was admitted before the restart: it does not wait its turn again
             self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
             self._start(flow, run_id, resume=True)
@@ -214,7 +216,11 @@ class Service:
             del self.files[path]  # removed file: its flows go
         added = sorted(set(flows) - set(ctx.flows))
         removed = sorted(set(ctx.flows) - set(flows))
-        changed = sorted(n for n in set(flows) & set(ctx.flows) if flows[n] is not ctx.flows[n])
+        changed = sorted(
+            n
+            for n in set(flows) & set(ctx.flows)
+            if flows[n].source_hash() != ctx.flows[n].source_hash()
+        )
         log.info(
             "reloaded flows: %d loaded, added %s, changed %s, removed %s",
             len(flows),

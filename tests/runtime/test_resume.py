@@ -1,0 +1,81 @@
+"""What a resumed run carries over, per stored task row (runner._carry_for_resume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime import Flow
+from runtime.runner import _carry_for_resume
+
+
+def make_flow() -> Flow:
+    flow = Flow("resume")
+
+    @flow.task(retries=0)
+    async def once() -> None: ...
+
+    @flow.task(retries=2)
+    async def twice() -> None: ...
+
+    @flow.task(retries=5, on_crash="fail")
+    async def careful() -> None: ...
+
+    return flow
+
+
+def row(
+    name: str, state: str, attempts: int, error: str | None = None, **more: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "state": state,
+        "attempts": attempts,
+        "error": error,
+        "next_attempt_at": None,
+        **more,
+    }
+
+
+SHUTDOWN = "InterruptedRunError: interrupted by service shutdown"
+
+
+@pytest.mark.parametrize(
+    ("stored", "fails_with"),
+    [
+        (row("once", "running", 1), "no retries left"),
+        (row("twice", "running", 1), None),
+        (row("twice", "running", 3), "no retries left"),
+        # a shutdown is not the task's failure: its last try is not used up
+        (row("once", "pending", 1, SHUTDOWN), None),
+        (row("careful", "running", 1), "on_crash='fail'"),
+        (row("careful", "pending", 1, SHUTDOWN), "on_crash='fail'"),
+        (row("once", "pending", 0), None),
+    ],
+    ids=[
+        "crash-no-retries",
+        "crash-retries-left",
+        "crash-retries-spent",
+        "shutdown-last-try",
+        "on-crash-fail",
+        "on-crash-fail-shutdown",
+        "never-started",
+    ],
+)
+def test_interrupted_tasks(stored: dict[str, Any], fails_with: str | None) -> None:
+    carry = _carry_for_resume(make_flow(), {"tasks": [stored]}, {})
+    key = (stored["name"], -1)
+    assert carry.attempts[key] == stored["attempts"]
+    if fails_with is None:
+        assert key not in carry.failed
+    else:
+        assert "interrupted by service restart" in carry.failed[key]
+        assert fails_with in carry.failed[key]
+
+
+def test_retrying_tasks_keep_their_next_attempt_time() -> None:
+    stored = row("twice", "retrying", 1, next_attempt_at="2026-01-01T10:00:30Z")
+    carry = _carry_for_resume(make_flow(), {"tasks": [stored]}, {("once", -1): 1})
+    assert carry.not_before[("twice", -1)].isoformat() == "2026-01-01T10:00:30+00:00"
+    assert carry.results == {("once", -1): 1}

@@ -1,0 +1,243 @@
+"""The real ``sluiceway serve`` as a subprocess, and bounded waits on its log and database.
+
+Every wait has a deadline and fails with the service's log; :class:`Home` kills whatever
+service it started when the test ends, passed or not.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_SCRIPT = Path(sys.executable).parent / "sluiceway"
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+POLL = 0.05
+# systemd's variables: a test run under systemd (or from a service's shell) must not leak them
+_SYSTEMD = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without SLUICEWAY_* and systemd's variables, plus *extra*."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_") and k not in _SYSTEMD
+    }
+    env.update(extra)
+    return env
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    what: str,
+    *,
+    timeout: float = 10.0,
+    details: Callable[[], str] = lambda: "",
+) -> T:
+    """Poll *check* until it returns something truthy; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{details()}")
+        time.sleep(POLL)
+
+
+class Served:
+    """One ``sluiceway serve`` process; its stderr goes to a file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+        return f"--- service pid {self.pid} ({state}), {self.log_path.name}:\n{self.log()}"
+
+    def wait_log(self, text: str, *, timeout: float = 10.0, after: int = 0) -> int:
+        """Wait until *text* is in the log (from character *after* on); returns its offset.
+
+        Fails at once if the process exits first.
+        """
+
+        def found() -> int | None:
+            at = self.log().find(text, after)
+            if at >= 0:
+                return at + 1  # truthy even at offset 0
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited before logging {text!r}\n{self.describe()}")
+            return None
+
+        return wait_until(found, f"log line {text!r}", timeout=timeout, details=self.describe) - 1
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        self.wait_log("service ready", timeout=timeout)
+
+    def send(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def wait_exit(self, timeout: float) -> int:
+        """The exit code, within *timeout* seconds (else the test fails)."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"service did not exit within {timeout:g}s\n{self.describe()}"
+            ) from None
+
+
+class Home:
+    """A test's folder: ``flows/``, ``history.db``, the tasks' ledger files, service logs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.flows = root / "flows"
+        self.flows.mkdir()
+        self.db = root / "history.db"
+        self.services: list[Served] = []
+
+    # --- processes ---
+
+    def serve(self, **env: str) -> Served:
+        """Start ``sluiceway serve --flows flows --db history.db`` with *env* added."""
+        log_path = self.root / f"serve-{len(self.services) + 1}.log"
+        with log_path.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [*SLUICEWAY, "serve", "--flows", str(self.flows), "--db", str(self.db)],
+                cwd=self.root,
+                env=clean_env(**env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        served = Served(proc, log_path)
+        self.services.append(served)
+        return served
+
+    def cli(self, *args: str, flows: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SLUICEWAY, *args, "--flows", str(flows or self.flows), "--db", str(self.db)],
+            cwd=self.root,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def trigger(self, flow: str, *, flows: Path | None = None) -> int:
+        """``sluiceway trigger FLOW``; returns the queued run's id."""
+        done = self.cli("trigger", flow, flows=flows)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+
+    def cleanup(self) -> None:
+        for served in self.services:
+            if served.proc.poll() is None:
+                served.proc.kill()
+            try:
+                served.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck zombie
+                pass
+
+    def describe(self) -> str:
+        return "\n".join(s.describe() for s in self.services)
+
+    # --- the database ---
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of *sql* on the history db; ``[]`` while it does not exist yet."""
+        if not self.db.exists():
+            return []
+        conn = sqlite3.connect(self.db, timeout=5)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def wait_rows(
+        self,
+        sql: str,
+        *params: Any,
+        what: str,
+        until: Callable[[list[tuple[Any, ...]]], bool] = bool,
+        timeout: float = 10.0,
+    ) -> list[tuple[Any, ...]]:
+        """Poll *sql* until *until* holds for its rows (default: there are some)."""
+
+        def check() -> list[tuple[Any, ...]] | None:
+            rows = self.query(sql, *params)
+            return rows if until(rows) else None
+
+        def details() -> str:
+            return f"last rows: {self.query(sql, *params)}\n{self.describe()}"
+
+        return wait_until(check, what, timeout=timeout, details=details)
+
+    def run_states(self) -> dict[int, str]:
+        return dict(self.query("SELECT id, state FROM runs ORDER BY id"))
+
+    def task(self, run_id: int, name: str) -> dict[str, Any]:
+        rows = self.query(
+            "SELECT state, attempts, error FROM tasks WHERE run_id = ? AND name = ? AND idx = -1",
+            run_id,
+            name,
+        )
+        assert rows, f"no task {name!r} in run {run_id}"
+        state, attempts, error = rows[0]
+        return {"state": state, "attempts": attempts, "error": error}
+
+    def attempts(self, run_id: int, name: str) -> list[tuple[int, str, str | None]]:
+        """(attempt, state, error_message) of one task, in order."""
+        return [
+            (int(n), str(s), m)
+            for n, s, m in self.query(
+                "SELECT attempt, state, error_message FROM attempts "
+                "WHERE run_id = ? AND name = ? ORDER BY attempt",
+                run_id,
+                name,
+            )
+        ]
+
+    # --- the tasks' files ---
+
+    def lines(self, name: str) -> list[str]:
+        path = self.root / name
+        return path.read_text().splitlines() if path.exists() else []
+
+    def wait_lines(self, name: str, *expected: str, timeout: float = 10.0) -> list[str]:
+        """Wait until the file *name* holds every one of the *expected* lines."""
+
+        def complete() -> list[str] | None:
+            lines = self.lines(name)
+            return lines if set(expected) <= set(lines) else None
+
+        return wait_until(
+            complete,
+            f"lines {expected} in {name}",
+            timeout=timeout,
+            details=lambda: f"{name}: {self.lines(name)}\n{self.describe()}",
+        )
+
+    def open_gate(self) -> None:
+        (self.root / "gate").touch()

@@ -1,0 +1,442 @@
+"""``sluiceway serve`` as a real subprocess: crash recovery, SIGTERM drain, reload, sd_notify,
+the database lock and exactly-once schedules. Waits poll the log or the database against a
+deadline; the ``home`` fixture kills any service a test leaves running."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.service.flows import ALPHA, BROKEN, CRASH, DRAIN, NEWFLOW, TICK
+from tests.service.served import Home, wait_until
+
+RESTART = "interrupted by service restart"
+SHUTDOWN = "interrupted by service shutdown"
+
+
+def wait_task_running(home: Home, task: str, *, count: int = 1, attempt: int = 1) -> list[int]:
+    """Wait until *count* runs have *task* running in attempt *attempt*; their run ids."""
+    rows = home.wait_rows(
+        "SELECT run_id FROM tasks WHERE name = ? AND state = 'running' AND attempts = ? "
+        "ORDER BY run_id",
+        task,
+        attempt,
+        what=f"{count} run(s) with {task!r} running at attempt {attempt}",
+        until=lambda rows: len(rows) >= count,
+    )
+    return [r[0] for r in rows]
+
+
+def wait_runs_ended(home: Home, count: int, timeout: float = 10.0) -> dict[int, str]:
+    home.wait_rows(
+        "SELECT id FROM runs WHERE state IN ('succeeded', 'failed', 'cancelled')",
+        what=f"{count} run(s) ended",
+        until=lambda rows: len(rows) >= count,
+        timeout=timeout,
+    )
+    return home.run_states()
+
+
+# --- 1. crash recovery ---
+
+
+def test_kill_9_mid_run_loses_nothing_and_reruns_nothing_that_succeeded(home: Home) -> None:
+    (home.flows / "crash.py").write_text(CRASH)
+    first = home.serve()
+    first.wait_ready()
+    runs = [home.trigger("chain") for _ in range(3)]
+    assert runs == [1, 2, 3]
+    # runs 1 and 2 have a done and b waiting at the gate; run 3 waits for a run slot
+    assert wait_task_running(home, "b", count=2) == [1, 2]
+    home.wait_lines("started.txt", "1 b 1", "2 b 1")
+    home.wait_rows(
+        "SELECT id FROM runs WHERE id = 3 AND state = 'queued' AND wait_reason LIKE 'waiting:%'",
+        what="run 3 queued, waiting for a slot",
+    )
+
+    first.kill9()
+    second = home.serve()
+    second.wait_log("recovery: 2 run(s) resumed")
+    wait_task_running(home, "b", count=2, attempt=2)
+    home.open_gate()
+    states = wait_runs_ended(home, 3)
+
+    assert states == {1: "succeeded", 2: "succeeded", 3: "succeeded"}, home.describe()
+    assert home.query("SELECT count(*) FROM runs") == [(3,)]  # none lost, none duplicated
+    ledger = home.lines("ledger.txt")
+    done = Counter(" ".join(line.split()[:2]) for line in ledger)
+    assert sorted(done) == sorted(f"{run} {task}" for run in runs for task in "abc")
+    assert set(done.values()) == {1}, ledger  # no succeeded task ran twice
+    for run in (1, 2):  # b was interrupted by the kill and succeeded in its second attempt
+        assert home.attempts(run, "a") == [(1, "succeeded", None)]
+        assert home.attempts(run, "b") == [(1, "failed", RESTART), (2, "succeeded", None)]
+        assert f"{run} b 2" in ledger
+    assert home.attempts(3, "b") == [(1, "succeeded", None)]
+    started = Counter(" ".join(line.split()[:2]) for line in home.lines("started.txt"))
+    assert {k: v for k, v in started.items() if v != 1} == {"1 b": 2, "2 b": 2}
+
+
+@pytest.mark.parametrize(
+    ("flow", "task", "why"),
+    [("fragile", "once", " (on_crash='fail')"), ("last_try", "once_only", "; no retries left")],
+    ids=["on-crash-fail", "no-retries-left"],
+)
+def test_a_task_interrupted_by_kill_9_fails_when_it_may_not_run_again(
+    home: Home, flow: str, task: str, why: str
+) -> None:
+    (home.flows / "crash.py").write_text(CRASH)
+    first = home.serve()
+    first.wait_ready()
+    run = home.trigger(flow)
+    wait_task_running(home, task)
+    home.wait_lines("started.txt", f"{run} {task} 1")
+
+    first.kill9()
+    home.open_gate()  # another attempt would now succeed at once
+    home.serve()
+    states = wait_runs_ended(home, 1)
+
+    assert states == {run: "failed"}
+    assert home.task(run, task) == {
+        "state": "failed",
+        "attempts": 1,
+        "error": f"InterruptedRunError: {RESTART}{why}",
+    }
+    assert home.attempts(run, task) == [(1, "failed", RESTART)]
+    assert home.lines("started.txt") == [f"{run} {task} 1"]  # not run again
+    assert home.lines("ledger.txt") == []
+
+
+# --- 2, 3. SIGTERM ---
+
+
+def test_sigterm_lets_a_short_task_finish_within_the_grace(home: Home) -> None:
+    (home.flows / "drain.py").write_text(DRAIN)
+    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="5s")
+    served.wait_ready()
+    run = home.trigger("quick")
+    wait_task_running(home, "brief")
+
+    served.send(signal.SIGTERM)
+    began = time.monotonic()
+    code = served.wait_exit(timeout=8)
+    took = time.monotonic() - began
+
+    assert code == 0, served.describe()
+    assert "SIGTERM: stopping; 1 run(s) get 5s to finish" in served.log()
+    assert "interrupting" not in served.log()
+    assert "service stopped" in served.log()
+    assert home.run_states() == {run: "succeeded"}
+    assert home.lines("ledger.txt") == [f"{run} brief 1"]
+    assert took < 3, f"took {took:.1f}s: the stop waited for more than the run\n{served.log()}"
+
+
+def test_sigterm_interrupts_a_long_task_after_the_grace_and_the_next_start_resumes_it(
+    home: Home,
+) -> None:
+    (home.flows / "drain.py").write_text(DRAIN)
+    first = home.serve(SLUICEWAY_SHUTDOWN_GRACE="1s")
+    first.wait_ready()
+    run = home.trigger("long")
+    wait_task_running(home, "nap")
+
+    first.send(signal.SIGTERM)
+    began = time.monotonic()
+    code = first.wait_exit(timeout=6)
+    took = time.monotonic() - began
+
+    assert code == 0, first.describe()
+    assert 1 <= took < 4, f"stopped after {took:.1f}s with a 1s grace\n{first.log()}"
+    assert "shutdown grace over: interrupting 1 run(s)" in first.log()
+    assert f"run={run} flow=long interrupted; it resumes at the next start" in first.log()
+    assert home.run_states() == {run: "running"}
+    assert home.task(run, "nap") == {
+        "state": "pending",
+        "attempts": 1,
+        "error": f"InterruptedRunError: {SHUTDOWN}",
+    }
+    assert home.attempts(run, "nap") == [(1, "failed", SHUTDOWN)]
+
+    second = home.serve()
+    second.wait_log(f"run={run} flow=long resuming after a restart")
+    wait_task_running(home, "nap", attempt=2)
+    assert home.wait_lines("started.txt", f"{run} nap 2") == [f"{run} nap 1", f"{run} nap 2"]
+    assert home.run_states() == {run: "running"}
+
+
+@pytest.mark.parametrize("second_signal", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_interrupts_at_once(home: Home, second_signal: signal.Signals) -> None:
+    (home.flows / "drain.py").write_text(DRAIN)
+    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="30s")
+    served.wait_ready()
+    run = home.trigger("long")
+    wait_task_running(home, "nap")
+
+    served.send(signal.SIGTERM)
+    served.wait_log("SIGTERM: stopping; 1 run(s) get 30s to finish")
+    served.send(second_signal)
+    began = time.monotonic()
+    code = served.wait_exit(timeout=6)
+    took = time.monotonic() - began
+
+    assert code == 0, served.describe()
+    assert took < 3, f"stopped {took:.1f}s after the second signal\n{served.log()}"
+    assert "second signal: interrupting 1 run(s) now" in served.log()
+    assert home.run_states() == {run: "running"}  # resumable, not failed
+    assert home.attempts(run, "nap") == [(1, "failed", SHUTDOWN)]
+
+
+# --- 4. reload ---
+
+
+def test_an_added_flow_file_is_loaded_and_its_triggered_run_runs(home: Home) -> None:
+    (home.flows / "version.txt").write_text("v1")
+    (home.flows / "alpha.py").write_text(ALPHA)
+    served = home.serve()
+    served.wait_ready()
+
+    (home.flows / "newflow.py").write_text(NEWFLOW)
+    served.wait_log("added ['newflow']")
+    run = home.trigger("newflow")
+    wait_runs_ended(home, 1)
+
+    assert home.run_states() == {run: "succeeded"}
+    assert home.lines("ledger.txt") == [f"{run} hello 1"]
+
+
+def test_a_broken_edit_is_reported_and_the_last_good_version_runs(home: Home) -> None:
+    (home.flows / "version.txt").write_text("v1")
+    (home.flows / "alpha.py").write_text(ALPHA)
+    good = home.root / "good_flows"  # the CLI validates a trigger against the folder it is given
+    good.mkdir()
+    (good / "version.txt").write_text("v1")
+    (good / "alpha.py").write_text(ALPHA)
+    served = home.serve()
+    served.wait_ready()
+
+    # a good edit (v2), then a broken one: v2 is the last good version
+    (home.flows / "version.txt").write_text("v2")
+    (home.flows / "alpha.py").write_text(ALPHA + "\n")
+    at = served.wait_log("changed ['alpha']")
+    broken_line = ALPHA.count("\n") + 1
+    (home.flows / "alpha.py").write_text(ALPHA + "def oops(:\n")
+    served.wait_log(
+        f"reload: flows/alpha.py:{broken_line}: cannot import: SyntaxError: invalid syntax "
+        "(the last good version stays)",
+        after=at,
+    )
+    assert home.cli("trigger", "alpha").returncode == 2  # the CLI cannot load it either
+    run = home.trigger("alpha", flows=good)
+    wait_runs_ended(home, 1)
+
+    assert home.run_states() == {run: "succeeded"}, served.describe()
+    assert home.lines("ledger.txt") == [f"{run} work 1 v2"]
+
+
+def test_sighup_reloads_the_flows(home: Home) -> None:
+    (home.flows / "version.txt").write_text("v1")
+    (home.flows / "alpha.py").write_text(ALPHA)
+    served = home.serve()
+    served.wait_ready()
+    before = home.trigger("alpha")
+    wait_runs_ended(home, 1)
+
+    (home.flows / "version.txt").write_text("v2")  # not a .py file: the watcher ignores it
+    served.send(signal.SIGHUP)
+    at = served.wait_log("SIGHUP: reloading flows")
+    served.wait_log("reloaded flows: 1 loaded", after=at)
+    after = home.trigger("alpha")
+    wait_runs_ended(home, 2)
+
+    assert home.lines("ledger.txt") == [f"{before} work 1 v1", f"{after} work 1 v2"]
+    assert served.proc.poll() is None  # SIGHUP does not stop the service
+
+
+# --- 5. sd_notify ---
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's ``$NOTIFY_SOCKET``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def receive(self, timeout: float) -> None:
+        """Collect every datagram that arrives within *timeout* seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._receive_one()
+
+    def _receive_one(self) -> str | None:
+        try:
+            message = self.sock.recv(4096).decode()
+        except TimeoutError:
+            return None
+        self.messages.append(message)
+        return message
+
+    def wait_for(self, field: str, *, timeout: float = 10.0) -> list[str]:
+        """Collect datagrams until one has the line *field*; returns that datagram's lines."""
+
+        def arrived() -> list[str] | None:
+            message = self._receive_one()
+            return message.splitlines() if message and field in message.splitlines() else None
+
+        return wait_until(
+            arrived, f"{field} on the notify socket", timeout=timeout, details=self.describe
+        )
+
+    def describe(self) -> str:
+        return f"received so far: {self.messages}"
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    path = tmp_path / "notify.sock"
+    assert len(str(path)) < 100, f"{path} is too long for a unix socket address"
+    sock = NotifySocket(path)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def test_sd_notify_ready_after_recovery_then_watchdog_status_and_stopping(
+    home: Home, notify_socket: NotifySocket
+) -> None:
+    (home.flows / "drain.py").write_text(DRAIN)
+    crashed = home.serve()
+    crashed.wait_ready()
+    run = home.trigger("long")
+    wait_task_running(home, "nap")
+    crashed.kill9()
+
+    served = home.serve(
+        NOTIFY_SOCKET=str(notify_socket.path),
+        WATCHDOG_USEC="200000",
+        SLUICEWAY_SHUTDOWN_GRACE="0.1s",
+    )
+    ready = notify_socket.wait_for("READY=1")
+    log_at_ready = served.log()
+    assert notify_socket.messages[0] == "STATUS=starting"
+    assert ready == ["READY=1", "STATUS=1 run(s) active, 2 flow(s)"]
+    # recovery was done before READY: logged before it, and before the "ready" line that
+    # goes out with it
+    recovered = log_at_ready.find("recovery: 1 run(s) resumed")
+    assert 0 <= recovered < log_at_ready.find("service ready: 2 flow(s), epoch 2"), log_at_ready
+
+    notify_socket.receive(0.6)  # the watchdog pings every 0.1 s (half of WATCHDOG_USEC)
+    pings = notify_socket.messages.count("WATCHDOG=1")
+    assert 3 <= pings <= 12, notify_socket.describe()
+
+    served.send(signal.SIGHUP)
+    notify_socket.wait_for("RELOADING=1")
+    assert notify_socket.wait_for("READY=1") == ["READY=1", "STATUS=1 run(s) active, 2 flow(s)"]
+
+    served.send(signal.SIGTERM)
+    stopping = notify_socket.wait_for("STOPPING=1")
+    assert stopping == ["STOPPING=1", "STATUS=stopping, 1 run(s)"]
+    assert served.wait_exit(timeout=5) == 0
+    assert home.run_states() == {run: "running"}  # interrupted again: resumes next time
+    assert home.task(run, "nap")["attempts"] == 2
+
+
+# --- 6. the database lock ---
+
+
+def test_a_second_service_on_the_same_database_is_refused_at_once(home: Home) -> None:
+    (home.flows / "drain.py").write_text(DRAIN)
+    first = home.serve()
+    first.wait_ready()
+
+    second = home.serve()
+    began = time.monotonic()
+    code = second.wait_exit(timeout=5)
+
+    assert code == 1, second.describe()
+    assert time.monotonic() - began < 3
+    assert (
+        f"sluiceway: {home.db}: another sluiceway service (pid {first.pid}) is using this "
+        "database; stop it or pass another --db"
+    ) in second.log()
+    assert "service ready" not in second.log()
+    # the first one is unharmed: it keeps its lock and runs what is queued
+    assert first.proc.poll() is None
+    assert (home.root / "history.db.lock").read_text().strip() == str(first.pid)
+    run = home.trigger("quick")
+    assert wait_runs_ended(home, 1) == {run: "succeeded"}
+
+
+# --- 7, 8. start-up and schedules ---
+
+
+def test_a_broken_flow_file_at_start_is_reported_and_the_others_run(home: Home) -> None:
+    (home.flows / "bad.py").write_text(BROKEN)
+    (home.flows / "tick.py").write_text(TICK)
+    served = home.serve()
+    served.wait_ready()
+
+    log = served.log()
+    assert "ERROR sluiceway.runtime.service flows/bad.py:3: cannot import: SyntaxError" in log
+    assert "service ready: 1 flow(s)" in log
+    home.wait_rows(
+        "SELECT id FROM runs WHERE flow = 'tick' AND state = 'succeeded'",
+        what="two scheduled runs of tick",
+        until=lambda rows: len(rows) >= 2,
+        timeout=5,
+    )
+
+
+def test_scheduled_runs_fire_once_per_instant_across_a_restart(home: Home) -> None:
+    (home.flows / "tick.py").write_text(TICK)
+
+    def runs() -> list[tuple[int, str, str]]:
+        return [
+            (int(i), str(d), str(s))
+            for i, d, s in home.query("SELECT id, logical_date, state FROM runs ORDER BY id")
+        ]
+
+    first = home.serve()
+    first.wait_ready()
+    home.wait_rows("SELECT id FROM runs", what="3 runs", until=lambda r: len(r) >= 3, timeout=6)
+    first.send(signal.SIGTERM)
+    assert first.wait_exit(timeout=5) == 0
+    before = runs()
+
+    second = home.serve()
+    second.wait_ready()
+    home.wait_rows(
+        "SELECT id FROM runs WHERE id > ?",
+        before[-1][0],
+        what="2 runs after the restart",
+        until=lambda r: len(r) >= 2,
+        timeout=6,
+    )
+    second.send(signal.SIGTERM)
+    assert second.wait_exit(timeout=5) == 0
+
+    after = runs()
+    dates = [d for _, d, _ in after]
+    assert len(set(dates)) == len(dates), after  # no instant fired twice
+    assert dates == sorted(dates), after
+    assert all(state == "succeeded" for _, _, state in after), after
+    instants = [datetime.fromisoformat(d) for d in dates]
+    assert all(t.microsecond == 0 for t in instants), dates  # the every("1s") grid
+    span = (instants[-1] - instants[0]).total_seconds()
+    assert len(instants) <= span + 1
+    assert len(instants) >= 5
+    assert after[: len(before)] == before  # the restart changed no earlier run
