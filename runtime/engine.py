@@ -636,6 +636,8 @@ class _Execution:
             unit.error = error
         unit.reason = reason
         self.rec.task(unit, None)
+        if state is S.SKIPPED:  # `sluiceway logs` tells why, beside show's reason column
+            self.rec.log(unit, unit.attempts, now, "INFO", f"skipped: {reason}")
         if self.bus:
             took = (now - unit.started_at).total_seconds() if unit.started_at else None
             name, label, attempts = self.flow.name, unit.label, unit.attempts

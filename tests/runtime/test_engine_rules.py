@@ -391,6 +391,10 @@ async def test_skip_ends_the_task_skipped_with_its_reason(
     assert by_name["find_files"]["error"] is None
     ended = [e for e in events if isinstance(e, TaskEnded) and e.task == "find_files"]
     assert [(e.state, e.reason) for e in ended] == [(S.SKIPPED, "no new files")]
+    with closing(connect_reader(db_path)) as conn:
+        lines = [(line["name"], line["message"]) for line in queries.get_logs(conn, result.id)]
+    assert ("find_files", "skipped: no new files") in lines
+    assert ("load", "skipped: an upstream task was skipped") in lines
 
 
 async def test_skip_from_a_def_task(make_runner: MakeRunner) -> None:

@@ -154,3 +154,32 @@ BROKEN = """from runtime import Flow
 
 def oops(:
 """
+
+# a mapped task: items 0 and 1 succeed at once, item 2 waits at the gate; the kill lands there
+MAPPED = (
+    _PRELUDE
+    + """
+fan = Flow("fan")
+
+
+@fan.task
+def items(run: Run) -> list[int]:
+    note("ledger.txt", run)
+    return [0, 1, 2]
+
+
+@fan.task(map="items", retries=1, retry_delay="0.1s")
+async def each(run: Run, items: int) -> int:
+    note("started.txt", run)
+    if items == 2:
+        await gate()
+    note("ledger.txt", run)
+    return items * 10
+
+
+@fan.task
+def total(run: Run, each: list[int]) -> int:
+    note("ledger.txt", run)
+    return sum(each)
+"""
+)

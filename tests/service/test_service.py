@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.flows import ALPHA, BROKEN, CRASH, DRAIN, NEWFLOW, TICK
+from tests.service.flows import ALPHA, BROKEN, CRASH, DRAIN, MAPPED, NEWFLOW, TICK
 from tests.service.served import Home, wait_until
 
 RESTART = "interrupted by service restart"
@@ -440,3 +440,33 @@ def test_scheduled_runs_fire_once_per_instant_across_a_restart(home: Home) -> No
     assert len(instants) <= span + 1
     assert len(instants) >= 5
     assert after[: len(before)] == before  # the restart changed no earlier run
+
+
+def test_kill_9_mid_mapped_run_reruns_only_the_interrupted_instance(home: Home) -> None:
+    (home.flows / "fan.py").write_text(MAPPED)
+    first = home.serve()
+    first.wait_ready()
+    run = home.trigger("fan")
+    home.wait_lines("started.txt", f"{run} each[2] 1")
+    home.wait_rows(  # committed: what a task did before its state was committed may rerun
+        "SELECT idx, state FROM tasks WHERE run_id = ? AND name = 'each' AND idx >= 0",
+        run,
+        what="each[0] and each[1] succeeded, each[2] running",
+        until=lambda rows: sorted(rows) == [(0, "succeeded"), (1, "succeeded"), (2, "running")],
+    )
+    first.kill9()
+
+    second = home.serve()
+    second.wait_log("recovery: 1 run(s) resumed")
+    home.wait_lines("started.txt", f"{run} each[2] 2")
+    home.open_gate()
+    assert wait_runs_ended(home, 1) == {run: "succeeded"}, home.describe()
+    ledger = home.lines("ledger.txt")
+    assert sorted(ledger) == sorted(
+        [f"{run} items 1", f"{run} each[0] 1", f"{run} each[1] 1", f"{run} each[2] 2",
+         f"{run} total 1"]
+    )  # fmt: skip
+    assert home.query(
+        "SELECT idx, attempts, state FROM tasks WHERE run_id = ? AND name = 'each' ORDER BY idx",
+        run,
+    ) == [(-1, 2, "succeeded"), (0, 1, "succeeded"), (1, 1, "succeeded"), (2, 2, "succeeded")]
