@@ -251,6 +251,11 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
             await _migrate(db, path)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open or migrate database: {exc}") from exc
+        if not (hasattr(db, "_execute") and hasattr(db, "_conn")):
+            raise StoreError(
+                f"aiosqlite {aiosqlite.__version__} lacks Connection._execute/_conn, which the "
+                "writer uses to commit a batch in one call; install aiosqlite<0.23"
+            )
         reader = connect_reader(path)
         writer = Writer(db, interval=interval)
         async with anyio.create_task_group() as tg:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -20,13 +19,10 @@ from runtime.store import schema
 
 log = logging.getLogger("sluiceway.runtime.store")
 
-# An op runs inside the batch's transaction. A plain function gets the sqlite3 connection on
-# the writer's thread (the whole batch is one thread hop); a coroutine function gets the
-# aiosqlite connection (a hop per statement: keep those for rare writes).
-SyncOp = Callable[[sqlite3.Connection], Any]
+# An op runs inside the batch's transaction, on the writer's thread, with the sqlite3
+# connection: the whole batch is one hop to that thread.
+Op = Callable[[sqlite3.Connection], Any]
 RowMaker = Callable[[], tuple[Any, ...]]
-AsyncOp = Callable[[aiosqlite.Connection], Awaitable[Any]]
-Op = SyncOp | AsyncOp
 
 
 class _Waiter:
@@ -137,7 +133,7 @@ class Writer:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.add_log, row)
 
-    def put_op(self, op: SyncOp) -> None:
+    def put_op(self, op: Op) -> None:
         """Queue *op* for the next batch without waiting for it (committed at close at the
         latest, even when the caller is being cancelled)."""
         self._check_open()
@@ -221,59 +217,14 @@ class Writer:
         self._woken = False
         self._urgent = anyio.Event()
         inflight = self._inflight = anyio.Event()
-        db = self._db
-        run_in_thread = getattr(db, "_execute", None)
-        if run_in_thread is not None and not any(inspect.iscoroutinefunction(w.op) for w in ops):
-            try:
-                # aiosqlite runs every statement as one hop to its thread; a batch is 7-12
-                # statements, so the whole batch goes as one function instead (aiosqlite has
-                # no public call for this; without the method the per-statement path below
-                # is used, so a future aiosqlite only costs speed)
-                await run_in_thread(_write_batch, db, ops, runs, tasks, attempts, logs, events)
-            except BaseException as exc:
-                self._failed(exc, ops, flushers, inflight, runs, tasks, attempts, logs)
-                if isinstance(exc, Exception):
-                    return
-                raise
-            self.batches += 1
-            for waiter in (*ops, *flushers):
-                waiter.done.set()
-            inflight.set()
-            return
         try:
-            # IMMEDIATE takes the write lock now; a deferred BEGIN could hit SQLITE_BUSY at
-            # its first write, halfway through the batch.
-            await db.execute("BEGIN IMMEDIATE")
-            for waiter in ops:
-                await db.execute("SAVEPOINT op")
-                try:
-                    op = waiter.op
-                    assert op is not None
-                    if inspect.iscoroutinefunction(op):
-                        waiter.value = await op(db)  # type: ignore[arg-type]
-                    else:  # a plain op beside an async one gets the sqlite3 connection too
-                        waiter.value = await db._execute(op, db._conn)  # type: ignore[no-untyped-call]
-                except Exception as exc:  # noqa: BLE001 - fails only this op's caller
-                    waiter.error = exc
-                    await db.execute("ROLLBACK TO op")
-                await db.execute("RELEASE op")
-            if runs:
-                await db.executemany(schema.UPDATE_RUN, list(runs.values()))
-            if tasks:
-                await db.executemany(schema.UPSERT_TASK, list(tasks.values()))
-            if attempts:
-                await db.executemany(schema.UPSERT_ATTEMPT, list(attempts.values()))
-            if logs:
-                await db.executemany(schema.INSERT_LOG, logs)
-            if events:
-                await db.executemany(schema.INSERT_EVENT, events)
-            await db.execute("COMMIT")  # one fsync for the whole batch
+            # aiosqlite runs every statement as one hop to its thread; a batch is 7-12
+            # statements, so the whole batch goes to that thread as one function (aiosqlite
+            # has no public call for this: open_store checks the two attributes it needs)
+            await self._db._execute(  # type: ignore[no-untyped-call]
+                _write_batch, self._db._conn, ops, runs, tasks, attempts, logs, events
+            )
         except BaseException as exc:
-            # A cancelled await in a cancelled scope is cancelled again: shield the rollback,
-            # or the connection stays in a transaction and every later write is locked out.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
             self._failed(exc, ops, flushers, inflight, runs, tasks, attempts, logs)
             if isinstance(exc, Exception):
                 return
@@ -307,7 +258,7 @@ class Writer:
 
 
 def _write_batch(
-    db: aiosqlite.Connection,
+    conn: sqlite3.Connection,
     ops: list[_Waiter],
     runs: dict[int, tuple[Any, ...]],
     tasks: dict[tuple[int, str, int], tuple[Any, ...]],
@@ -315,8 +266,8 @@ def _write_batch(
     logs: list[tuple[Any, ...]],
     events: list[tuple[Any, ...]],
 ) -> None:
-    """One batch as one transaction, on the connection's own thread."""
-    conn: sqlite3.Connection = db._conn
+    """One batch as one transaction, on the connection's own thread. A rollback here needs
+    no shield: nothing on the event loop can interrupt a function running in the thread."""
     # IMMEDIATE takes the write lock now; a deferred BEGIN could hit SQLITE_BUSY at its first
     # write, halfway through the batch.
     conn.execute("BEGIN IMMEDIATE")
@@ -325,7 +276,7 @@ def _write_batch(
             conn.execute("SAVEPOINT op")
             try:
                 assert waiter.op is not None
-                waiter.value = waiter.op(conn)  # type: ignore[arg-type]
+                waiter.value = waiter.op(conn)
             except Exception as exc:  # noqa: BLE001 - fails only this op's caller
                 waiter.error = exc
                 conn.execute("ROLLBACK TO op")

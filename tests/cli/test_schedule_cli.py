@@ -7,12 +7,12 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import aiosqlite
 import anyio
 import pytest
 
@@ -168,12 +168,12 @@ def test_dry_run_shows_catch_up_from_the_stored_cursor_and_writes_nothing(cli: C
     async def seed() -> None:
         async with open_store(cli.db) as store:
 
-            async def op(db: aiosqlite.Connection) -> None:
-                await db.execute(
+            def op(db: sqlite3.Connection) -> None:
+                db.execute(
                     "INSERT INTO schedules VALUES ('hourly', ?, ?, ?)",
                     ("every('1h')", last_iso, last_iso),
                 )
-                await db.execute("INSERT INTO paused VALUES ('noon', ?)", (last_iso,))
+                db.execute("INSERT INTO paused VALUES ('noon', ?)", (last_iso,))
 
             await store.writer.submit(op)
 

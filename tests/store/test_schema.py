@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 
 from runtime.errors import StoreError
@@ -25,14 +24,10 @@ def _pragmas_sync(conn: sqlite3.Connection) -> dict[str, Any]:
 
 
 async def test_writer_connection_has_the_pragmas(db_path: Path) -> None:
-    async def read(db: aiosqlite.Connection) -> dict[str, Any]:
-        out = {}
-        for name in (*EXPECTED, "busy_timeout"):
-            async with db.execute(f"PRAGMA {name}") as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            out[name] = row[0]
-        return out
+    def read(db: sqlite3.Connection) -> dict[str, Any]:
+        return {
+            name: db.execute(f"PRAGMA {name}").fetchone()[0] for name in (*EXPECTED, "busy_timeout")
+        }
 
     async with open_store(db_path) as store:
         got = await store.writer.submit(read)  # runs on the writer's own connection

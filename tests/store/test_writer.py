@@ -4,9 +4,9 @@ final terminal states, isolated ops, and cancellation that never wedges the conn
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
-import aiosqlite
 import anyio
 import pytest
 
@@ -152,16 +152,16 @@ async def test_terminal_run_state_is_never_overwritten(db_path: Path, same_batch
 
 
 async def test_a_failing_op_rolls_back_only_itself(db_path: Path) -> None:
-    async def bad_python(db: aiosqlite.Connection) -> None:
-        await db.execute("INSERT INTO flows (name, updated_at) VALUES ('bad1', 'x')")
+    def bad_python(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO flows (name, updated_at) VALUES ('bad1', 'x')")
         raise ValueError("op broke after writing")
 
-    async def bad_sql(db: aiosqlite.Connection) -> None:
-        await db.execute("INSERT INTO flows (name, updated_at) VALUES ('bad2', 'x')")
-        await db.execute("INSERT INTO no_such_table VALUES (1)")
+    def bad_sql(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO flows (name, updated_at) VALUES ('bad2', 'x')")
+        db.execute("INSERT INTO no_such_table VALUES (1)")
 
-    async def good(db: aiosqlite.Connection) -> str:
-        await db.execute("INSERT INTO flows (name, updated_at) VALUES ('good', 'x')")
+    def good(db: sqlite3.Connection) -> str:
+        db.execute("INSERT INTO flows (name, updated_at) VALUES ('good', 'x')")
         return "ok"
 
     outcome: dict[str, object] = {}
@@ -222,19 +222,19 @@ async def test_cancelling_the_store_with_a_batch_pending_commits_it_on_close(
 
 
 async def test_cancelling_the_store_during_a_batch_commits_it_on_close(db_path: Path) -> None:
-    in_batch, release = anyio.Event(), anyio.Event()
+    in_batch, release = threading.Event(), threading.Event()
 
-    async def slow_op(db: aiosqlite.Connection) -> None:
-        await db.execute("INSERT INTO flows (name, updated_at) VALUES ('slow', 'x')")
+    def slow_op(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO flows (name, updated_at) VALUES ('slow', 'x')")
         in_batch.set()
-        await release.wait()  # the batch's transaction is open here
+        release.wait(5)  # the batch's transaction is open here, on the writer's thread
 
     with anyio.fail_after(5), anyio.CancelScope() as scope:
         async with open_store(db_path) as store, anyio.create_task_group() as tg:
             run_id = await new_run(store)
             store.put_task(task_row(run_id, "t", "running"))
             tg.start_soon(store.writer.submit, slow_op)
-            await in_batch.wait()
+            await anyio.to_thread.run_sync(in_batch.wait, 5)
             store.put_task(task_row(run_id, "u", "running"))  # queued for the next batch
             scope.cancel()
             release.set()
@@ -262,28 +262,3 @@ def _assert_unlocked(path: Path) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
-
-
-async def test_plain_and_async_ops_share_a_batch(db_path: Path) -> None:
-    # a plain op gets the sqlite3 connection even when an async op is in the same batch
-    async def async_op(db: aiosqlite.Connection) -> str:
-        await db.execute("INSERT INTO flows (name, updated_at) VALUES ('a', 'x')")
-        return "async"
-
-    def plain_op(db: sqlite3.Connection) -> int:
-        db.execute("INSERT INTO flows (name, updated_at) VALUES ('p', 'x')")
-        return int(db.execute("SELECT COUNT(*) FROM flows").fetchone()[0])
-
-    outcome: dict[str, object] = {}
-
-    async def call(name: str, op: object) -> None:
-        outcome[name] = await store.writer.submit(op)  # type: ignore[arg-type]
-
-    async with open_store(db_path) as store:
-        before = store.writer.batches
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(call, "async", async_op)
-            tg.start_soon(call, "plain", plain_op)
-        assert store.writer.batches - before == 1
-    assert outcome == {"async": "async", "plain": 2}
-    assert sorted(peek(db_path, "SELECT name FROM flows")) == [("a",), ("p",)]
