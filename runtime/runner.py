@@ -146,29 +146,6 @@ class Runner:
 
     # --- queued runs and recovery (the service) ---
 
-    async def enqueue(
-        self,
-        flow: Flow,
-        params: Mapping[str, Any] | None = None,
-        *,
-        trigger: Mapping[str, Any] | None = None,
-        logical_date: datetime | None = None,
-        key: str | None = None,
-    ) -> tuple[int, bool]:
-        """Commit a queued run of *flow* without running it; returns ``(run_id, created)``."""
-        flow.validate(self.limits.pools)
-        resolved = flow.resolve_params(params or {})
-        now = self.clock.now()
-        return await self.store.create_run(
-            flow=flow.name,
-            params=resolved,
-            trigger=dict(trigger or {"kind": "manual"}),
-            logical_date=logical_date or now,
-            created_at=now,
-            key=key,
-            source_hash=flow.source_hash(),
-        )
-
     def try_admit(self, flow: Flow) -> bool:
         """Take a run slot of *flow* now (``max_active_runs``); see :meth:`run_queued`."""
         return self.limits.try_admit_run(flow.name, flow.max_active_runs)
