@@ -35,6 +35,7 @@ class Runner:
         self.bus = engine.bus
         self.clock = engine.clock
         self.limits = engine.limits
+        self._recorded: dict[str, str] = {}  # flows table rows written, by name: source hash
 
     async def run(
         self,
@@ -116,6 +117,10 @@ class Runner:
         handle: RunHandle | None,
         admitted: bool = False,
     ) -> RunResult:
+        if self._recorded.get(flow.name) != flow.source_hash():
+            self._recorded[flow.name] = flow.source_hash()
+            path = str(flow.path) if flow.path else None
+            self.store.record_flow(flow.name, path, flow.source_hash(), self.clock.now())
         limit = flow.max_active_runs
         if not admitted and not self.limits.try_admit_run(flow.name, limit):
             reason = f"waiting: max_active_runs={limit} of flow {flow.name!r} reached"

@@ -22,6 +22,7 @@ from runtime.runner import Runner, open_runner
 from runtime.states import RunState
 from runtime.store import Store, queries
 from runtime.store.lock import DatabaseLock
+from runtime.store.schedules import paused_flows
 
 log = logging.getLogger("sluiceway.runtime.service")
 
@@ -166,12 +167,16 @@ class Service:
         task_status.started()
         while True:
             changed = self.ctx.queue_changed
-            for run_id, name in await store.read(queries.queued_runs):
+            queued = await store.read(queries.queued_runs)
+            paused = await store.read(paused_flows) if queued else set()
+            for run_id, name in queued:
                 if run_id in self.active:
                     continue
                 flow = self.ctx.flows.get(name)
                 if flow is None:
                     self._say_waiting(run_id, f"waiting: flow {name!r} is not loaded")
+                elif name in paused:
+                    self._say_waiting(run_id, f"waiting: flow {name!r} is paused")
                 elif not self.ctx.runner.try_admit(flow):
                     limit = flow.max_active_runs
                     self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
@@ -228,6 +233,8 @@ class Service:
             changed or "none",
             removed or "none",
         )
+        for name in (*added, *changed):
+            _record(ctx.runner, flows[name])
         ctx.replace_flows(flows)
         ctx.wake_queue()
 
@@ -327,20 +334,23 @@ async def run_service(
     try:
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
-            now = runner.clock.now()
             epoch = runner.epoch
             loaded = load_flows(config.flows, config.pools)
             for problem in loaded.problems:
                 log.error("%s", problem)
             for flow in loaded.flows.values():
-                path = str(flow.path) if flow.path else None
-                await runner.store.record_flow(flow.name, path, flow.source_hash(), now)
+                _record(runner, flow)
             ctx = ServiceContext(config, runner, dict(loaded.flows), epoch)
             service = Service(ctx, {p: n for p, n in loaded.files.items() if n})
             await service.run(ready=ready)
         log.info("service stopped")
     finally:
         lock.release()
+
+
+def _record(runner: Runner, flow: Flow) -> None:
+    path = str(flow.path) if flow.path else None
+    runner.store.record_flow(flow.name, path, flow.source_hash(), runner.clock.now())
 
 
 def serve(config: Config) -> int:

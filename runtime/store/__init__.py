@@ -87,15 +87,13 @@ class Store:
         result: tuple[int, bool] = await self.writer.submit(op)
         return result
 
-    async def record_flow(
-        self, name: str, path: str | None, source_hash: str, now: datetime
-    ) -> None:
-        """Remember a loaded flow's file and source hash (written with the next batch)."""
+    def record_flow(self, name: str, path: str | None, source_hash: str, now: datetime) -> None:
+        """Remember a flow's file and source hash (queued: written with the next batch)."""
 
         def op(db: sqlite3.Connection) -> None:
             db.execute(schema.UPSERT_FLOW, (name, path, source_hash, codec.iso(now)))
 
-        await self.writer.submit(op)
+        self.writer.put_op(op)
 
     async def claim_run(
         self, run_id: int, epoch: int | None, now: datetime

@@ -470,3 +470,22 @@ def test_kill_9_mid_mapped_run_reruns_only_the_interrupted_instance(home: Home) 
         "SELECT idx, attempts, state FROM tasks WHERE run_id = ? AND name = 'each' ORDER BY idx",
         run,
     ) == [(-1, 2, "succeeded"), (0, 1, "succeeded"), (1, 1, "succeeded"), (2, 2, "succeeded")]
+
+
+def test_a_queued_run_of_a_paused_flow_waits_and_says_why(home: Home) -> None:
+    (home.flows / "version.txt").write_text("v1")
+    (home.flows / "alpha.py").write_text(ALPHA)
+    served = home.serve()
+    served.wait_ready()
+    assert home.cli("pause", "alpha").returncode == 0
+    run = home.trigger("alpha")
+    home.wait_rows(
+        "SELECT wait_reason FROM runs WHERE id = ? AND state = 'queued'",
+        run,
+        what="the run queued with its reason",
+        until=lambda rows: rows == [("waiting: flow 'alpha' is paused",)],
+    )
+    assert home.lines("ledger.txt") == []
+    assert home.cli("unpause", "alpha").returncode == 0
+    assert wait_runs_ended(home, 1) == {run: "succeeded"}
+    assert home.lines("ledger.txt") == [f"{run} work 1 v1"]
