@@ -1,0 +1,151 @@
+"""CLI: validate, flows, runs, show, logs — reading flow files and the run history."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from runtime import codec
+from runtime.cli import EXIT_FAILED, EXIT_OK, _err, _out
+from runtime.config import Config
+from runtime.errors import ParamError
+
+
+def cmd_validate(args: argparse.Namespace, config: Config) -> int:
+    from runtime.loader import load_flows
+
+    loaded = load_flows(config.flows, config.pools)
+    for problem in loaded.problems:
+        _err(problem)
+    if args.order:
+        for name, flow in sorted(loaded.flows.items()):
+            _out(f"{name}: {' -> '.join(flow.graph.order)}")
+    if loaded.problems:
+        _err(f"{len(loaded.problems)} problem(s) in {config.flows}")
+        return EXIT_FAILED
+    if not args.order:
+        _out(f"{len(loaded.flows)} flow(s) OK in {config.flows}")
+    return EXIT_OK
+
+
+def cmd_flows(args: argparse.Namespace, config: Config) -> int:
+    from runtime.loader import load_flows
+    from runtime.store import connect_reader, queries
+
+    loaded = load_flows(config.flows, config.pools)
+    summaries: dict[str, dict[str, Any]] = {}
+    if config.db.exists():
+        conn = connect_reader(config.db)
+        try:
+            summaries = queries.flow_summaries(conn)
+        finally:
+            conn.close()
+    rows = []
+    for name, flow in sorted(loaded.flows.items()):
+        rows.append(
+            {
+                "name": name,
+                "file": str(flow.path),
+                "tasks": list(flow.graph.order),
+                "params": flow.params,
+                "description": flow.description,
+                "max_concurrency": flow.max_concurrency,
+                "max_active_runs": flow.max_active_runs,
+                **summaries.get(name, {"runs": 0, "last_run": None, "last_state": None}),
+            }
+        )
+    for problem in loaded.problems:
+        _err(problem)
+    if args.json:
+        _out(codec.pretty(rows))
+    else:
+        _out(f"{'FLOW':<20} {'TASKS':>5} {'RUNS':>5}  {'LAST':<10}  DESCRIPTION")
+        for row in rows:
+            last = row["last_state"] or "-"
+            desc = row["description"] or ""
+            _out(f"{row['name']:<20} {len(row['tasks']):>5} {row['runs']:>5}  {last:<10}  {desc}")
+    return EXIT_FAILED if loaded.problems else EXIT_OK
+
+
+def _reader(config: Config) -> Any:
+    from runtime.store import connect_reader
+
+    return connect_reader(config.db)
+
+
+def cmd_runs(args: argparse.Namespace, config: Config) -> int:
+    from runtime.store import queries
+
+    if args.limit < 1:
+        raise ParamError("--limit must be at least 1")
+    conn = _reader(config)
+    try:
+        runs = queries.list_runs(conn, args.flow, args.state, args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        _out(codec.pretty(runs))
+        return EXIT_OK
+    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}")
+    for run in runs:
+        started = (run["started_at"] or run["created_at"] or "")[:19].replace("T", " ")
+        took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
+        sla = "  SLA missed" if run["sla_missed"] else ""  # a marker, only where it applies
+        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}{sla}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    from runtime.store import queries
+
+    conn = _reader(config)
+    try:
+        run = queries.get_run(conn, args.run_id)
+    finally:
+        conn.close()
+    if args.json:
+        _out(codec.pretty(run))
+        return EXIT_OK
+    _out(f"run {run['id']}  flow {run['flow']}  {run['state']}")
+    _out(f"  logical date {run['logical_date']}   params {codec.dumps_str(run['params'])}")
+    _out(f"  trigger {codec.dumps_str(run['trigger'])}")
+    if run["retry_of"]:
+        _out(f"  retry of run {run['retry_of']}")
+    took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
+    _out(f"  started {run['started_at'] or '-'}   ended {run['ended_at'] or '-'}   took {took}")
+    if run["wait_reason"] and run["state"] == "queued":
+        _out(f"  {run['wait_reason']}")
+    for event in run["events"]:
+        if event["kind"] == "sla.missed":
+            what = f"task {event['task']}" if event["task"] else "run"
+            _out(f"  SLA missed: {what} still going at {event['deadline']} (sla {event['sla']:g}s)")
+    _out("")
+    _out(f"  {'TASK':<24} {'STATE':<16} {'TRIES':>5} {'DURATION':>9}  DETAIL")
+    for task in run["tasks"]:
+        label = task["name"] if "index" not in task else f"{task['name']}[{task['index']}]"
+        took = f"{task['duration']:.2f}s" if task["duration"] is not None else "-"
+        detail = task["error"] or task["reason"] or ""
+        if task["state"] == "retrying" and task["next_attempt_at"]:
+            detail = f"next attempt at {task['next_attempt_at']}: {detail}"
+        _out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
+    if run["error"]:
+        _out(f"\n  {run['error']}")
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, config: Config) -> int:
+    from runtime.store import queries
+
+    conn = _reader(config)
+    try:
+        lines = queries.get_logs(conn, args.run_id, args.task)
+    finally:
+        conn.close()
+    for line in lines:
+        label = (
+            line["name"]
+            if line["idx"] is None or line["idx"] < 0
+            else f"{line['name']}[{line['idx']}]"
+        )
+        _out(f"{line['ts']} {line['level']:<7} {label} #{line['attempt']}: {line['message']}")
+    return EXIT_OK
