@@ -439,7 +439,9 @@ def test_scheduled_runs_fire_once_per_instant_across_a_restart(home: Home) -> No
     span = (instants[-1] - instants[0]).total_seconds()
     assert len(instants) <= span + 1
     assert len(instants) >= 5
-    assert after[: len(before)] == before  # the restart changed no earlier run
+    # the restart made no second run of an earlier instant (a run still queued at the
+    # SIGTERM is run by the next start: its state may change, not its identity)
+    assert [(i, d) for i, d, _ in after[: len(before)]] == [(i, d) for i, d, _ in before]
 
 
 def test_kill_9_mid_mapped_run_reruns_only_the_interrupted_instance(home: Home) -> None:
