@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import logging
 import random
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import anyio
 
 from runtime import codec
+from runtime.attempts import run_attempt
 from runtime.clock import Clock
-from runtime.context import Run, TaskLogger
-from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
-from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded, TaskRetrying, TaskStarted
+from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
 from runtime.flow import Branch, Flow, Task
 from runtime.limits import Limits
-from runtime.recording import BRANCH_KEY, Recorder, format_error
+from runtime.recording import BRANCH_KEY, Recorder
 from runtime.result import RunResult, TaskResult
 from runtime.rules import decide
 from runtime.states import FAILED_STATES, RunState, TaskState
@@ -77,7 +74,7 @@ class Engine:
         :param handle: lets the caller cancel the run softly (``all_done`` tasks still run),
             or interrupt it for a service restart
         """
-        execution = _Execution(self, flow, run_id, params, logical_date, trigger, carry or Carry())
+        execution = Execution(self, flow, run_id, params, logical_date, trigger, carry or Carry())
         if handle is not None:
             handle._execution = execution
             if handle._cancel_requested:
@@ -108,7 +105,7 @@ class RunHandle:
     """Lets the caller of :meth:`Engine.execute` cancel the run from outside."""
 
     def __init__(self) -> None:
-        self._execution: _Execution | None = None
+        self._execution: Execution | None = None
         self._cancel_requested = False
         self._interrupt_requested = False
 
@@ -126,7 +123,7 @@ class RunHandle:
             self._execution.interrupt()
 
 
-class _Execution:
+class Execution:
     def __init__(
         self,
         engine: Engine,
@@ -202,9 +199,7 @@ class _Execution:
             for node in self.nodes.values():
                 for unit in (*(node.instances or ()), node.unit):
                     if not unit.state.terminal:
-                        self._settle(
-                            unit, S.CANCELLED, now, reason="run cancelled", propagate=False
-                        )
+                        self.settle(unit, S.CANCELLED, now, reason="run cancelled", propagate=False)
             self._end_run(self.clock.now())
             raise
         finally:
@@ -282,7 +277,7 @@ class _Execution:
                 pending, node.ready = list(node.ready), deque()
                 self.ready_nodes.pop(node, None)
                 for unit in pending:
-                    self._settle(unit, S.CANCELLED, now, reason="run cancelled")
+                    self.settle(unit, S.CANCELLED, now, reason="run cancelled")
         if self.tg is not None:
             # an all_done task made ready above may have room now that the units it waited
             # behind are gone; nothing else would dispatch it until another run gives a slot
@@ -306,21 +301,21 @@ class _Execution:
             node.unit.state = S.SUCCEEDED
             node.unit.reason = "result reused from an earlier attempt"
             if isinstance(node.unit.result, Branch):  # the same tasks stay not chosen
-                self._apply_branch(node, node.unit.result)
+                self.apply_branch(node, node.unit.result)
         self.rec.task(node.unit, None)
 
     def _evaluate(self, node: Node) -> None:
         """Every upstream of *node* ended: run it, or end it per its rule."""
         now = self.clock.now()
         if node.not_chosen is not None:
-            self._settle(node.unit, S.SKIPPED, now, reason=node.not_chosen)
+            self.settle(node.unit, S.SKIPPED, now, reason=node.not_chosen)
             return
         if self.cancelling and node.task.run_if != "all_done":
-            self._settle(node.unit, S.CANCELLED, now, reason="run cancelled")
+            self.settle(node.unit, S.CANCELLED, now, reason="run cancelled")
             return
         state, reason = decide(node.task.run_if, [u.unit.state for u in node.upstream])
         if state is not None:
-            self._settle(node.unit, state, now, reason=reason)
+            self.settle(node.unit, state, now, reason=reason)
             return
         if node.task.map is None:
             self._ready_or_wait(node.unit)
@@ -330,7 +325,7 @@ class _Execution:
             items = iter(source.unit.result)
         except TypeError:
             kind = type(source.unit.result).__name__
-            self._settle(
+            self.settle(
                 node.unit,
                 S.FAILED,
                 now,
@@ -341,7 +336,7 @@ class _Execution:
         try:
             node.items = list(items)
         except Exception as exc:  # noqa: BLE001 - a generator's error is this task's failure
-            self._settle(
+            self.settle(
                 node.unit,
                 S.FAILED,
                 now,
@@ -351,7 +346,7 @@ class _Execution:
             return
         node.instances = [Unit(node, i) for i in range(len(node.items))]
         if not node.instances:
-            self._settle(node.unit, S.SUCCEEDED, now, result=[], reason="mapped over no items")
+            self.settle(node.unit, S.SUCCEEDED, now, result=[], reason="mapped over no items")
             return
         node.open = len(node.instances)
         node.unit.state = S.RUNNING
@@ -433,9 +428,9 @@ class _Execution:
             await anyio.lowlevel.checkpoint_if_cancelled()
             if self.cancelling and node.task.run_if != "all_done":
                 # dispatched just before a soft cancel: still pending, so it never starts
-                self._settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
+                self.settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
             else:
-                retry_in = await self._call(unit)
+                retry_in = await run_attempt(self, unit)
         finally:
             self.limits.give(node.chain)  # a slot is given back on every path
         if retry_in is not None:
@@ -451,154 +446,12 @@ class _Execution:
                 await self.clock.sleep(delay)
             unit.scope = None
         if self.cancelling:
-            self._settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
+            self.settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
         else:
             self._make_ready(unit.node, unit)
         self._dispatch()
 
-    async def _call(self, unit: Unit) -> float | None:
-        """One attempt. Returns the delay before the next attempt, or None when it ended."""
-        node, task = unit.node, unit.node.task
-        unit.attempts += 1  # counted before the call: a kill -9 mid-task still spends a try
-        attempt = unit.attempts
-        now = self.clock.now()
-        if unit.started_at is None:
-            unit.started_at = now
-        unit.state = S.RUNNING
-        self.rec.task(unit, None)
-        self.rec.attempt(unit, attempt, S.RUNNING, now, None)
-        if self.bus:
-            self.bus.publish(TaskStarted(now, self.run_id, self.flow.name, unit.label, attempt))
-        error: BaseException | None = None
-        result: Any = None
-        scope: anyio.CancelScope | None = None
-        try:
-            kwargs = self._kwargs(unit, attempt)
-            with anyio.CancelScope() as scope:
-                unit.scope = scope
-                if task.timeout is None:
-                    result = await self._invoke(task, kwargs)
-                else:
-                    with anyio.move_on_after(task.timeout) as deadline:
-                        result = await self._invoke(task, kwargs)
-                    if deadline.cancelled_caught:
-                        raise TaskTimeoutError(
-                            f"attempt {attempt} timed out after {task.timeout:g}s"
-                        )
-        except anyio.get_cancelled_exc_class():
-            unit.scope = None
-            end = self.clock.now()
-            if self.interrupting:
-                # the attempt is spent; the task waits, pending, for the next start
-                error = InterruptedRunError("interrupted by service shutdown")
-                self.rec.attempt(unit, attempt, S.FAILED, end, error)
-                unit.state = S.PENDING
-                unit.error = f"InterruptedRunError: {error}"
-                self.rec.task(unit, None)
-                raise
-            self.rec.attempt(unit, attempt, S.CANCELLED, end, None)
-            self._settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
-            raise
-        except Skip as skip:
-            unit.scope = None
-            end = self.clock.now()
-            self.rec.attempt(unit, attempt, S.SKIPPED, end, None)
-            self._settle(unit, S.SKIPPED, end, reason=skip.reason)
-            return None
-        except Exception as exc:  # noqa: BLE001 - one task attempt is an isolation boundary
-            error = exc
-        unit.scope = None
-        end = self.clock.now()
-        if error is None and scope is not None and scope.cancelled_caught:
-            self.rec.attempt(unit, attempt, S.CANCELLED, end, None)
-            self._settle(unit, S.CANCELLED, end, reason="run cancelled")
-            return None
-        if error is None and isinstance(result, Branch):
-            error = self._apply_branch(node, result)
-        if error is None:
-            self.rec.attempt(unit, attempt, S.SUCCEEDED, end, None)
-            self._settle(unit, S.SUCCEEDED, end, result=result)
-            log.debug(
-                "run=%s flow=%s task=%s attempt=%d succeeded in %.3fs",
-                self.run_id,
-                self.flow.name,
-                unit.label,
-                attempt,
-                (end - now).total_seconds(),
-            )
-            return None
-        text = f"{type(error).__name__}: {error}"
-        self.rec.attempt(unit, attempt, S.FAILED, end, error)
-        if not self.cancelling and task.retry.should_retry(error, attempt):
-            delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
-            if delay is None:
-                delay = task.retry.delay_for(attempt, self.engine.rng)
-            unit.state = S.RETRYING
-            unit.error = text
-            self.rec.task(unit, end + timedelta(seconds=delay))
-            note = f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
-            self.rec.log(unit, attempt, end, "WARNING", note)
-            self.bus.publish(
-                TaskRetrying(end, self.run_id, self.flow.name, unit.label, attempt, delay, text)
-            )
-            log.warning(
-                "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
-                self.run_id,
-                self.flow.name,
-                unit.label,
-                attempt,
-                text,
-                delay,
-            )
-            return delay
-        self.rec.log(unit, attempt, end, "ERROR", format_error(error))
-        log.warning(
-            "run=%s flow=%s task=%s attempt=%d failed: %s",
-            self.run_id,
-            self.flow.name,
-            unit.label,
-            attempt,
-            text,
-        )
-        self._settle(unit, S.FAILED, end, error=text)
-        return None
-
-    async def _invoke(self, task: Task, kwargs: dict[str, Any]) -> Any:
-        if task.is_async:
-            return await task.func(**kwargs)
-        result = await anyio.to_thread.run_sync(
-            functools.partial(task.func, **kwargs),
-            abandon_on_cancel=True,  # a timed-out thread cannot be killed; the run moves on
-            limiter=self.engine.thread_limiter,
-        )
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    def _kwargs(self, unit: Unit, attempt: int) -> dict[str, Any]:
-        node, task = unit.node, unit.node.task
-        nodes = self.nodes
-        kwargs = {dep: nodes[dep].unit.result for dep in task.data_deps}
-        if unit.idx >= 0:
-            kwargs[task.map] = node.items[unit.idx]  # type: ignore[index]
-        for name in task.flow_params:
-            kwargs[name] = self.params[name]
-        if task.wants_run:
-            ident = (self.run_id, node.name, unit.idx, attempt)
-            kwargs["run"] = Run(
-                id=self.run_id,
-                flow=self.flow.name,
-                task=unit.label,
-                index=unit.idx if unit.idx >= 0 else None,
-                logical_date=self.logical_date,
-                params=self.params,
-                trigger=self.trigger,
-                attempt=attempt,
-                log=TaskLogger(self.store.add_log, ident, unit.label, self.clock.now),
-            )
-        return kwargs
-
-    def _apply_branch(self, node: Node, branch: Branch) -> Exception | None:
+    def apply_branch(self, node: Node, branch: Branch) -> Exception | None:
         names = {d.name for d in node.downstream}
         unknown = [n for n in branch.names if n not in names]
         if unknown:
@@ -614,7 +467,7 @@ class _Execution:
 
     # --- ending ---
 
-    def _settle(
+    def settle(
         self,
         unit: Unit,
         state: TaskState,
@@ -662,14 +515,14 @@ class _Execution:
             node.unit.result = [i.result if i.state is S.SUCCEEDED else None for i in insts]
             shown = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
             msg = f"{len(failed)} of {len(insts)} instances failed: {shown}"
-            self._settle(node.unit, S.FAILED, now, error=msg)
+            self.settle(node.unit, S.FAILED, now, error=msg)
         elif any(i.state is S.CANCELLED for i in insts):
-            self._settle(node.unit, S.CANCELLED, now, reason="run cancelled")
+            self.settle(node.unit, S.CANCELLED, now, reason="run cancelled")
         elif all(i.state is S.SKIPPED for i in insts):
-            self._settle(node.unit, S.SKIPPED, now, reason="every instance was skipped")
+            self.settle(node.unit, S.SKIPPED, now, reason="every instance was skipped")
         else:
             node.unit.attempts = max((i.attempts for i in insts), default=0)
-            self._settle(node.unit, S.SUCCEEDED, now, result=[i.result for i in insts])
+            self.settle(node.unit, S.SUCCEEDED, now, result=[i.result for i in insts])
 
     def _node_ended(self, node: Node) -> None:
         for down in node.downstream:

@@ -1,0 +1,168 @@
+"""One attempt of a task: its arguments, the call (in a thread for a ``def``), its timeout, and
+what its outcome means: success, skip, retry or failure."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from runtime.context import Run, TaskLogger
+from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
+from runtime.events import TaskRetrying, TaskStarted
+from runtime.recording import format_error
+from runtime.states import TaskState
+from runtime.task import Branch, Task
+from runtime.units import Unit
+
+if TYPE_CHECKING:
+    from runtime.engine import Execution
+
+log = logging.getLogger("sluiceway.runtime.engine")
+
+S = TaskState
+
+
+async def run_attempt(x: Execution, unit: Unit) -> float | None:
+    """One attempt. Returns the delay before the next attempt, or None when it ended."""
+    node, task = unit.node, unit.node.task
+    unit.attempts += 1  # counted before the call: a kill -9 mid-task still spends a try
+    attempt = unit.attempts
+    now = x.clock.now()
+    if unit.started_at is None:
+        unit.started_at = now
+    unit.state = S.RUNNING
+    x.rec.task(unit, None)
+    x.rec.attempt(unit, attempt, S.RUNNING, now, None)
+    if x.bus:
+        x.bus.publish(TaskStarted(now, x.run_id, x.flow.name, unit.label, attempt))
+    error: BaseException | None = None
+    result: Any = None
+    scope: anyio.CancelScope | None = None
+    try:
+        kwargs = build_kwargs(x, unit, attempt)
+        with anyio.CancelScope() as scope:
+            unit.scope = scope
+            if task.timeout is None:
+                result = await invoke(task, kwargs, x.engine.thread_limiter)
+            else:
+                with anyio.move_on_after(task.timeout) as deadline:
+                    result = await invoke(task, kwargs, x.engine.thread_limiter)
+                if deadline.cancelled_caught:
+                    raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
+    except anyio.get_cancelled_exc_class():
+        unit.scope = None
+        end = x.clock.now()
+        if x.interrupting:
+            # the attempt is spent; the task waits, pending, for the next start
+            error = InterruptedRunError("interrupted by service shutdown")
+            x.rec.attempt(unit, attempt, S.FAILED, end, error)
+            unit.state = S.PENDING
+            unit.error = f"InterruptedRunError: {error}"
+            x.rec.task(unit, None)
+            raise
+        x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
+        x.settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
+        raise
+    except Skip as skip:
+        unit.scope = None
+        end = x.clock.now()
+        x.rec.attempt(unit, attempt, S.SKIPPED, end, None)
+        x.settle(unit, S.SKIPPED, end, reason=skip.reason)
+        return None
+    except Exception as exc:  # noqa: BLE001 - one task attempt is an isolation boundary
+        error = exc
+    unit.scope = None
+    end = x.clock.now()
+    if error is None and scope is not None and scope.cancelled_caught:
+        x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
+        x.settle(unit, S.CANCELLED, end, reason="run cancelled")
+        return None
+    if error is None and isinstance(result, Branch):
+        error = x.apply_branch(node, result)
+    if error is None:
+        x.rec.attempt(unit, attempt, S.SUCCEEDED, end, None)
+        x.settle(unit, S.SUCCEEDED, end, result=result)
+        log.debug(
+            "run=%s flow=%s task=%s attempt=%d succeeded in %.3fs",
+            x.run_id,
+            x.flow.name,
+            unit.label,
+            attempt,
+            (end - now).total_seconds(),
+        )
+        return None
+    text = f"{type(error).__name__}: {error}"
+    x.rec.attempt(unit, attempt, S.FAILED, end, error)
+    if not x.cancelling and task.retry.should_retry(error, attempt):
+        delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
+        if delay is None:
+            delay = task.retry.delay_for(attempt, x.engine.rng)
+        unit.state = S.RETRYING
+        unit.error = text
+        x.rec.task(unit, end + timedelta(seconds=delay))
+        note = f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
+        x.rec.log(unit, attempt, end, "WARNING", note)
+        x.bus.publish(TaskRetrying(end, x.run_id, x.flow.name, unit.label, attempt, delay, text))
+        log.warning(
+            "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
+            x.run_id,
+            x.flow.name,
+            unit.label,
+            attempt,
+            text,
+            delay,
+        )
+        return delay
+    x.rec.log(unit, attempt, end, "ERROR", format_error(error))
+    log.warning(
+        "run=%s flow=%s task=%s attempt=%d failed: %s",
+        x.run_id,
+        x.flow.name,
+        unit.label,
+        attempt,
+        text,
+    )
+    x.settle(unit, S.FAILED, end, error=text)
+    return None
+
+
+async def invoke(task: Task, kwargs: dict[str, Any], threads: anyio.CapacityLimiter) -> Any:
+    if task.is_async:
+        return await task.func(**kwargs)
+    result = await anyio.to_thread.run_sync(
+        functools.partial(task.func, **kwargs),
+        abandon_on_cancel=True,  # a timed-out thread cannot be killed; the run moves on
+        limiter=threads,
+    )
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def build_kwargs(x: Execution, unit: Unit, attempt: int) -> dict[str, Any]:
+    node, task = unit.node, unit.node.task
+    nodes = x.nodes
+    kwargs = {dep: nodes[dep].unit.result for dep in task.data_deps}
+    if unit.idx >= 0:
+        kwargs[task.map] = node.items[unit.idx]  # type: ignore[index]
+    for name in task.flow_params:
+        kwargs[name] = x.params[name]
+    if task.wants_run:
+        ident = (x.run_id, node.name, unit.idx, attempt)
+        kwargs["run"] = Run(
+            id=x.run_id,
+            flow=x.flow.name,
+            task=unit.label,
+            index=unit.idx if unit.idx >= 0 else None,
+            logical_date=x.logical_date,
+            params=x.params,
+            trigger=x.trigger,
+            attempt=attempt,
+            log=TaskLogger(x.store.add_log, ident, unit.label, x.clock.now),
+        )
+    return kwargs
