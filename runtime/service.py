@@ -116,7 +116,7 @@ class Service:
             lambda name: self.ctx.flows.get(name),  # the flows of the latest reload
             name="sla",
         )
-        feeders.start_soon(self._watch_flows, name="reload")
+        await feeders.start(self._watch_flows, name="reload")
         interval = sdnotify.watchdog_interval()
         if interval:
             feeders.start_soon(self._watchdog, interval, name="watchdog")
@@ -238,28 +238,60 @@ class Service:
         ctx.replace_flows(flows)
         ctx.wake_queue()
 
-    async def _watch_flows(self) -> None:
+    async def _watch_flows(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Reload on changes of the flows folder; started() once the watch is armed."""
         from watchfiles import Change, awatch
 
         folder = self.ctx.config.flows
+        root = str(folder.resolve())
 
         def python_files(change: Change, path: str) -> bool:
-            return path.endswith(".py")
+            return path.endswith(".py") or path == root
 
-        # awatch waits in a worker thread that sees a cancel only when it returns (every 5 s
-        # without changes), which held up every shutdown: its stop event ends it at once
+        # awatch waits in a worker thread that sees a cancel only when it returns: its stop
+        # event ends it at once. It also returns every 0.1 s (yield_on_timeout), which tells
+        # that the watch is armed, and lets the loop notice the folder was replaced: a watch
+        # on a deleted folder reports nothing ever again, without an error.
         stop = anyio.Event()
+        snapshot = _mtimes(folder)  # as last loaded: a change while not armed still counts
+        started = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(_set_when_cancelled, stop)
             while True:
+                catch_up = True
+                identity = _identity(folder)
                 try:
-                    async for _ in awatch(
-                        folder, watch_filter=python_files, debounce=300, stop_event=stop
+                    async for changes in awatch(
+                        folder,
+                        watch_filter=python_files,
+                        debounce=300,
+                        stop_event=stop,
+                        yield_on_timeout=True,
+                        rust_timeout=100,
                     ):
-                        self.reload()
+                        if catch_up:  # armed now: catch up on what the gap hid
+                            catch_up = False
+                            if not started:
+                                started = True
+                                task_status.started()
+                            if _mtimes(folder) != snapshot:
+                                changes = changes or {(Change.modified, str(folder))}
+                        if changes:
+                            self.reload()
+                            snapshot = _mtimes(folder)
+                        root_gone = (Change.deleted, root) in changes
+                        if root_gone or _identity(folder) != identity:
+                            break
                 except FileNotFoundError:
-                    log.error("flows folder %s is gone; watching for it again", folder)
-                await anyio.sleep(2)  # the folder was deleted (or the watcher ended): re-arm
+                    log.error("flows folder %s is missing; watching for it again", folder)
+                else:
+                    log.warning("flows folder %s was replaced; watching it again", folder)
+                if not started:  # READY does not wait for a missing folder
+                    started = True
+                    task_status.started()
+                await anyio.sleep(0.5)
 
     # --- signals, watchdog ---
 
@@ -309,6 +341,21 @@ class Service:
 
     def _status(self) -> str:
         return f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
+
+
+def _mtimes(folder: Path) -> dict[str, int] | None:
+    try:
+        return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.py")}
+    except OSError:
+        return None
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 async def _set_when_cancelled(event: anyio.Event) -> None:

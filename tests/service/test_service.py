@@ -4,6 +4,7 @@ deadline; the ``home`` fixture kills any service a test leaves running."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import time
@@ -209,6 +210,21 @@ def test_an_added_flow_file_is_loaded_and_its_triggered_run_runs(home: Home) -> 
 
     assert home.run_states() == {run: "succeeded"}
     assert home.lines("ledger.txt") == [f"{run} hello 1"]
+
+
+def test_a_replaced_flows_folder_is_watched_again(home: Home) -> None:
+    # a watch on a deleted folder reports nothing ever again: the service must re-arm
+    (home.flows / "version.txt").write_text("v1")
+    (home.flows / "alpha.py").write_text(ALPHA)
+    served = home.serve()
+    served.wait_ready()
+    shutil.rmtree(home.flows)
+    home.flows.mkdir()
+    served.wait_log("was replaced; watching it again")
+    (home.flows / "newflow.py").write_text(NEWFLOW)
+    served.wait_log("added ['newflow']")
+    run = home.trigger("newflow")
+    assert wait_runs_ended(home, 1) == {run: "succeeded"}
 
 
 def test_a_broken_edit_is_reported_and_the_last_good_version_runs(home: Home) -> None:
