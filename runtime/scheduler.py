@@ -144,7 +144,9 @@ async def tick(
     """
     flows = ctx.flows
     now = ctx.clock.now()
-    state = await ctx.store.read(schedules.read_state)
+    # cursors and pauses are written by ops, committed when their callers return: no need
+    # to commit the engine's queued rows first (an fsync on the scheduler's path)
+    state = await ctx.store.read(schedules.read_state, flush=False)
     memo = {} if waiting is None else waiting
     plans: list[TriggerPlan] = []
     upcoming: list[datetime] = []

@@ -161,12 +161,14 @@ class Store:
 
         self.writer.put_op(op)
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def read(self, fn: Callable[..., T], *args: Any, flush: bool = True) -> T:
         """Run a query function from :mod:`runtime.store.queries` off the event loop.
 
-        What this process queued before the call is committed first: reads see own writes.
+        What this process queued before the call is committed first, so reads see own
+        writes; ``flush=False`` skips that for a read no queued change can affect.
         """
-        await self.writer.flush()
+        if flush:
+            await self.writer.flush()
         async with self._read_lock:
             return await anyio.to_thread.run_sync(fn, self._reader, *args)
 

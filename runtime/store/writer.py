@@ -28,10 +28,11 @@ RowMaker = Callable[[], tuple[Any, ...]]
 class _Waiter:
     """One caller waiting for its write (or everything before it) to be committed."""
 
-    __slots__ = ("done", "error", "op", "value")
+    __slots__ = ("done", "error", "op", "urgent", "value")
 
-    def __init__(self, op: Op | None = None) -> None:
+    def __init__(self, op: Op | None = None, *, urgent: bool = True) -> None:
         self.op = op
+        self.urgent = urgent  # someone awaits it (put_op's are not awaited)
         self.done = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
@@ -137,7 +138,7 @@ class Writer:
         """Queue *op* for the next batch without waiting for it (committed at close at the
         latest, even when the caller is being cancelled)."""
         self._check_open()
-        self._ops.append(_Waiter(op))
+        self._ops.append(_Waiter(op, urgent=False))
         self._wake()
 
     async def submit(self, op: Op) -> Any:
@@ -206,17 +207,29 @@ class Writer:
     async def _commit_pending(self) -> None:
         ops, self._ops = self._ops, []
         flushers, self._flushers = self._flushers, []
-        runs, self._runs = self._runs, {}
-        # rows queued as makers are built now, on the loop thread, from the newest state
-        tasks = {k: v if isinstance(v, tuple) else v() for k, v in self._tasks.items()}
-        attempts = {k: v if isinstance(v, tuple) else v() for k, v in self._attempts.items()}
-        self._tasks, self._attempts = {}, {}
-        logs, self._logs = self._logs, []
-        events, self._events = self._events, []
         self._has_work = anyio.Event()
         self._woken = False
         self._urgent = anyio.Event()
         inflight = self._inflight = anyio.Event()
+        runs: dict[int, tuple[Any, ...]] = {}
+        tasks: dict[tuple[int, str, int], tuple[Any, ...]] = {}
+        attempts: dict[tuple[int, str, int, int], tuple[Any, ...]] = {}
+        logs: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        if ops and not flushers and any(w.urgent for w in ops):
+            # someone waits for an op (a run row before its trigger is acknowledged): commit
+            # just the ops now; the rows keep collecting for the timed batch, so the op's
+            # latency does not grow with the engine's load
+            if self._pending():
+                self._wake()
+        else:
+            runs, self._runs = self._runs, {}
+            # rows queued as makers are built now, on the loop thread, from the newest state
+            tasks = {k: v if isinstance(v, tuple) else v() for k, v in self._tasks.items()}
+            attempts = {k: v if isinstance(v, tuple) else v() for k, v in self._attempts.items()}
+            self._tasks, self._attempts = {}, {}
+            logs, self._logs = self._logs, []
+            events, self._events = self._events, []
         try:
             # aiosqlite runs every statement as one hop to its thread; a batch is 7-12
             # statements, so the whole batch goes to that thread as one function (aiosqlite
