@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 from collections.abc import Mapping
@@ -257,6 +258,7 @@ class Service:
         stop = anyio.Event()
         snapshot = _mtimes(folder)  # as last loaded: a change while not armed still counts
         started = False
+        polling = False  # inotify cannot see NFS changes or may hit its watch limit
         async with anyio.create_task_group() as tg:
             tg.start_soon(_set_when_cancelled, stop)
             while True:
@@ -270,6 +272,7 @@ class Service:
                         stop_event=stop,
                         yield_on_timeout=True,
                         rust_timeout=100,
+                        force_polling=polling,
                     ):
                         if catch_up:  # armed now: catch up on what the gap hid
                             catch_up = False
@@ -286,6 +289,15 @@ class Service:
                             break
                 except FileNotFoundError:
                     log.error("flows folder %s is missing; watching for it again", folder)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC or polling:
+                        raise
+                    log.error(
+                        "cannot watch %s: the inotify watch limit is reached (raise sysctl "
+                        "fs.inotify.max_user_watches); polling the folder instead",
+                        folder,
+                    )
+                    polling = True
                 else:
                     log.warning("flows folder %s was replaced; watching it again", folder)
                 if not started:  # READY does not wait for a missing folder
