@@ -168,7 +168,7 @@ class Service:
         task_status.started()
         while True:
             changed = self.ctx.queue_changed
-            queued = await store.read(queries.queued_runs)
+            queued = await store.read(queries.queued_runs, self.ctx.epoch)
             paused = await store.read(paused_flows) if queued else set()
             for run_id, name in queued:
                 if run_id in self.active:

@@ -203,13 +203,27 @@ def flow_summaries(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
 def runs_to_recover(conn: sqlite3.Connection, epoch: int) -> list[tuple[int, str]]:
     """(id, flow) of runs left running by a process that is gone, oldest first. Runs of
     another live process (a `sluiceway run` beside the service) are not orphans."""
+    return _unowned(conn, "running", epoch, limit=-1)
+
+
+def queued_runs(conn: sqlite3.Connection, epoch: int, limit: int = 1000) -> list[tuple[int, str]]:
+    """(id, flow) of queued runs the service may claim, oldest first: queued by a trigger,
+    the scheduler or another process for the service (no epoch), or left queued by a process
+    that is gone. A run `sluiceway run` queued for itself (waiting for max_active_runs) is
+    not taken from it."""
+    return _unowned(conn, "queued", epoch, limit=limit)
+
+
+def _unowned(
+    conn: sqlite3.Connection, state: str, epoch: int, *, limit: int
+) -> list[tuple[int, str]]:
     from runtime.store.lock import process_alive
 
     rows = conn.execute(
-        "SELECT r.id, r.flow, e.pid, e.boot_id, e.proc_start, e.stopped_at FROM runs r "
+        "SELECT r.id, r.flow, r.epoch, e.pid, e.boot_id, e.proc_start, e.stopped_at FROM runs r "
         "LEFT JOIN epochs e ON e.id = r.epoch "
-        "WHERE r.state = 'running' AND (r.epoch IS NULL OR r.epoch != ?) ORDER BY r.id",
-        (epoch,),
+        "WHERE r.state = ? AND (r.epoch IS NULL OR r.epoch != ?) ORDER BY r.id LIMIT ?",
+        (state, epoch, limit),
     ).fetchall()
     alive: dict[tuple[int, str, str], bool] = {}
     out = []
@@ -222,16 +236,6 @@ def runs_to_recover(conn: sqlite3.Connection, epoch: int) -> list[tuple[int, str
                 continue
         out.append((row["id"], row["flow"]))
     return out
-
-
-def queued_runs(conn: sqlite3.Connection, limit: int = 1000) -> list[tuple[int, str]]:
-    """(id, flow) of queued runs, oldest first."""
-    return [
-        (row["id"], row["flow"])
-        for row in conn.execute(
-            "SELECT id, flow FROM runs WHERE state = 'queued' ORDER BY id LIMIT ?", (limit,)
-        )
-    ]
 
 
 def cancel_requests(conn: sqlite3.Connection, run_ids: list[int]) -> list[int]:

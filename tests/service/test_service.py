@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.flows import ALPHA, BROKEN, CRASH, DRAIN, MAPPED, NEWFLOW, TICK
-from tests.service.served import Home, wait_until
+from tests.service.served import SLUICEWAY, Home, clean_env, wait_until
 
 RESTART = "interrupted by service restart"
 SHUTDOWN = "interrupted by service shutdown"
@@ -507,3 +508,33 @@ def test_a_queued_run_of_a_paused_flow_waits_and_says_why(home: Home) -> None:
     assert home.cli("unpause", "alpha").returncode == 0
     assert wait_runs_ended(home, 1) == {run: "succeeded"}
     assert home.lines("ledger.txt") == [f"{run} work 1 v1"]
+
+
+def test_a_foreground_run_beside_the_service_is_never_run_twice(home: Home) -> None:
+    # `sluiceway run` queues its run for itself; a service on the same database must not
+    # claim it (before the CLI's "running" is committed) nor resume it as an orphan
+    (home.flows / "crash.py").write_text(CRASH)
+    served = home.serve()
+    served.wait_ready()
+    cli = subprocess.Popen(
+        [*SLUICEWAY, "run", "chain", "--flows", str(home.flows), "--db", str(home.db)],
+        cwd=home.root,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        home.wait_lines("started.txt", "1 a 1", "1 b 1")
+        restarted = None
+        served.send(signal.SIGTERM)  # and a service started now finds a live owner
+        assert served.wait_exit(timeout=5) == 0
+        restarted = home.serve()
+        restarted.wait_ready()
+        home.open_gate()
+        assert cli.wait(timeout=15) == 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert home.run_states() == {1: "succeeded"}
+    assert sorted(home.lines("started.txt")) == ["1 a 1", "1 b 1", "1 c 1"]
+    assert "recovery" not in restarted.log()
