@@ -389,7 +389,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "unpause": lambda a, c: _lazy("schedule", "cmd_unpause")(a, c),
     "trigger": lambda a, c: _lazy("control", "cmd_trigger")(a, c),
     "cancel": lambda a, c: _lazy("control", "cmd_cancel")(a, c),
-    "backfill": lambda a, c: _lazy("control", "cmd_backfill")(a, c),
+    "backfill": lambda a, c: _lazy("backfill", "cmd_backfill")(a, c),
 }
 
 
