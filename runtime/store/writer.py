@@ -70,6 +70,7 @@ class Writer:
         self._woken = False
         self._urgent = anyio.Event()
         self._inflight: anyio.Event | None = None
+        self._rows_since: float | None = None  # when the oldest uncommitted row was queued
         self._lock = anyio.Lock()  # one batch at a time: the writer task's, or close()'s
         self._closed = False
         self.batches = 0
@@ -216,13 +217,18 @@ class Writer:
         attempts: dict[tuple[int, str, int, int], tuple[Any, ...]] = {}
         logs: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
-        if ops and not flushers and any(w.urgent for w in ops):
+        now = anyio.current_time()
+        if self._rows_since is None:
+            self._rows_since = now
+        fresh = now - self._rows_since < self._interval
+        if ops and not flushers and fresh and any(w.urgent for w in ops):
             # someone waits for an op (a run row before its trigger is acknowledged): commit
-            # just the ops now; the rows keep collecting for the timed batch, so the op's
-            # latency does not grow with the engine's load
+            # just the ops now, and the rows with the timed batch, so the op's latency does
+            # not grow with the engine's load; rows never wait longer than the interval
             if self._pending():
                 self._wake()
         else:
+            self._rows_since = None
             runs, self._runs = self._runs, {}
             # rows queued as makers are built now, on the loop thread, from the newest state
             tasks = {k: v if isinstance(v, tuple) else v() for k, v in self._tasks.items()}
