@@ -36,6 +36,7 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     if unit.started_at is None:
         unit.started_at = now
     unit.state = S.RUNNING
+    unit.reason = None  # no longer waiting for a slot
     x.rec.task(unit, None)
     x.rec.attempt(unit, attempt, S.RUNNING, now, None)
     if x.bus:

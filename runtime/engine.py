@@ -402,8 +402,14 @@ class Execution:
         for node in list(self.ready_nodes):
             ready = node.ready
             while ready:
-                if take(node.chain) is not None:
+                full = take(node.chain)
+                if full is not None:
                     blocked = True
+                    waiting = ready[0]
+                    if waiting.reason is None and waiting.state is S.PENDING:
+                        # `show` says why a ready task has not started
+                        waiting.reason = f"waiting for a slot: {full.name} is full"
+                        self.rec.task(waiting, None)
                     break
                 unit = ready.popleft()
                 attempt = self._attempt(unit)

@@ -30,7 +30,7 @@ class Limits:
     cannot, it leaves a callback that is called when any slot is given back."""
 
     def __init__(self, global_limit: int, pools: Mapping[str, int]) -> None:
-        self.global_slots = Slots("global", global_limit)
+        self.global_slots = Slots("global limit", global_limit)
         self.pools = {name: Slots(f"pool {name}", size) for name, size in pools.items()}
         self._flows: dict[str, Slots] = {}
         self._runs: dict[str, Slots] = {}

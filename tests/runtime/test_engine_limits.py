@@ -344,3 +344,35 @@ async def test_slots_back_after_many_runs_of_mixed_outcome(
         assert limits.global_slots.used == 0
         assert {name: s.used for name, s in limits.pools.items()} == {"warehouse": 0, "single": 0}
     assert sum(isinstance(e, RunStarted) for e in events) == 10
+
+
+async def test_a_task_waiting_for_a_full_pool_says_so(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    flow = Flow("pooled")
+    holding, release = anyio.Event(), anyio.Event()
+
+    @flow.task(pool="single")
+    async def first() -> None:
+        holding.set()
+        await release.wait()
+
+    @flow.task(pool="single")
+    async def second() -> int:
+        return 2
+
+    async with make_runner() as runner, anyio.create_task_group() as tg:
+        tg.start_soon(runner.run, flow)
+        with anyio.fail_after(5):
+            await holding.wait()
+            await runner.store.flush()
+        with closing(connect_reader(db_path)) as conn:
+            waiting = {t["name"]: t for t in queries.get_run(conn, 1)["tasks"]}["second"]
+        release.set()
+    assert (waiting["state"], waiting["reason"]) == (
+        "pending",
+        "waiting for a slot: pool single is full",
+    )
+    with closing(connect_reader(db_path)) as conn:
+        done = {t["name"]: t for t in queries.get_run(conn, 1)["tasks"]}["second"]
+    assert (done["state"], done["reason"]) == ("succeeded", None)
