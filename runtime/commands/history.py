@@ -33,11 +33,15 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
     from runtime.store import connect_reader, queries
 
     loaded = load_flows(config.flows, config.pools)
+    from runtime.store.schedules import paused_flows
+
     summaries: dict[str, dict[str, Any]] = {}
+    paused: set[str] = set()
     if config.db.exists():
         conn = connect_reader(config.db)
         try:
             summaries = queries.flow_summaries(conn)
+            paused = paused_flows(conn)
         finally:
             conn.close()
     rows = []
@@ -51,6 +55,8 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
                 "description": flow.description,
                 "max_concurrency": flow.max_concurrency,
                 "max_active_runs": flow.max_active_runs,
+                "triggers": [trigger.to_dict() for trigger in flow.triggers],
+                "paused": name in paused,
                 **summaries.get(name, {"runs": 0, "last_run": None, "last_state": None}),
             }
         )
@@ -60,10 +66,14 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
         _out(codec.pretty(rows))
     else:
         _out(f"{'FLOW':<20} {'TASKS':>5} {'RUNS':>5}  {'LAST':<10}  DESCRIPTION")
-        for row in rows:
+        for row, flow in zip(rows, (loaded.flows[r["name"]] for r in rows), strict=True):
             last = row["last_state"] or "-"
             desc = row["description"] or ""
             _out(f"{row['name']:<20} {len(row['tasks']):>5} {row['runs']:>5}  {last:<10}  {desc}")
+            schedule = ", ".join(str(trigger) for trigger in flow.triggers)
+            if schedule:
+                state = "paused: " if row["paused"] else ""
+                _out(f"{'':<45}{state}{schedule}")
     return EXIT_FAILED if loaded.problems else EXIT_OK
 
 

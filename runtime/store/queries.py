@@ -176,13 +176,6 @@ def stored_results(conn: sqlite3.Connection, run_id: int) -> dict[tuple[str, int
     return out
 
 
-def task_attempt_counts(conn: sqlite3.Connection, run_id: int) -> dict[tuple[str, int], int]:
-    return {
-        (row["name"], row["idx"]): row["attempts"]
-        for row in conn.execute("SELECT name, idx, attempts FROM tasks WHERE run_id = ?", (run_id,))
-    }
-
-
 def flow_summaries(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Per flow: number of runs and the newest run's id, state and end time."""
     out: dict[str, dict[str, Any]] = {}
