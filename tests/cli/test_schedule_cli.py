@@ -131,6 +131,13 @@ def test_pause_and_unpause_persist_and_are_idempotent(cli: Cli) -> None:
         "paused flow 'hourly': it creates no scheduled runs until unpaused\n",
     )
     assert peek(cli.db, "SELECT flow FROM paused") == [("hourly",)]
+    code, out, _ = cli("flows", "--json")
+    listed = {row["name"]: row for row in json.loads(out)}
+    assert (listed["hourly"]["paused"], listed["hourly"]["triggers"]) == (
+        True,
+        [{"kind": "every", "seconds": 3600.0, "start": None}],
+    )
+    assert listed["plain"]["paused"] is False
     assert cli("pause", "hourly")[:2] == (0, "flow 'hourly' was already paused\n")
     assert peek(cli.db, "SELECT flow FROM paused") == [("hourly",)]
     code, out, _ = cli("unpause", "hourly")
