@@ -240,11 +240,15 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
     if path.parent and not path.parent.exists():
         raise StoreError(f"{path}: folder {path.parent} does not exist")
     try:
-        db = await aiosqlite.connect(path, isolation_level=None)
+        # shielded: a cancel during connect leaks the connection's thread, which then keeps
+        # the process from exiting; a connect is quick, and the finally below closes it
+        with anyio.CancelScope(shield=True):
+            db = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot open database: {exc}") from exc
     reader: sqlite3.Connection | None = None
     try:
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             for pragma in schema.PRAGMAS:
                 await db.execute(pragma)
