@@ -21,8 +21,8 @@ from runtime.flow import Branch, Flow, Task
 from runtime.limits import Limits
 from runtime.recording import BRANCH_KEY, Recorder
 from runtime.result import RunResult, TaskResult
-from runtime.rules import decide
-from runtime.states import FAILED_STATES, RunState, TaskState
+from runtime.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.states import RunState, TaskState
 from runtime.store import Store
 from runtime.units import Node, Unit
 
@@ -236,13 +236,7 @@ class Execution:
         return result
 
     def _end_run(self, now: datetime) -> RunResult:
-        states = [node.unit.state for node in self.nodes.values()]
-        if self.cancelling:
-            state = RunState.CANCELLED
-        elif any(s in FAILED_STATES for s in states):
-            state = RunState.FAILED
-        else:
-            state = RunState.SUCCEEDED
+        state = run_outcome(self.cancelling, [node.unit.state for node in self.nodes.values()])
         failed = [n.name for n in self.nodes.values() if n.unit.state is S.FAILED]
         error = f"failed tasks: {', '.join(failed)}" if failed else None
         self.store.put_run(
@@ -321,28 +315,9 @@ class Execution:
             self._ready_or_wait(node.unit)
             return
         source = self.nodes[node.task.map]
-        try:
-            items = iter(source.unit.result)
-        except TypeError:
-            kind = type(source.unit.result).__name__
-            self.settle(
-                node.unit,
-                S.FAILED,
-                now,
-                error=f"map={node.task.map!r}: the result of {source.name!r} is a {kind}, "
-                "not a list or other iterable",
-            )
-            return
-        try:
-            node.items = list(items)
-        except Exception as exc:  # noqa: BLE001 - a generator's error is this task's failure
-            self.settle(
-                node.unit,
-                S.FAILED,
-                now,
-                error=f"map={node.task.map!r}: iterating the result of {source.name!r} "
-                f"failed: {type(exc).__name__}: {exc}",
-            )
+        node.items, error = map_items(source.unit.result, node.task.map, source.name)
+        if error is not None:
+            self.settle(node.unit, S.FAILED, now, error=error)
             return
         node.instances = [Unit(node, i) for i in range(len(node.items))]
         if not node.instances:
@@ -515,20 +490,15 @@ class Execution:
 
     def _instances_ended(self, node: Node, now: datetime) -> None:
         insts = node.instances or []
-        failed = [i.label for i in insts if i.state is S.FAILED]
-        if failed:
+        state, error, reason = mapped_outcome([i.state for i in insts], [i.label for i in insts])
+        result = None
+        if state is S.SUCCEEDED:
+            node.unit.attempts = max((i.attempts for i in insts), default=0)
+            result = [i.result for i in insts]
+        elif state is S.FAILED:
             # an all_done report downstream still sees what the other instances produced
             node.unit.result = [i.result if i.state is S.SUCCEEDED else None for i in insts]
-            shown = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
-            msg = f"{len(failed)} of {len(insts)} instances failed: {shown}"
-            self.settle(node.unit, S.FAILED, now, error=msg)
-        elif any(i.state is S.CANCELLED for i in insts):
-            self.settle(node.unit, S.CANCELLED, now, reason="run cancelled")
-        elif all(i.state is S.SKIPPED for i in insts):
-            self.settle(node.unit, S.SKIPPED, now, reason="every instance was skipped")
-        else:
-            node.unit.attempts = max((i.attempts for i in insts), default=0)
-            self.settle(node.unit, S.SUCCEEDED, now, result=[i.result for i in insts])
+        self.settle(node.unit, state, now, result=result, error=error, reason=reason)
 
     def _node_ended(self, node: Node) -> None:
         for down in node.downstream:

@@ -1,10 +1,11 @@
-"""Trigger rules: given the end states of a task's upstreams, run it, skip it, or fail it."""
+"""Deciding, purely: trigger rules, a mapped task's items and outcome, a run's final state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from runtime.states import FAILED_STATES, TaskState
+from runtime.states import FAILED_STATES, RunState, TaskState
 
 S = TaskState
 
@@ -52,3 +53,46 @@ def decide(rule: str, upstream: Iterable[TaskState]) -> tuple[TaskState | None, 
             return None, None
         return S.SKIPPED, "no upstream task succeeded"
     raise ValueError(f"unknown run_if {rule!r}")
+
+
+def map_items(result: Any, map_name: str, source: str) -> tuple[list[Any], str | None]:
+    """The items a ``map=`` task runs over, or an error naming the map and its source."""
+    try:
+        items = iter(result)
+    except TypeError:
+        kind = type(result).__name__
+        return [], (
+            f"map={map_name!r}: the result of {source!r} is a {kind}, not a list or other iterable"
+        )
+    try:
+        return list(items), None
+    except Exception as exc:  # noqa: BLE001 - a generator's error is the mapped task's failure
+        return [], (
+            f"map={map_name!r}: iterating the result of {source!r} failed: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+
+def mapped_outcome(
+    states: Sequence[TaskState], labels: Sequence[str]
+) -> tuple[TaskState, str | None, str | None]:
+    """A mapped task's state once every instance ended, with its error or reason."""
+    failed = [label for label, state in zip(labels, states, strict=True) if state is S.FAILED]
+    if failed:
+        shown = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
+        return S.FAILED, f"{len(failed)} of {len(states)} instances failed: {shown}", None
+    if S.CANCELLED in states:
+        return S.CANCELLED, None, "run cancelled"
+    if all(state is S.SKIPPED for state in states):
+        return S.SKIPPED, None, "every instance was skipped"
+    return S.SUCCEEDED, None, None
+
+
+def run_outcome(cancelled: bool, states: Iterable[TaskState]) -> RunState:
+    """A run's final state: only the tasks that matter count (a failure handler that ran
+    does not make a failed run succeed; skipped branches do not fail it)."""
+    if cancelled:
+        return RunState.CANCELLED
+    if any(state in FAILED_STATES for state in states):
+        return RunState.FAILED
+    return RunState.SUCCEEDED

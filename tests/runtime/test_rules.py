@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from runtime.flow import RULES
-from runtime.rules import decide
-from runtime.states import TaskState
+from runtime.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.states import RunState, TaskState
+
+S = TaskState
 
 OK = TaskState.SUCCEEDED
 FAIL = TaskState.FAILED
@@ -93,3 +97,72 @@ def test_order_of_upstream_states_does_not_matter() -> None:
 def test_unknown_rule_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown run_if 'sometimes'"):
         decide("sometimes", [OK])
+
+
+# --- a mapped task's items and outcome, a run's outcome ---
+
+
+def _numbers() -> Iterator[int]:
+    yield 1
+    raise OSError("disk gone")
+
+
+@pytest.mark.parametrize(
+    ("result", "items", "error"),
+    [
+        ([1, 2], [1, 2], None),
+        ((x for x in "ab"), ["a", "b"], None),
+        ([], [], None),
+        (5, [], "map='parts': the result of 'parts' is a int, not a list or other iterable"),
+        (None, [], "map='parts': the result of 'parts' is a NoneType, not a list"),
+        (_numbers(), [], "iterating the result of 'parts' failed: OSError: disk gone"),
+    ],
+    ids=["list", "generator", "empty", "int", "none", "raising-generator"],
+)
+def test_map_items(result: object, items: list[object], error: str | None) -> None:
+    got, problem = map_items(result, "parts", "parts")
+    assert got == items
+    if error is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert error in problem
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ([S.SUCCEEDED, S.SUCCEEDED], (S.SUCCEEDED, None, None)),
+        ([S.SUCCEEDED, S.SKIPPED], (S.SUCCEEDED, None, None)),
+        ([S.SKIPPED, S.SKIPPED], (S.SKIPPED, None, "every instance was skipped")),
+        ([S.SUCCEEDED, S.CANCELLED], (S.CANCELLED, None, "run cancelled")),
+        (
+            [S.FAILED, S.CANCELLED, S.FAILED],
+            (S.FAILED, "2 of 3 instances failed: x[0], x[2]", None),
+        ),
+    ],
+    ids=["all-succeeded", "some-skipped", "all-skipped", "cancelled", "failed-wins"],
+)
+def test_mapped_outcome(
+    states: list[TaskState], expected: tuple[TaskState, str | None, str | None]
+) -> None:
+    assert mapped_outcome(states, [f"x[{i}]" for i in range(len(states))]) == expected
+
+
+def test_mapped_outcome_names_at_most_five_failed_instances() -> None:
+    _, error, _ = mapped_outcome([S.FAILED] * 7, [f"x[{i}]" for i in range(7)])
+    assert error == "7 of 7 instances failed: x[0], x[1], x[2], x[3], x[4], ..."
+
+
+@pytest.mark.parametrize(
+    ("cancelled", "states", "expected"),
+    [
+        (False, [S.SUCCEEDED, S.SKIPPED], RunState.SUCCEEDED),
+        (False, [S.FAILED, S.SUCCEEDED], RunState.FAILED),  # a handler that ran after it
+        (False, [S.UPSTREAM_FAILED, S.SKIPPED], RunState.FAILED),
+        (True, [S.SUCCEEDED, S.CANCELLED], RunState.CANCELLED),
+    ],
+    ids=["skipped-branches", "handled-failure", "upstream-failed", "cancelled"],
+)
+def test_run_outcome(cancelled: bool, states: list[TaskState], expected: RunState) -> None:
+    assert run_outcome(cancelled, states) is expected
