@@ -13,11 +13,12 @@ from typing import Any
 import anyio
 import pytest
 
+from runtime import scheduler
 from runtime.clock import FakeClock
 from runtime.flow import Flow
 from runtime.planner import Plan
 from runtime.runner import Runner
-from runtime.scheduler import MAX_WAIT, plan_startup, run_scheduler, tick
+from runtime.scheduler import LEAD, MAX_WAIT, plan_startup, run_scheduler, tick
 from runtime.service import ServiceContext
 from runtime.store import open_store, schedules
 from runtime.triggers import TimeTrigger, cron, every
@@ -74,6 +75,13 @@ class TickClock(FakeClock):
         naps = self.naps
         self.advance(seconds)
         await self.wait_naps(naps + 1)
+
+
+@pytest.fixture(autouse=True)
+def no_lead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sleeps in these tests are whole waits; the lead is tested on its own (``lead`` mark)."""
+    if "lead" not in request.keywords:
+        monkeypatch.setattr(scheduler, "LEAD", 0.0)
 
 
 def hourly_flow(name: str = "etl", **options: Any) -> Flow:
@@ -427,3 +435,22 @@ async def test_a_daily_zone_schedule_fires_once_on_the_autumn_change(
         for _ in range(6):  # 05:00Z .. 08:00Z in half hours, through both 01:30s
             await clock.step(1800)
     assert scheduled(db_path, "ny") == ["2026-11-01T05:30:00Z"]
+
+
+@pytest.mark.lead
+async def test_a_pass_plans_ahead_and_commits_at_the_instant(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    # 1,000 triggers take ~10 ms to plan: the pass plans LEAD before the instant, so what is
+    # left at the instant is the commit
+    clock = TickClock(utc(10, 0, 3))
+    flow = hourly_flow(triggers=[every("10s")])
+    async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
+        assert clock.sleeps == [pytest.approx(7.0 - LEAD)]
+        await clock.step(7.0 - LEAD)  # the pass plans 10:00:10 and sleeps the lead
+        assert clock.sleeps[-1] == pytest.approx(LEAD)
+        assert scheduled(db_path) == [iso(utc(10))]  # nothing committed ahead of time
+        await clock.step(LEAD)
+        assert scheduled(db_path) == [iso(utc(10)), iso(utc(10, 0, 10))]
+    created = peek(db_path, "SELECT created_at FROM runs ORDER BY id")[-1][0]
+    assert datetime.fromisoformat(created) == utc(10, 0, 10)  # at the instant, not before
