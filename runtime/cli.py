@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"sluiceway: {exc}")
         return EXIT_USAGE
     configure_logging(config.log_level)
-    handler = _COMMANDS[args.command]
+    command = args.command
+    handler = _COMMANDS.get(command) or _lazy(_LAZY[command], f"cmd_{command}")
     try:
         return handler(args, config)
     except (UnknownFlowError, ParamError, ConfigError) as exc:
@@ -378,18 +379,21 @@ def _task_lines() -> None:
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": _cmd_run,
     "retry": _cmd_retry,
-    "validate": lambda a, c: _lazy("history", "cmd_validate")(a, c),
-    "flows": lambda a, c: _lazy("history", "cmd_flows")(a, c),
-    "runs": lambda a, c: _lazy("history", "cmd_runs")(a, c),
-    "show": lambda a, c: _lazy("history", "cmd_show")(a, c),
-    "logs": lambda a, c: _lazy("history", "cmd_logs")(a, c),
-    "serve": lambda a, c: _lazy("schedule", "cmd_serve")(a, c),
-    "next": lambda a, c: _lazy("schedule", "cmd_next")(a, c),
-    "pause": lambda a, c: _lazy("schedule", "cmd_pause")(a, c),
-    "unpause": lambda a, c: _lazy("schedule", "cmd_unpause")(a, c),
-    "trigger": lambda a, c: _lazy("control", "cmd_trigger")(a, c),
-    "cancel": lambda a, c: _lazy("control", "cmd_cancel")(a, c),
-    "backfill": lambda a, c: _lazy("backfill", "cmd_backfill")(a, c),
+}
+# the other commands live in runtime/commands/<module>.py as cmd_<command>, imported when run
+_LAZY = {
+    "validate": "history",
+    "flows": "history",
+    "runs": "history",
+    "show": "history",
+    "logs": "history",
+    "serve": "schedule",
+    "next": "schedule",
+    "pause": "schedule",
+    "unpause": "schedule",
+    "trigger": "control",
+    "cancel": "control",
+    "backfill": "backfill",
 }
 
 
