@@ -262,14 +262,21 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
             )
         reader = connect_reader(path)
         writer = Writer(db, interval=interval)
+        failure: BaseException | None = None
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
             try:
                 yield Store(path, writer, reader)
+            except BaseException as exc:
+                # raised again below, outside the task group: the caller sees its own
+                # ParamError or cancellation, not an ExceptionGroup around it
+                failure = exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await writer.close()
                 tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
     finally:
         with anyio.CancelScope(shield=True):
             if reader is not None:
