@@ -16,6 +16,7 @@ from runtime import sdnotify
 from runtime.clock import Clock
 from runtime.config import Config
 from runtime.engine import RunHandle
+from runtime.errors import SluicewayError
 from runtime.events import EventBus
 from runtime.flow import Flow
 from runtime.loader import load_flows
@@ -164,33 +165,39 @@ class Service:
     ) -> None:
         """Claim queued runs (from the scheduler, the CLI, another process) as slots allow,
         and pass cancel requests from other processes to the runs they name."""
-        store = self.ctx.store
         task_status.started()
         while True:
             changed = self.ctx.queue_changed
-            queued = await store.read(queries.queued_runs, self.ctx.epoch)
-            paused = await store.read(paused_flows) if queued else set()
-            for run_id, name in queued:
-                if run_id in self.active:
-                    continue
-                flow = self.ctx.flows.get(name)
-                if flow is None:
-                    self._say_waiting(run_id, f"waiting: flow {name!r} is not loaded")
-                elif name in paused:
-                    self._say_waiting(run_id, f"waiting: flow {name!r} is paused")
-                elif not self.ctx.runner.try_admit(flow):
-                    limit = flow.max_active_runs
-                    self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
-                else:
-                    self.waiting_said.pop(run_id, None)
-                    self._start(flow, run_id)
-            for run_id in await store.read(queries.cancel_requests, list(self.active)):
-                handle = self.active.get(run_id)
-                if handle is not None and not handle._cancel_requested:
-                    log.info("run=%s cancel requested", run_id)
-                    handle.cancel()
+            try:
+                await self._claim_and_cancel()
+            except SluicewayError as exc:  # a busy or failing disk: report, keep serving
+                log.error("run queue: %s; trying again", exc)
             with anyio.move_on_after(QUEUE_POLL):
                 await changed.wait()
+
+    async def _claim_and_cancel(self) -> None:
+        store = self.ctx.store
+        queued = await store.read(queries.queued_runs, self.ctx.epoch)
+        paused = await store.read(paused_flows) if queued else set()
+        for run_id, name in queued:
+            if run_id in self.active:
+                continue
+            flow = self.ctx.flows.get(name)
+            if flow is None:
+                self._say_waiting(run_id, f"waiting: flow {name!r} is not loaded")
+            elif name in paused:
+                self._say_waiting(run_id, f"waiting: flow {name!r} is paused")
+            elif not self.ctx.runner.try_admit(flow):
+                limit = flow.max_active_runs
+                self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
+            else:
+                self.waiting_said.pop(run_id, None)
+                self._start(flow, run_id)
+        for run_id in await store.read(queries.cancel_requests, list(self.active)):
+            handle = self.active.get(run_id)
+            if handle is not None and not handle._cancel_requested:
+                log.info("run=%s cancel requested", run_id)
+                handle.cancel()
 
     def _say_waiting(self, run_id: int, reason: str) -> None:
         if self.waiting_said.get(run_id) != reason:

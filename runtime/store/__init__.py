@@ -267,7 +267,7 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
             await tg.start(writer.run)
             try:
                 yield Store(path, writer, reader)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - re-raised just below
                 # raised again below, outside the task group: the caller sees its own
                 # ParamError or cancellation, not an ExceptionGroup around it
                 failure = exc
