@@ -16,6 +16,7 @@ from runtime.config import Config, configure_logging, load_config
 from runtime.errors import ConfigError, ParamError, SluicewayError, StoreError, UnknownFlowError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+CANCEL_POLL = 0.5  # how soon `sluiceway cancel` reaches a run in the foreground
 
 
 class _Parser(argparse.ArgumentParser):
@@ -333,7 +334,25 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                         else:
                             tg.cancel_scope.cancel()
 
+            async def on_cancel_requests() -> None:
+                # `sluiceway cancel RUN_ID` from another shell: the same soft cancel
+                from runtime.events import RunStarted
+                from runtime.store import queries
+
+                started: list[int] = []
+                bus.subscribe(
+                    lambda e: started.append(e.run_id) if isinstance(e, RunStarted) else None
+                )
+                while not handle._cancel_requested:
+                    await anyio.sleep(CANCEL_POLL)
+                    if started and await runner.store.read(
+                        queries.cancel_requests, started, flush=False
+                    ):
+                        _err(f"run {started[0]} cancel requested: cancelling")
+                        handle.cancel()
+
             tg.start_soon(on_signals, name="signals")
+            tg.start_soon(on_cancel_requests, name="cancel requests")
             try:
                 outcome["result"] = await start(runner, handle)
             except SluicewayError as exc:

@@ -401,6 +401,38 @@ def test_sigint_cancels_the_run_and_all_done_tasks_still_run(cli: Cli) -> None:
     assert done_file.read_text() == "report ran"
 
 
+def test_cancel_from_another_shell_reaches_a_foreground_run(cli: Cli) -> None:
+    done_file = cli.home / "report.txt"
+    errors = cli.home / "stderr.txt"
+    argv = [*SLUICEWAY, "run", "slow", "-p", f"done={done_file}", "--flows", str(cli.flows)]
+    with errors.open("w") as err:
+        proc = subprocess.Popen(
+            [*argv, "--db", str(cli.db)],
+            cwd=cli.home,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while "wait | waiting a long time" not in errors.read_text():
+                assert proc.poll() is None, errors.read_text()
+                assert time.monotonic() < deadline, errors.read_text()
+                time.sleep(0.02)  # polling the subprocess's output, not synchronising
+            cancel = cli("cancel", "1")
+            assert cancel.returncode == 0, cancel.stderr
+            code = proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stderr = errors.read_text()
+    assert code == 130, stderr
+    assert "run 1 cancel requested: cancelling" in stderr
+    tasks = _tasks(cli.json("show", "1"))
+    assert (tasks["wait"]["state"], tasks["report"]["state"]) == ("cancelled", "succeeded")
+
+
 # --- the shipped samples ---
 
 
