@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from runtime.cli import EXIT_FAILED, EXIT_OK, _err, _out
 from runtime.config import Config
 from runtime.errors import ParamError
 
 if TYPE_CHECKING:
     from runtime.flow import Flow
     from runtime.scheduler import TriggerPlan
-
-EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def _now() -> datetime:
