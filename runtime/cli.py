@@ -25,11 +25,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _out(text: str = "") -> None:
+def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def _err(text: str) -> None:
+def err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
     except ConfigError as exc:
-        _err(f"sluiceway: {exc}")
+        err(f"sluiceway: {exc}")
         return EXIT_USAGE
     configure_logging(config.log_level)
     command = args.command
@@ -156,13 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, config)
     except (UnknownFlowError, ParamError, ConfigError) as exc:
-        _err(f"sluiceway: {exc}")
+        err(f"sluiceway: {exc}")
         return EXIT_USAGE
     except (StoreError, SluicewayError) as exc:
-        _err(f"sluiceway: {exc}")
+        err(f"sluiceway: {exc}")
         return EXIT_FAILED
     except sqlite3.Error as exc:  # e.g. a history file damaged or locked by another program
-        _err(f"sluiceway: {config.db}: {type(exc).__name__}: {exc}")
+        err(f"sluiceway: {config.db}: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
     except BrokenPipeError:
         return EXIT_OK
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- running ---
 
 
-def _parse_params(pairs: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
+def parse_params(pairs: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
     """``k=v`` pairs, each converted to the type of the param's default."""
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -210,7 +210,7 @@ def _coerce(key: str, text: str, default: Any) -> Any:
     return text
 
 
-def _load_flow(config: Config, name: str) -> Any:
+def load_flow(config: Config, name: str) -> Any:
     from runtime.errors import FlowValidationError
     from runtime.loader import load_flows
 
@@ -221,10 +221,10 @@ def _load_flow(config: Config, name: str) -> Any:
     if name not in loaded.flows:
         if loaded.problems:
             for problem in loaded.problems:
-                _err(problem)
+                err(problem)
         raise UnknownFlowError(name, list(loaded.flows))
     for problem in loaded.problems:
-        _err(f"warning: {problem}")
+        err(f"warning: {problem}")
     return loaded.flows[name]
 
 
@@ -242,18 +242,18 @@ class _Progress:
         if self.quiet:
             return
         if isinstance(event, RunStarted):
-            _err(f"run {event.run_id} of {event.flow} started ({self.total} tasks)")
+            err(f"run {event.run_id} of {event.flow} started ({self.total} tasks)")
         elif isinstance(event, TaskStarted):
             again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-            _err(f"  {event.task:<24} running{again}")
+            err(f"  {event.task:<24} running{again}")
         elif isinstance(event, TaskRetrying):
-            _err(f"  {event.task:<24} retrying in {event.delay:.3g}s: {event.error}")
+            err(f"  {event.task:<24} retrying in {event.delay:.3g}s: {event.error}")
         elif isinstance(event, TaskEnded):
             if "[" not in event.task:
                 self.done += 1
             took = f"{event.duration:.2f}s" if event.duration is not None else ""
             why = event.error or event.reason or ""
-            _err(
+            err(
                 f"  {event.task:<24} {event.state:<16}{took:>8}  "
                 f"[{self.done}/{self.total}] {why}".rstrip()
             )
@@ -263,12 +263,12 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
     from runtime.errors import FlowValidationError
 
     try:
-        flow = _load_flow(config, args.flow)
-        params = _parse_params(args.param, flow.params)
+        flow = load_flow(config, args.flow)
+        params = parse_params(args.param, flow.params)
         flow.resolve_params(params)
     except FlowValidationError as exc:
         for problem in exc.problems:
-            _err(problem)
+            err(problem)
         return EXIT_USAGE
     return _foreground(args, config, flow, lambda runner, handle: runner.run(
         flow, params, key=args.key, handle=handle
@@ -285,10 +285,10 @@ def _cmd_retry(args: argparse.Namespace, config: Config) -> int:
     finally:
         conn.close()
     try:
-        flow = _load_flow(config, old["flow"])
+        flow = load_flow(config, old["flow"])
     except FlowValidationError as exc:
         for problem in exc.problems:
-            _err(problem)
+            err(problem)
         return EXIT_USAGE
     return _foreground(args, config, flow, lambda runner, handle: runner.retry(
         flow, args.run_id, handle=handle
@@ -329,7 +329,7 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                     async for _ in signals:
                         count += 1
                         if count == 1:
-                            _err("cancelling the run (press Ctrl-C again to stop at once)")
+                            err("cancelling the run (press Ctrl-C again to stop at once)")
                             handle.cancel()
                         else:
                             tg.cancel_scope.cancel()
@@ -348,7 +348,7 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                     if started and await runner.store.read(
                         queries.cancel_requests, started, flush=False
                     ):
-                        _err(f"run {started[0]} cancel requested: cancelling")
+                        err(f"run {started[0]} cancel requested: cancelling")
                         handle.cancel()
 
             tg.start_soon(on_signals, name="signals")
@@ -365,18 +365,18 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
         raise outcome["error"]
     result = outcome.get("result")
     if result is None:
-        _err("run cancelled")
+        err("run cancelled")
         return EXIT_CANCELLED
     if args.json:
         from runtime.store import connect_reader, queries
 
         conn = connect_reader(config.db)
         try:
-            _out(codec.pretty(queries.get_run(conn, result.id)))
+            out(codec.pretty(queries.get_run(conn, result.id)))
         finally:
             conn.close()
     else:
-        _err(f"run {result.id} of {result.flow} {result.state}")
+        err(f"run {result.id} of {result.flow} {result.state}")
     if result.state is RunState.SUCCEEDED:
         return EXIT_OK
     if result.state is RunState.CANCELLED:

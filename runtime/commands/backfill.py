@@ -19,8 +19,8 @@ from runtime.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    _err,
-    _out,
+    err,
+    out,
 )
 from runtime.clock import SystemClock
 from runtime.commands.control import _flow
@@ -134,7 +134,7 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
         return EXIT_USAGE
     specs = [t for t in flow.triggers if isinstance(t, CronTrigger | EveryTrigger)]
     if not specs:
-        _err(f"sluiceway: flow {flow.name!r} has no time triggers (cron or every) to backfill")
+        err(f"sluiceway: flow {flow.name!r} has no time triggers (cron or every) to backfill")
         return EXIT_USAGE
     if args.max_active is not None and args.max_active < 1:
         raise ParamError(f"--max-active must be at least 1, not {args.max_active}")
@@ -147,23 +147,23 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     items = plan_backfill(instants, _newest_runs(config, flow.name, instants), args.rerun)
     todo = [item for item in items if item.action != "skip"]
     skipped = len(items) - len(todo)
-    _out(
+    out(
         f"backfill {flow.name}: {len(items)} scheduled instant(s) from {args.start} to "
         f"{args.end} inclusive ({flow.tz})"
     )
     for item in items:
         if args.dry_run or item.action == "skip":
-            _out(_describe(item, flow.tz))
+            out(_describe(item, flow.tz))
     if args.dry_run:
         where = "the running service" if service_running(config.db) else "this process"
         counts = {a: sum(i.action == a for i in items) for a in ("run", "retry", "rerun")}
-        _out(
+        out(
             f"dry run: {counts['run']} to run, {counts['retry']} to retry, "
             f"{counts['rerun']} to rerun, {skipped} skipped; {where} would run them"
         )
         return EXIT_OK
     if not todo:
-        _out(f"backfill {flow.name}: nothing to run; {skipped} skipped")
+        out(f"backfill {flow.name}: nothing to run; {skipped} skipped")
         return EXIT_OK
     if not config.db.parent.is_dir():
         raise StoreError(f"{config.db}: folder {config.db.parent} does not exist")
@@ -216,7 +216,7 @@ def _queue(
 ) -> int:
     """Commit the runs queued for the service that holds the database, and print them."""
     if max_active is not None:
-        _err("note: --max-active is not used: the service applies the flow's max_active_runs")
+        err("note: --max-active is not used: the service applies the flow's max_active_runs")
     now = SystemClock().now()
 
     async def queue(store: Store) -> list[tuple[Item, int, bool]]:
@@ -244,11 +244,11 @@ def _queue(
         local = to_local(item.instant, flow.tz).isoformat()
         if created:
             queued += 1
-            _out(f"  queued run {run_id} ({item.action}) {local}")
+            out(f"  queued run {run_id} ({item.action}) {local}")
         else:
             skipped += 1
-            _out(f"  skip   {local}  run {run_id} (made meanwhile)")
-    _out(
+            out(f"  skip   {local}  run {run_id} (made meanwhile)")
+    out(
         f"backfill {flow.name}: queued {queued} run(s) for the service on {config.db}; "
         f"{skipped} skipped"
     )
@@ -344,7 +344,7 @@ def _execute(
         bar.close()
     ran = sum(counts.values())
     late = f"; {len(todo) - ran} not started" if ran < len(todo) else ""
-    _out(
+    out(
         f"backfill {flow.name}: {ran} run(s): {counts['succeeded']} succeeded, "
         f"{counts['failed']} failed, {counts['cancelled']} cancelled; {skipped} skipped{late}"
     )

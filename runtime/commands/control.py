@@ -11,10 +11,10 @@ from runtime.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    _err,
-    _load_flow,
-    _out,
-    _parse_params,
+    err,
+    load_flow,
+    out,
+    parse_params,
 )
 from runtime.clock import SystemClock
 from runtime.config import Config
@@ -34,11 +34,11 @@ TRIGGER = {"kind": "manual", "via": "cli"}
 def _flow(config: Config, name: str) -> Flow | None:
     """The named flow, validated; ``None`` after printing its problems."""
     try:
-        flow: Flow = _load_flow(config, name)
+        flow: Flow = load_flow(config, name)
         flow.validate(config.pools)
     except FlowValidationError as exc:
         for problem in exc.problems:
-            _err(problem)
+            err(problem)
         return None
     return flow
 
@@ -50,7 +50,7 @@ def _require_db(config: Config) -> None:
 
 def _no_service_note(config: Config, what: str) -> None:
     if not service_running(config.db):
-        _err(f"note: no service is running on {config.db}: {what}")
+        err(f"note: no service is running on {config.db}: {what}")
 
 
 # --- trigger ---
@@ -61,7 +61,7 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     flow = _flow(config, args.flow)
     if flow is None:
         return EXIT_USAGE
-    params = flow.resolve_params(_parse_params(args.param, flow.params))
+    params = flow.resolve_params(parse_params(args.param, flow.params))
     now = SystemClock().now()
 
     async def queue() -> tuple[int, bool, str]:
@@ -80,13 +80,13 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
 
     run_id, created, state = anyio.run(queue)
     if args.json:
-        _out(codec.pretty({"id": run_id, "created": created, "flow": flow.name, "state": state}))
+        out(codec.pretty({"id": run_id, "created": created, "flow": flow.name, "state": state}))
     else:
-        _out(str(run_id))
+        out(str(run_id))
     if not created:
-        _err(f"run {run_id} of {flow.name} already exists for key {args.key!r} ({state})")
+        err(f"run {run_id} of {flow.name} already exists for key {args.key!r} ({state})")
     elif state == "queued":
-        _err(f"queued run {run_id} of {flow.name}")
+        err(f"queued run {run_id} of {flow.name}")
         _no_service_note(config, f"run {run_id} waits queued until `sluiceway serve` starts")
     return EXIT_OK
 
@@ -105,15 +105,15 @@ def cmd_cancel(args: argparse.Namespace, config: Config) -> int:
     outcome, state = anyio.run(cancel)
     run = f"run {args.run_id}"
     if outcome is CancelOutcome.CANCELLED:
-        _out(f"{run} cancelled (it was queued)")
+        out(f"{run} cancelled (it was queued)")
     elif outcome is CancelOutcome.REQUESTED:
-        _out(f"{run}: cancel requested; its tasks are cancelled, all_done tasks still run")
+        out(f"{run}: cancel requested; its tasks are cancelled, all_done tasks still run")
         _no_service_note(config, "only the process running the run can honour the request")
     elif outcome is CancelOutcome.ENDED:
-        _err(f"sluiceway: {run} already ended ({state}); nothing to cancel")
+        err(f"sluiceway: {run} already ended ({state}); nothing to cancel")
         return EXIT_FAILED
     else:
-        _err(f"sluiceway: {run} not found")
+        err(f"sluiceway: {run} not found")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from runtime import codec
-from runtime.cli import EXIT_FAILED, EXIT_OK, _err, _out
+from runtime.cli import EXIT_FAILED, EXIT_OK, err, out
 from runtime.config import Config
 from runtime.errors import ParamError
 
@@ -16,15 +16,15 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
 
     loaded = load_flows(config.flows, config.pools)
     for problem in loaded.problems:
-        _err(problem)
+        err(problem)
     if args.order:
         for name, flow in sorted(loaded.flows.items()):
-            _out(f"{name}: {' -> '.join(flow.graph.order)}")
+            out(f"{name}: {' -> '.join(flow.graph.order)}")
     if loaded.problems:
-        _err(f"{len(loaded.problems)} problem(s) in {config.flows}")
+        err(f"{len(loaded.problems)} problem(s) in {config.flows}")
         return EXIT_FAILED
     if not args.order:
-        _out(f"{len(loaded.flows)} flow(s) OK in {config.flows}")
+        out(f"{len(loaded.flows)} flow(s) OK in {config.flows}")
     return EXIT_OK
 
 
@@ -61,19 +61,19 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
             }
         )
     for problem in loaded.problems:
-        _err(problem)
+        err(problem)
     if args.json:
-        _out(codec.pretty(rows))
+        out(codec.pretty(rows))
     else:
-        _out(f"{'FLOW':<20} {'TASKS':>5} {'RUNS':>5}  {'LAST':<10}  DESCRIPTION")
+        out(f"{'FLOW':<20} {'TASKS':>5} {'RUNS':>5}  {'LAST':<10}  DESCRIPTION")
         for row, flow in zip(rows, (loaded.flows[r["name"]] for r in rows), strict=True):
             last = row["last_state"] or "-"
             desc = row["description"] or ""
-            _out(f"{row['name']:<20} {len(row['tasks']):>5} {row['runs']:>5}  {last:<10}  {desc}")
+            out(f"{row['name']:<20} {len(row['tasks']):>5} {row['runs']:>5}  {last:<10}  {desc}")
             schedule = ", ".join(str(trigger) for trigger in flow.triggers)
             if schedule:
                 state = "paused: " if row["paused"] else ""
-                _out(f"{'':<45}{state}{schedule}")
+                out(f"{'':<45}{state}{schedule}")
     return EXIT_FAILED if loaded.problems else EXIT_OK
 
 
@@ -94,14 +94,14 @@ def cmd_runs(args: argparse.Namespace, config: Config) -> int:
     finally:
         conn.close()
     if args.json:
-        _out(codec.pretty(runs))
+        out(codec.pretty(runs))
         return EXIT_OK
-    _out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}")
+    out(f"{'ID':>6}  {'FLOW':<20} {'STATE':<10} {'STARTED':<20} {'DURATION':>9}")
     for run in runs:
         started = (run["started_at"] or run["created_at"] or "")[:19].replace("T", " ")
         took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
         sla = "  SLA missed" if run["sla_missed"] else ""  # a marker, only where it applies
-        _out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}{sla}")
+        out(f"{run['id']:>6}  {run['flow']:<20} {run['state']:<10} {started:<20} {took:>9}{sla}")
     return EXIT_OK
 
 
@@ -114,32 +114,32 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
     finally:
         conn.close()
     if args.json:
-        _out(codec.pretty(run))
+        out(codec.pretty(run))
         return EXIT_OK
-    _out(f"run {run['id']}  flow {run['flow']}  {run['state']}")
-    _out(f"  logical date {run['logical_date']}   params {codec.dumps_str(run['params'])}")
-    _out(f"  trigger {codec.dumps_str(run['trigger'])}")
+    out(f"run {run['id']}  flow {run['flow']}  {run['state']}")
+    out(f"  logical date {run['logical_date']}   params {codec.dumps_str(run['params'])}")
+    out(f"  trigger {codec.dumps_str(run['trigger'])}")
     if run["retry_of"]:
-        _out(f"  retry of run {run['retry_of']}")
+        out(f"  retry of run {run['retry_of']}")
     took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
-    _out(f"  started {run['started_at'] or '-'}   ended {run['ended_at'] or '-'}   took {took}")
+    out(f"  started {run['started_at'] or '-'}   ended {run['ended_at'] or '-'}   took {took}")
     if run["wait_reason"] and run["state"] == "queued":
-        _out(f"  {run['wait_reason']}")
+        out(f"  {run['wait_reason']}")
     for event in run["events"]:
         if event["kind"] == "sla.missed":
             what = f"task {event['task']}" if event["task"] else "run"
-            _out(f"  SLA missed: {what} still going at {event['deadline']} (sla {event['sla']:g}s)")
-    _out("")
-    _out(f"  {'TASK':<24} {'STATE':<16} {'TRIES':>5} {'DURATION':>9}  DETAIL")
+            out(f"  SLA missed: {what} still going at {event['deadline']} (sla {event['sla']:g}s)")
+    out("")
+    out(f"  {'TASK':<24} {'STATE':<16} {'TRIES':>5} {'DURATION':>9}  DETAIL")
     for task in run["tasks"]:
         label = task["name"] if "index" not in task else f"{task['name']}[{task['index']}]"
         took = f"{task['duration']:.2f}s" if task["duration"] is not None else "-"
         detail = task["error"] or task["reason"] or ""
         if task["state"] == "retrying" and task["next_attempt_at"]:
             detail = f"next attempt at {task['next_attempt_at']}: {detail}"
-        _out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
+        out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
     if run["error"]:
-        _out(f"\n  {run['error']}")
+        out(f"\n  {run['error']}")
     return EXIT_OK
 
 
@@ -157,5 +157,5 @@ def cmd_logs(args: argparse.Namespace, config: Config) -> int:
             if line["idx"] is None or line["idx"] < 0
             else f"{line['name']}[{line['idx']}]"
         )
-        _out(f"{line['ts']} {line['level']:<7} {label} #{line['attempt']}: {line['message']}")
+        out(f"{line['ts']} {line['level']:<7} {label} #{line['attempt']}: {line['message']}")
     return EXIT_OK

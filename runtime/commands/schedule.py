@@ -7,7 +7,7 @@ import heapq
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from runtime.cli import EXIT_FAILED, EXIT_OK, _err, _out
+from runtime.cli import EXIT_FAILED, EXIT_OK, err, out
 from runtime.config import Config
 from runtime.errors import ParamError
 
@@ -23,9 +23,9 @@ def _now() -> datetime:
 
 
 def _flow(config: Config, name: str) -> Flow:
-    from runtime.cli import _load_flow
+    from runtime.cli import load_flow
 
-    flow: Flow = _load_flow(config, name)
+    flow: Flow = load_flow(config, name)
     return flow
 
 
@@ -50,7 +50,7 @@ def _dry_run(config: Config) -> int:
 
     loaded = load_flows(config.flows, config.pools)
     for problem in loaded.problems:
-        _err(problem)
+        err(problem)
     state = ScheduleState()
     if config.db.exists():
         conn = connect_reader(config.db)
@@ -64,14 +64,14 @@ def _dry_run(config: Config) -> int:
     now = _now()
     plans = plan_flows(loaded.flows, state, now)
     scheduled = {p.flow.name for p in plans}
-    _out(f"serve --dry-run at {_iso(now)}: {len(scheduled)} scheduled flow(s) in {config.flows}")
-    _out(f"  {where}; nothing is written")
+    out(f"serve --dry-run at {_iso(now)}: {len(scheduled)} scheduled flow(s) in {config.flows}")
+    out(f"  {where}; nothing is written")
     for plan in plans:
-        _out("")
+        out("")
         for line in _describe(plan):
-            _out(line)
+            out(line)
     if not plans:
-        _out("no flow has time triggers: nothing would fire")
+        out("no flow has time triggers: nothing would fire")
     return EXIT_OK
 
 
@@ -128,7 +128,7 @@ def cmd_next(args: argparse.Namespace, config: Config) -> int:
         raise ParamError(f"-n must be at least 1, not {args.n}")
     flow = _flow(config, args.flow)
     if not flow.triggers:
-        _err(
+        err(
             f"sluiceway: flow {flow.name!r} has no time triggers, so it never fires by itself "
             "(add triggers=[cron(...)] or [every(...)] to its Flow)"
         )
@@ -139,12 +139,12 @@ def cmd_next(args: argparse.Namespace, config: Config) -> int:
     ]
     upcoming = list(heapq.merge(*keyed, key=lambda item: item[0]))[: args.n]
     if args.json:
-        _out(codec.pretty([instant_json(instant, flow.tz) for instant, _ in upcoming]))
+        out(codec.pretty([instant_json(instant, flow.tz) for instant, _ in upcoming]))
         return EXIT_OK
     width = max(len(to_local(instant, flow.tz).isoformat()) for instant, _ in upcoming)
-    _out(f"{'LOCAL (' + flow.tz + ')':<{width}}  {'UTC':<20}  TRIGGER")
+    out(f"{'LOCAL (' + flow.tz + ')':<{width}}  {'UTC':<20}  TRIGGER")
     for instant, key in upcoming:
-        _out(f"{to_local(instant, flow.tz).isoformat():<{width}}  {_iso(instant):<20}  {key}")
+        out(f"{to_local(instant, flow.tz).isoformat():<{width}}  {_iso(instant):<20}  {key}")
     return EXIT_OK
 
 
@@ -176,16 +176,16 @@ def _set_paused(config: Config, name: str, *, paused: bool) -> int:
 
     changed = anyio.run(main)
     if paused:
-        _out(
+        out(
             f"paused flow {flow.name!r}: it creates no scheduled runs until unpaused"
             if changed
             else f"flow {flow.name!r} was already paused"
         )
     elif changed:
-        _out(
+        out(
             f"unpaused flow {flow.name!r}: missed instants follow catchup={flow.catchup!r} "
             f"(max_catchup={flow.max_catchup})"
         )
     else:
-        _out(f"flow {flow.name!r} was not paused")
+        out(f"flow {flow.name!r} was not paused")
     return EXIT_OK
