@@ -10,6 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -363,7 +365,9 @@ def test_flags_before_the_command_are_used(cli: Cli) -> None:
 # --- Ctrl-C ---
 
 
-def test_sigint_cancels_the_run_and_all_done_tasks_still_run(cli: Cli) -> None:
+@contextmanager
+def _slow_run(cli: Cli) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`sluiceway run slow` as a subprocess, yielded once its task is waiting; killed after."""
     done_file = cli.home / "report.txt"
     errors = cli.home / "stderr.txt"
     argv = [*SLUICEWAY, "run", "slow", "-p", f"done={done_file}", "--flows", str(cli.flows)]
@@ -381,12 +385,17 @@ def test_sigint_cancels_the_run_and_all_done_tasks_still_run(cli: Cli) -> None:
                 assert proc.poll() is None, errors.read_text()
                 assert time.monotonic() < deadline, errors.read_text()
                 time.sleep(0.02)  # polling the subprocess's output, not synchronising
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=15)
+            yield proc, errors
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_sigint_cancels_the_run_and_all_done_tasks_still_run(cli: Cli) -> None:
+    with _slow_run(cli) as (proc, errors):
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15)
     stderr = errors.read_text()
     assert code == 130, stderr
     assert "cancelling the run" in stderr
@@ -398,34 +407,14 @@ def test_sigint_cancels_the_run_and_all_done_tasks_still_run(cli: Cli) -> None:
     assert tasks["wait"]["state"] == "cancelled"
     assert tasks["after_wait"]["state"] == "cancelled"
     assert tasks["report"]["state"] == "succeeded"
-    assert done_file.read_text() == "report ran"
+    assert (cli.home / "report.txt").read_text() == "report ran"
 
 
 def test_cancel_from_another_shell_reaches_a_foreground_run(cli: Cli) -> None:
-    done_file = cli.home / "report.txt"
-    errors = cli.home / "stderr.txt"
-    argv = [*SLUICEWAY, "run", "slow", "-p", f"done={done_file}", "--flows", str(cli.flows)]
-    with errors.open("w") as err:
-        proc = subprocess.Popen(
-            [*argv, "--db", str(cli.db)],
-            cwd=cli.home,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while "wait | waiting a long time" not in errors.read_text():
-                assert proc.poll() is None, errors.read_text()
-                assert time.monotonic() < deadline, errors.read_text()
-                time.sleep(0.02)  # polling the subprocess's output, not synchronising
-            cancel = cli("cancel", "1")
-            assert cancel.returncode == 0, cancel.stderr
-            code = proc.wait(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with _slow_run(cli) as (proc, errors):
+        cancel = cli("cancel", "1")
+        assert cancel.returncode == 0, cancel.stderr
+        code = proc.wait(timeout=15)
     stderr = errors.read_text()
     assert code == 130, stderr
     assert "run 1 cancel requested: cancelling" in stderr
