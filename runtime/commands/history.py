@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from runtime import codec
 from runtime.cli import EXIT_FAILED, EXIT_OK, err, out
 from runtime.config import Config
 from runtime.errors import ParamError
+
+T = TypeVar("T")
 
 
 def cmd_validate(args: argparse.Namespace, config: Config) -> int:
@@ -77,10 +80,15 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
     return EXIT_FAILED if loaded.problems else EXIT_OK
 
 
-def _reader(config: Config) -> Any:
+def _query(config: Config, fn: Callable[..., T], *args: Any) -> T:
+    """Run one query of runtime.store.queries on a read connection to the configured db."""
     from runtime.store import connect_reader
 
-    return connect_reader(config.db)
+    conn = connect_reader(config.db)
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.close()
 
 
 def cmd_runs(args: argparse.Namespace, config: Config) -> int:
@@ -88,11 +96,7 @@ def cmd_runs(args: argparse.Namespace, config: Config) -> int:
 
     if args.limit < 1:
         raise ParamError("--limit must be at least 1")
-    conn = _reader(config)
-    try:
-        runs = queries.list_runs(conn, args.flow, args.state, args.limit)
-    finally:
-        conn.close()
+    runs = _query(config, queries.list_runs, args.flow, args.state, args.limit)
     if args.json:
         out(codec.pretty(runs))
         return EXIT_OK
@@ -108,11 +112,7 @@ def cmd_runs(args: argparse.Namespace, config: Config) -> int:
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
     from runtime.store import queries
 
-    conn = _reader(config)
-    try:
-        run = queries.get_run(conn, args.run_id)
-    finally:
-        conn.close()
+    run = _query(config, queries.get_run, args.run_id)
     if args.json:
         out(codec.pretty(run))
         return EXIT_OK
@@ -146,11 +146,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
 def cmd_logs(args: argparse.Namespace, config: Config) -> int:
     from runtime.store import queries
 
-    conn = _reader(config)
-    try:
-        lines = queries.get_logs(conn, args.run_id, args.task)
-    finally:
-        conn.close()
+    lines = _query(config, queries.get_logs, args.run_id, args.task)
     for line in lines:
         label = (
             line["name"]
