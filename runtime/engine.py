@@ -17,7 +17,7 @@ from runtime import codec
 from runtime.attempts import run_attempt
 from runtime.clock import Clock
 from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
-from runtime.flow import Branch, Flow, Task
+from runtime.flow import Branch, Flow
 from runtime.limits import Limits
 from runtime.recording import BRANCH_KEY, Recorder
 from runtime.result import RunResult, TaskResult
@@ -165,7 +165,7 @@ class Execution:
             chain: list[Any] = [limits.global_slots, flow_slots]
             chain.append(limits.pools[task.pool] if task.pool else None)
             if task.max_concurrency is not None:
-                chain.append(_task_slots(task))
+                chain.append(limits.task_slots(flow.name, task.name, task.max_concurrency))
             self.nodes[name] = Node(task, tuple(s for s in chain if s is not None))
         for name, node in self.nodes.items():
             node.upstream = tuple(self.nodes[u] for u in graph.upstream[name])
@@ -510,17 +510,6 @@ class Execution:
             self.done.set()
 
     # --- recording ---
-
-
-def _task_slots(task: Task) -> Any:
-    """One Slots per task definition, so a mapped task's limit holds across its instances."""
-    from runtime.limits import Slots
-
-    slots = getattr(task, "_slots", None)
-    if slots is None or slots.total != task.max_concurrency:
-        slots = Slots(f"task {task.flow.name}.{task.name}", task.max_concurrency or 1)
-        task._slots = slots  # type: ignore[attr-defined]
-    return slots
 
 
 def _decode_reused(value: Any) -> Any:

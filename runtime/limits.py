@@ -33,6 +33,7 @@ class Limits:
         self.global_slots = Slots("global limit", global_limit)
         self.pools = {name: Slots(f"pool {name}", size) for name, size in pools.items()}
         self._flows: dict[str, Slots] = {}
+        self._tasks: dict[tuple[str, str], Slots] = {}
         self._runs: dict[str, Slots] = {}
         self._waiters: dict[int, Callable[[], None]] = {}
         self._run_released = anyio.Event()
@@ -44,6 +45,14 @@ class Limits:
         if slots is None:
             slots = self._flows[flow] = Slots(f"flow {flow}", size)
         slots.total = size  # a reloaded flow may change its limit
+        return slots
+
+    def task_slots(self, flow: str, task: str, size: int) -> Slots:
+        """A task's own limit (``max_concurrency=`` on a mapped task), over all its runs."""
+        slots = self._tasks.get((flow, task))
+        if slots is None:
+            slots = self._tasks[(flow, task)] = Slots(f"task {flow}.{task}", size)
+        slots.total = size
         return slots
 
     def take(self, chain: Chain) -> Slots | None:
