@@ -466,8 +466,8 @@ class Execution:
         unit.ended_at = now
         if state is S.SUCCEEDED:
             unit.result = result
-        if error is not None or state is S.SUCCEEDED:
-            unit.error = error
+        if error is not None or state in (S.SUCCEEDED, S.SKIPPED):
+            unit.error = error  # a cancelled task keeps the error of its last failed attempt
         unit.reason = reason
         self.rec.task(unit, None)
         if state is S.SKIPPED:  # `sluiceway logs` tells why, beside show's reason column
