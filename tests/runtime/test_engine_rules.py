@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime import Branch, Flow, Skip
+from runtime import Branch, Flow, Run, Skip
 from runtime.events import Event, TaskEnded
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
@@ -407,3 +407,25 @@ async def test_skip_from_a_def_task(make_runner: MakeRunner) -> None:
     async with make_runner() as runner:
         result = await runner.run(flow)
     assert (result.tasks["check"].state, result.tasks["check"].reason) == (S.SKIPPED, "holiday")
+
+
+async def test_a_task_skipped_after_a_failed_attempt_shows_no_error(
+    make_runner: MakeRunner,
+) -> None:
+    flow = Flow("second-thoughts")
+
+    @flow.task(retries=1, retry_delay=0)
+    async def check(run: Run) -> None:
+        if run.attempt == 1:
+            raise ConnectionError("source down")
+        raise Skip("nothing new after all")
+
+    async with make_runner() as runner:
+        result = await runner.run(flow)
+    task = result.tasks["check"]
+    assert (task.state, task.attempts, task.reason, task.error) == (
+        S.SKIPPED,
+        2,
+        "nothing new after all",
+        None,
+    )
