@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,41 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
+class TriggerInfo(Mapping[str, Any]):
+    """What started a run, read as ``run.trigger.kind`` or ``run.trigger["kind"]``.
+
+    ``kind`` is ``manual``, ``schedule`` (with ``spec`` and ``scheduled``), ``retry`` (with
+    ``run_id``) or ``backfill``; later trigger kinds add their own fields (a file trigger's
+    ``path``, ``size``, ``mtime``).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            have = ", ".join(self._data) or "nothing"
+            raise AttributeError(
+                f"this {self._data.get('kind')!r} trigger has no {name!r} (it has {have})"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"TriggerInfo({self._data!r})"
+
+
 class Run:
     """The run context, passed to a task parameter named ``run``.
 
@@ -61,7 +96,7 @@ class Run:
     :ivar index: the mapped instance's index, or ``None``
     :ivar logical_date: the instant this run is for (aware, UTC)
     :ivar params: the run's parameters after overrides
-    :ivar trigger: what started the run: ``{"kind": "manual", ...}``
+    :ivar trigger: what started the run (:class:`TriggerInfo`): ``run.trigger.kind``
     :ivar attempt: this attempt's number, from 1
     :ivar key: ``flow/logical_date/task``, stable across attempts and retries: use it for
         idempotent writes
@@ -100,7 +135,7 @@ class Run:
         self.index = index
         self.logical_date = logical_date
         self.params = params
-        self.trigger = trigger
+        self.trigger = trigger if isinstance(trigger, TriggerInfo) else TriggerInfo(trigger)
         self.attempt = attempt
         self.log = log
         self.key = f"{flow}/{codec.iso(logical_date)}/{task}"

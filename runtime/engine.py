@@ -16,6 +16,7 @@ import anyio
 from runtime import codec
 from runtime.attempts import run_attempt
 from runtime.clock import Clock
+from runtime.context import TriggerInfo
 from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
 from runtime.flow import Branch, Flow
 from runtime.limits import Limits
@@ -143,7 +144,7 @@ class Execution:
         self.run_id = run_id
         self.params = params
         self.logical_date = logical_date
-        self.trigger = trigger
+        self.trigger = TriggerInfo(trigger)  # one per run: every attempt's run.trigger
         self.reuse = carry.results
         self.prior = carry.attempts
         self.carry = carry

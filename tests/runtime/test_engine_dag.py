@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from runtime import Flow, Run
 from runtime.events import Event, TaskEnded, TaskStarted
@@ -260,6 +261,10 @@ async def test_default_logical_date_is_aware_and_trigger_manual(make_runner: Mak
         await runner.run(flow)
     assert seen[0].logical_date.tzinfo is not None
     assert seen[0].trigger["kind"] == "manual"
+    assert seen[0].trigger.kind == "manual"  # attribute access, as file triggers will use
+    assert dict(seen[0].trigger) == {"kind": "manual"}
+    with pytest.raises(AttributeError, match="this 'manual' trigger has no 'path'"):
+        _ = seen[0].trigger.path
 
 
 async def test_failure_marks_downstream_upstream_failed_while_others_go_on(
