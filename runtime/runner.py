@@ -165,9 +165,26 @@ class Runner:
         first or it was cancelled meanwhile. The caller already holds its admission
         (:meth:`try_admit`); it is released here."""
         try:
-            claimed = await self.store.claim_run(run_id, self.epoch, self.clock.now())
-            if claimed is None:
-                return None
+            claimed = await self.store.claim_runs([run_id], self.epoch, self.clock.now())
+        except BaseException:
+            self.release_admission(flow)
+            raise
+        if run_id not in claimed:
+            self.release_admission(flow)
+            return None
+        return await self.run_claimed(flow, run_id, claimed[run_id], handle=handle)
+
+    async def run_claimed(
+        self,
+        flow: Flow,
+        run_id: int,
+        claimed: Mapping[str, Any],
+        *,
+        handle: RunHandle | None = None,
+    ) -> RunResult:
+        """Execute a run this process claimed (:meth:`Store.claim_runs`); the caller holds
+        its admission, released here."""
+        try:
             params = {k: v for k, v in claimed["params"].items() if k in flow.params}
             logical = codec.parse_iso(claimed["logical_date"])
             assert logical is not None

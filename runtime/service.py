@@ -8,6 +8,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -137,22 +138,25 @@ class Service:
             await self.ctx.store.mark_interrupted(run_id, self.ctx.epoch, self.ctx.clock.now())
             # a resumed run was admitted before the restart: it does not wait its turn again
             self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
-            self._start(flow, run_id, resume=True)
+            self._start(flow, run_id)
         if orphans:
             log.info("recovery: %d run(s) resumed", len(orphans))
 
-    def _start(self, flow: Flow, run_id: int, *, resume: bool = False) -> None:
+    def _start(self, flow: Flow, run_id: int, claimed: Mapping[str, Any] | None = None) -> None:
+        """Execute a claimed run, or resume an orphan (*claimed* is None), as a child."""
         assert self.runs is not None
         handle = self.active[run_id] = RunHandle()
-        self.runs.start_soon(self._execute, flow, run_id, handle, resume, name=f"run {run_id}")
+        self.runs.start_soon(self._execute, flow, run_id, handle, claimed, name=f"run {run_id}")
 
-    async def _execute(self, flow: Flow, run_id: int, handle: RunHandle, resume: bool) -> None:
+    async def _execute(
+        self, flow: Flow, run_id: int, handle: RunHandle, claimed: Mapping[str, Any] | None
+    ) -> None:
         runner = self.ctx.runner
         try:
-            if resume:
+            if claimed is None:
                 await runner.resume(flow, run_id, handle=handle)
             else:
-                await runner.run_queued(flow, run_id, handle=handle)
+                await runner.run_claimed(flow, run_id, claimed, handle=handle)
         except Exception:  # one run is an isolation boundary: report it, keep serving
             log.exception("run=%s flow=%s stopped with an internal error", run_id, flow.name)
         finally:
@@ -179,6 +183,7 @@ class Service:
         store = self.ctx.store
         queued = await store.read(queries.queued_runs, self.ctx.epoch)
         paused = await store.read(paused_flows) if queued else set()
+        admitted: list[tuple[Flow, int]] = []
         for run_id, name in queued:
             if run_id in self.active:
                 continue
@@ -191,8 +196,22 @@ class Service:
                 limit = flow.max_active_runs
                 self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
             else:
-                self.waiting_said.pop(run_id, None)
-                self._start(flow, run_id)
+                admitted.append((flow, run_id))
+        if admitted:  # one statement claims them all
+            try:
+                claimed = await store.claim_runs(
+                    [run_id for _, run_id in admitted], self.ctx.epoch, self.ctx.clock.now()
+                )
+            except BaseException:
+                for flow, _ in admitted:
+                    self.ctx.runner.release_admission(flow)
+                raise
+            for flow, run_id in admitted:
+                if run_id in claimed:
+                    self.waiting_said.pop(run_id, None)
+                    self._start(flow, run_id, claimed[run_id])
+                else:  # claimed by another process meanwhile, or cancelled
+                    self.ctx.runner.release_admission(flow)
         for run_id in await store.read(queries.cancel_requests, list(self.active)):
             handle = self.active.get(run_id)
             if handle is not None and not handle._cancel_requested:

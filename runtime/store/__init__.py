@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -95,30 +95,34 @@ class Store:
 
         self.writer.put_op(op)
 
-    async def claim_run(
-        self, run_id: int, epoch: int | None, now: datetime
-    ) -> dict[str, Any] | None:
-        """Move queued run *run_id* to running for this process; ``None`` if it is not queued
-        any more (another process claimed it, or it was cancelled)."""
+    async def claim_runs(
+        self, run_ids: Sequence[int], epoch: int | None, now: datetime
+    ) -> dict[int, dict[str, Any]]:
+        """Move the queued runs among *run_ids* to running for this process, in one
+        statement; runs not queued any more (claimed elsewhere, cancelled) are left out."""
 
-        def op(db: sqlite3.Connection) -> dict[str, Any] | None:
-            row = db.execute(
+        def op(db: sqlite3.Connection) -> dict[int, dict[str, Any]]:
+            marks = ",".join("?" * len(run_ids))
+            rows = db.execute(
                 "UPDATE runs SET state = 'running', epoch = ?, started_at = ?, wait_reason = NULL "
-                "WHERE id = ? AND state = 'queued' "
-                "RETURNING params, trigger, logical_date, cancel_requested, retry_of",
-                (epoch, codec.iso(now), run_id),
-            ).fetchone()
-            if row is None:
-                return None
+                f"WHERE state = 'queued' AND id IN ({marks}) "
+                "RETURNING id, params, trigger, logical_date, cancel_requested, retry_of",
+                (epoch, codec.iso(now), *run_ids),
+            ).fetchall()
             return {
-                "params": codec.loads(row[0]),
-                "trigger": codec.loads(row[1]),
-                "logical_date": row[2],
-                "cancel_requested": bool(row[3]),
-                "retry_of": row[4],
+                int(row[0]): {
+                    "params": codec.loads(row[1]),
+                    "trigger": codec.loads(row[2]),
+                    "logical_date": row[3],
+                    "cancel_requested": bool(row[4]),
+                    "retry_of": row[5],
+                }
+                for row in rows
             }
 
-        claimed: dict[str, Any] | None = await self.writer.submit(op)
+        if not run_ids:
+            return {}
+        claimed: dict[int, dict[str, Any]] = await self.writer.submit(op)
         return claimed
 
     async def mark_interrupted(self, run_id: int, epoch: int | None, now: datetime) -> None:

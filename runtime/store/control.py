@@ -36,7 +36,7 @@ async def request_cancel(store: Store, run_id: int, now: datetime) -> tuple[Canc
     """Cancel run *run_id*: a queued run ends ``cancelled`` now; a running one gets
     ``cancel_requested = 1``; an ended one is left alone.
 
-    One transaction, and :meth:`Store.claim_run` moves a run out of ``queued`` with one
+    One transaction, and :meth:`Store.claim_runs` moves a run out of ``queued`` with one
     guarded UPDATE: a service claiming the run at the same moment either finds it cancelled
     or claims it first, and then this sets the request.
 
