@@ -19,7 +19,7 @@ from runtime.clock import Clock
 from runtime.context import TriggerInfo
 from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
 from runtime.flow import Branch, Flow
-from runtime.limits import Limits
+from runtime.limits import Limits, Slots
 from runtime.recording import BRANCH_KEY, Recorder
 from runtime.result import RunResult, TaskResult
 from runtime.rules import decide, map_items, mapped_outcome, run_outcome
@@ -373,14 +373,14 @@ class Execution:
         if not self.ready_nodes:
             return
         assert self.tg is not None
-        blocked = False
+        blocked: set[Slots] = set()
         take, spawn = self.limits.take, self.tg.create_task
         for node in list(self.ready_nodes):
             ready = node.ready
             while ready:
                 full = take(node.chain)
                 if full is not None:
-                    blocked = True
+                    blocked.add(full)
                     waiting = ready[0]
                     if waiting.reason is None and waiting.state is S.PENDING:
                         # `show` says why a ready task has not started
@@ -398,8 +398,8 @@ class Execution:
                     return
             if not ready:
                 del self.ready_nodes[node]
-        if blocked:
-            self.limits.wait_for_slot(id(self), self._dispatch)
+        for full in blocked:
+            self.limits.wait_for_slot(id(self), self._dispatch, full)
 
     async def _attempt(self, unit: Unit) -> None:
         node = unit.node
