@@ -325,6 +325,8 @@ class Service:
                     )
                     polling = True
                 else:
+                    if stop.is_set():  # the service is stopping, not the folder changing
+                        return
                     log.warning("flows folder %s was replaced; watching it again", folder)
                 if not started:  # READY does not wait for a missing folder
                     started = True
