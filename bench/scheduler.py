@@ -296,6 +296,24 @@ def fill_history(db: Path, runs: int) -> None:
     conn.close()
 
 
+def _spawn_serve(tmp: Path, flows: Path, db: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`sluiceway serve` as a fresh process, without SLUICEWAY_* or a systemd watchdog."""
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLUICEWAY_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
+    }
+    script = Path(sys.executable).parent / "sluiceway"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "runtime.cli"]
+    return subprocess.Popen(
+        [*cmd, "serve", "--flows", str(flows), "--db", str(db)],
+        cwd=tmp,
+        env={**clean, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def time_to_ready(tmp: Path, flows: Path, db: Path, timeout: float = 60.0) -> float | None:
     """Start ``sluiceway serve`` with NOTIFY_SOCKET on a datagram socket bound here; return
     the seconds from spawn to READY=1 (None if it never came), then SIGTERM it."""
@@ -305,19 +323,8 @@ def time_to_ready(tmp: Path, flows: Path, db: Path, timeout: float = 60.0) -> fl
             os.unlink(address)
         sock.bind(address)
         sock.settimeout(0.2)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
-        env["NOTIFY_SOCKET"] = address
-        env.pop("WATCHDOG_USEC", None)
-        script = Path(sys.executable).parent / "sluiceway"
-        cmd = [str(script)] if script.exists() else [sys.executable, "-m", "runtime.cli"]
         start = perf_counter()
-        proc = subprocess.Popen(
-            [*cmd, "serve", "--flows", str(flows), "--db", str(db)],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _spawn_serve(tmp, flows, db, NOTIFY_SOCKET=address)
         ready = None
         try:
             while ready is None and perf_counter() - start < timeout:
@@ -371,17 +378,8 @@ def queue_drain(tmp: Path, runs: int) -> str:
                 store.writer.put_op(partial(_queue_one, now=codec.iso(now)))
 
     anyio.run(queue)
-    script = Path(sys.executable).parent / "sluiceway"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "runtime.cli"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
     start = perf_counter()
-    proc = subprocess.Popen(
-        [*cmd, "serve", "--flows", str(flows), "--db", str(db)],
-        cwd=tmp,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _spawn_serve(tmp, flows, db)
     took = None
     try:
         with sqlite3.connect(db) as conn:

@@ -185,11 +185,7 @@ class Runner:
         """Execute a run this process claimed (:meth:`Store.claim_runs`); the caller holds
         its admission, released here."""
         try:
-            params = {k: v for k, v in claimed["params"].items() if k in flow.params}
-            logical = codec.parse_iso(claimed["logical_date"])
-            assert logical is not None
-            if claimed["cancel_requested"] and handle is not None:
-                handle.cancel()
+            params, logical = _stored_inputs(flow, claimed, handle)
             carry = None
             if claimed["retry_of"] is not None:  # queued by `retry` or `backfill --rerun`
                 results = await self.store.read(queries.stored_results, claimed["retry_of"])
@@ -200,7 +196,7 @@ class Runner:
         return await self._execute(
             flow,
             run_id,
-            flow.resolve_params(params),
+            params,
             logical,
             claimed["trigger"],
             carry,
@@ -220,11 +216,7 @@ class Runner:
             results = await self.store.read(queries.stored_results, run_id)
             await self.store.mark_interrupted(run_id, self.epoch, self.clock.now())
             carry = _carry_for_resume(flow, data, results)
-            if data.get("cancel_requested") and handle is not None:
-                handle.cancel()
-            params = {k: v for k, v in data["params"].items() if k in flow.params}
-            logical = codec.parse_iso(data["logical_date"])
-            assert logical is not None
+            params, logical = _stored_inputs(flow, data, handle)
         except BaseException:
             self.release_admission(flow)
             raise
@@ -232,7 +224,7 @@ class Runner:
         return await self._execute(
             flow,
             run_id,
-            flow.resolve_params(params),
+            params,
             logical,
             data["trigger"],
             carry,
@@ -284,6 +276,19 @@ async def open_runner(
             yield Runner(config, store, engine, epoch)
         finally:
             store.end_epoch(epoch, engine.clock.now())
+
+
+def _stored_inputs(
+    flow: Flow, row: Mapping[str, Any], handle: RunHandle | None
+) -> tuple[dict[str, Any], datetime]:
+    """A stored run's params (those the flow still declares) and logical date; a cancel
+    requested while it waited reaches its handle."""
+    if row.get("cancel_requested") and handle is not None:
+        handle.cancel()
+    params = {k: v for k, v in row["params"].items() if k in flow.params}
+    logical = codec.parse_iso(row["logical_date"])
+    assert logical is not None
+    return flow.resolve_params(params), logical
 
 
 def _carry_for_resume(
