@@ -199,9 +199,12 @@ class Service:
                 admitted.append((flow, run_id))
         if admitted:  # one statement claims them all
             try:
-                claimed = await store.claim_runs(
-                    [run_id for _, run_id in admitted], self.ctx.epoch, self.ctx.clock.now()
-                )
+                # shielded: a stop arriving now must not leave claimed runs unstarted (they
+                # would stay "running" until the next start resumes them)
+                with anyio.CancelScope(shield=True):
+                    claimed = await store.claim_runs(
+                        [run_id for _, run_id in admitted], self.ctx.epoch, self.ctx.clock.now()
+                    )
             except BaseException:
                 for flow, _ in admitted:
                     self.ctx.runner.release_admission(flow)
