@@ -197,15 +197,16 @@ class Writer:
         already (the store's scope was). Afterwards writes are refused and log lines from
         stray threads are dropped."""
         self._closed = True
-        await self._commit_batch()
+        await self._commit_batch(everything=True)
 
-    async def _commit_batch(self) -> None:
-        """Commit everything queued as one transaction, unless there is nothing to commit."""
+    async def _commit_batch(self, *, everything: bool = False) -> None:
+        """Commit what is queued as one transaction, unless there is nothing to commit;
+        *everything*: the rows too, even when an awaited op alone could go first."""
         async with self._lock:
             if self._pending() or self._flushers:
-                await self._commit_pending()
+                await self._commit_pending(everything)
 
-    async def _commit_pending(self) -> None:
+    async def _commit_pending(self, everything: bool = False) -> None:
         ops, self._ops = self._ops, []
         flushers, self._flushers = self._flushers, []
         self._has_work = anyio.Event()
@@ -221,7 +222,7 @@ class Writer:
         if self._rows_since is None:
             self._rows_since = now
         fresh = now - self._rows_since < self._interval
-        if ops and not flushers and fresh and any(w.urgent for w in ops):
+        if not everything and ops and not flushers and fresh and any(w.urgent for w in ops):
             # someone waits for an op (a run row before its trigger is acknowledged): commit
             # just the ops now, and the rows with the timed batch, so the op's latency does
             # not grow with the engine's load; rows never wait longer than the interval

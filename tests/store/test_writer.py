@@ -12,6 +12,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.store import Store, open_store
+from runtime.store.writer import _Waiter
 from tests.store.rows import at, attempt_row, create_run, log_row, new_run, peek, task_row
 
 
@@ -279,3 +280,17 @@ async def test_awaited_ops_never_starve_the_queued_rows(db_path: Path) -> None:
                 await store.writer.submit(op)
         waited = anyio.current_time() - start
     assert waited < 0.5, f"the row waited {waited:.2f}s behind a stream of ops"
+
+
+async def test_close_commits_the_rows_even_beside_an_awaited_op(db_path: Path) -> None:
+    # at shutdown an awaited op can still be queued (its caller was cancelled: a scheduler
+    # pass cut short by SIGTERM); close() must not commit it alone and drop the rows
+    def op(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO flows (name, updated_at) VALUES ('f', 'x')")
+
+    async with open_store(db_path, interval=5) as store:
+        run_id = await new_run(store)
+        store.put_task(task_row(run_id, "t", "succeeded", ended_at=at(1)))
+        store.writer._ops.append(_Waiter(op))  # queued as submit() does, writer not woken
+    assert peek(db_path, "SELECT name, state FROM tasks") == [("t", "succeeded")]
+    assert peek(db_path, "SELECT name FROM flows") == [("f",)]
