@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +18,7 @@ from runtime.clock import Clock
 from runtime.context import TriggerInfo
 from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
 from runtime.flow import Branch, Flow
-from runtime.limits import Limits, Slots
+from runtime.limits import Chain, Lane, Limits, Slots
 from runtime.recording import BRANCH_KEY, Recorder
 from runtime.result import RunResult, TaskResult
 from runtime.rules import decide, map_items, mapped_outcome, run_outcome
@@ -155,19 +154,24 @@ class Execution:
         self.started_at: datetime | None = None
         self.done = anyio.Event()
         self.open_nodes = 0
-        self.ready_nodes: dict[Node, None] = {}
         self.tg: asyncio.TaskGroup | None = None
         graph = flow.validate(engine.limits.pools)
         limits = engine.limits
         flow_slots = limits.flow_slots(flow.name, flow.max_concurrency)
         self.nodes: dict[str, Node] = {}
+        # ready units wait in one lane per distinct slot chain (see runtime/limits.py)
+        self.lanes: dict[Chain, Lane[Unit]] = {}
         for name in graph.order:
             task = flow.tasks[name]
-            chain: list[Any] = [limits.global_slots, flow_slots]
-            chain.append(limits.pools[task.pool] if task.pool else None)
+            slots: list[Slots | None] = [limits.global_slots, flow_slots]
+            slots.append(limits.pools[task.pool] if task.pool else None)
             if task.max_concurrency is not None:
-                chain.append(limits.task_slots(flow.name, task.name, task.max_concurrency))
-            self.nodes[name] = Node(task, tuple(s for s in chain if s is not None))
+                slots.append(limits.task_slots(flow.name, task.name, task.max_concurrency))
+            chain = tuple(s for s in slots if s is not None)
+            lane = self.lanes.get(chain)
+            if lane is None:
+                lane = self.lanes[chain] = Lane(chain, self._start, self._blocked)
+            self.nodes[name] = Node(task, lane)
         for name, node in self.nodes.items():
             node.upstream = tuple(self.nodes[u] for u in graph.upstream[name])
             node.downstream = tuple(self.nodes[d] for d in graph.downstream[name])
@@ -204,7 +208,8 @@ class Execution:
             self._end_run(self.clock.now())
             raise
         finally:
-            self.limits.forget(id(self))
+            for lane in self.lanes.values():
+                self.limits.close(lane)
         return self._end_run(self.clock.now())
 
     async def _run_graph(self) -> None:
@@ -217,7 +222,6 @@ class Execution:
             for node in nodes:
                 if not node.upstream and not node.unit.state.terminal:
                     self._evaluate(node)
-            self._dispatch()
             await self.done.wait()
 
     def interrupt(self) -> None:
@@ -268,15 +272,15 @@ class Execution:
             for unit in (*(node.instances or ()), node.unit):
                 if unit.scope is not None:
                     unit.scope.cancel()
-            if node.ready and node.task.run_if != "all_done":
-                pending, node.ready = list(node.ready), deque()
-                self.ready_nodes.pop(node, None)
-                for unit in pending:
+        for lane in self.lanes.values():
+            # ready units never start, but all_done tasks still run (they keep their place)
+            cancelled = [u for u in lane.units if u.node.task.run_if != "all_done"]
+            if cancelled:
+                kept = [u for u in lane.units if u.node.task.run_if == "all_done"]
+                lane.units.clear()
+                lane.units.extend(kept)
+                for unit in cancelled:
                     self.settle(unit, S.CANCELLED, now, reason="run cancelled")
-        if self.tg is not None:
-            # an all_done task made ready above may have room now that the units it waited
-            # behind are gone; nothing else would dispatch it until another run gives a slot
-            self._dispatch()
 
     # --- deciding ---
 
@@ -363,43 +367,26 @@ class Execution:
         self._make_ready(unit.node, unit)
 
     def _make_ready(self, node: Node, unit: Unit) -> None:
-        node.ready.append(unit)
-        self.ready_nodes[node] = None
+        """Start *unit* as soon as its slot chain has room (at once, if it has)."""
+        self.limits.offer(node.lane, unit)
 
-    # --- dispatching ---
+    # --- dispatching: the limits call these when a unit's slots are taken, or are full ---
 
-    def _dispatch(self) -> None:
-        """Start every ready unit whose slot chain has room; no coroutine waits for a slot."""
-        if not self.ready_nodes:
-            return
+    def _start(self, unit: Unit) -> bool:
         assert self.tg is not None
-        blocked: set[Slots] = set()
-        take, spawn = self.limits.take, self.tg.create_task
-        for node in list(self.ready_nodes):
-            ready = node.ready
-            while ready:
-                full = take(node.chain)
-                if full is not None:
-                    blocked.add(full)
-                    waiting = ready[0]
-                    if waiting.reason is None and waiting.state is S.PENDING:
-                        # `show` says why a ready task has not started
-                        waiting.reason = f"waiting for a slot: {full.name} is full"
-                        self.rec.task(waiting, None)
-                    break
-                unit = ready.popleft()
-                attempt = self._attempt(unit)
-                try:
-                    spawn(attempt)
-                except RuntimeError:  # the task group is shutting down: a hard cancel
-                    attempt.close()
-                    self.limits.give(node.chain)
-                    ready.appendleft(unit)
-                    return
-            if not ready:
-                del self.ready_nodes[node]
-        for full in blocked:
-            self.limits.wait_for_slot(id(self), self._dispatch, full)
+        attempt = self._attempt(unit)
+        try:
+            self.tg.create_task(attempt)
+        except RuntimeError:  # the task group is shutting down: a hard cancel
+            attempt.close()
+            return False
+        return True
+
+    def _blocked(self, unit: Unit, full: Slots) -> None:
+        if unit.reason is None and unit.state is S.PENDING:
+            # `show` says why a ready task has not started
+            unit.reason = f"waiting for a slot: {full.name} is full"
+            self.rec.task(unit, None)
 
     async def _attempt(self, unit: Unit) -> None:
         node = unit.node
@@ -414,11 +401,11 @@ class Execution:
             else:
                 retry_in = await run_attempt(self, unit)
         finally:
-            self.limits.give(node.chain)  # a slot is given back on every path
+            # a slot is given back on every path; it starts what waited for it at once
+            self.limits.give(node.chain)
         if retry_in is not None:
             assert self.tg is not None
             self.tg.create_task(self._retry_later(unit, retry_in))
-        self._dispatch()
 
     async def _retry_later(self, unit: Unit, delay: float) -> None:
         # a soft cancel between the failed attempt and this task's start found no scope
@@ -431,7 +418,6 @@ class Execution:
             self.settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
         else:
             self._make_ready(unit.node, unit)
-        self._dispatch()
 
     def apply_branch(self, node: Node, branch: Branch) -> Exception | None:
         names = {d.name for d in node.downstream}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import anyio
 
 from runtime.flow import Task
-from runtime.limits import Chain
+from runtime.limits import Lane
 from runtime.states import TaskState
 
 S = TaskState
@@ -56,17 +55,18 @@ class Unit:
 
 
 class Node:
-    """A task within one run: its upstream count, its ready units and its slot chain."""
+    """A task within one run: its upstream count, and the lane its ready units wait in (shared
+    with the run's other tasks that need the same slot chain)."""
 
     __slots__ = (
         "chain",
         "downstream",
         "instances",
         "items",
+        "lane",
         "name",
         "not_chosen",
         "open",
-        "ready",
         "reused",
         "task",
         "unit",
@@ -74,10 +74,11 @@ class Node:
         "waiting",
     )
 
-    def __init__(self, task: Task, chain: Chain) -> None:
+    def __init__(self, task: Task, lane: Lane[Unit]) -> None:
         self.task = task
         self.name = task.name
-        self.chain = chain
+        self.lane = lane
+        self.chain = lane.chain
         self.upstream: tuple[Node, ...] = ()
         self.downstream: tuple[Node, ...] = ()
         self.waiting = 0
@@ -85,6 +86,5 @@ class Node:
         self.instances: list[Unit] | None = None
         self.items: list[Any] = []
         self.open = 0
-        self.ready: deque[Unit] = deque()
         self.not_chosen: str | None = None
         self.reused = False

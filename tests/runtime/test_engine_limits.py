@@ -17,6 +17,7 @@ from runtime.runner import Runner
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
+from tests.runtime.counting import counted_takes
 
 
 class Gauge:
@@ -376,3 +377,118 @@ async def test_a_task_waiting_for_a_full_pool_says_so(
     with closing(connect_reader(db_path)) as conn:
         done = {t["name"]: t for t in queries.get_run(conn, 1)["tasks"]}["second"]
     assert (done["state"], done["reason"]) == ("succeeded", None)
+
+
+def wide_flow(name: str, count: int, **options: Any) -> Flow:
+    flow = Flow(name)
+    for i in range(count):
+
+        async def work() -> None:
+            return None
+
+        flow.task(name=f"t{i}", **options)(work)
+    return flow
+
+
+@pytest.mark.parametrize(
+    ("shape", "limits"),
+    [
+        ("10,000 ready tasks behind the global limit", {"max_concurrency": 32}),
+        ("behind a flow limit", {"max_concurrency": 1000, "flow_limit": 8}),
+        ("behind a pool", {"max_concurrency": 32, "pool": "warehouse"}),
+    ],
+)
+async def test_dispatch_work_per_started_task_is_bounded(
+    make_runner: MakeRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    shape: str,
+    limits: dict[str, Any],
+) -> None:
+    """Starting a task costs a bounded number of take() calls however many are ready (it
+    was quadratic: each released slot tried every ready task)."""
+    n = 10_000
+    options = {"pool": limits["pool"]} if "pool" in limits else {}
+    flow = wide_flow("wide", n, **options)
+    if "flow_limit" in limits:
+        flow.max_concurrency = limits["flow_limit"]
+    with counted_takes(monkeypatch) as takes:
+        async with make_runner(max_concurrency=limits["max_concurrency"]) as runner:
+            with anyio.fail_after(60):
+                result = await runner.run(flow)
+    assert result.state is RunState.SUCCEEDED
+    assert takes[0] < 3 * n, f"{takes[0]} take() calls for {n} tasks ({shape})"
+
+
+async def test_mapped_instances_behind_a_task_limit_cost_a_bounded_dispatch(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow = Flow("map")
+    n = 10_000
+
+    @flow.task
+    async def items() -> list[int]:
+        return list(range(n))
+
+    @flow.task(map="items", max_concurrency=4)
+    async def each(items: int) -> int:
+        return items
+
+    with counted_takes(monkeypatch) as takes:
+        async with make_runner() as runner:
+            with anyio.fail_after(60):
+                result = await runner.run(flow)
+    assert len(result["each"]) == n
+    assert takes[0] < 3 * n
+
+
+async def test_many_runs_waiting_at_once_cost_a_bounded_dispatch(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 runs of 50 ready tasks each, all behind one global limit of 32, half of each run
+    also behind a pool."""
+    runs, per_run = 200, 50
+    flow = Flow("many")
+    for i in range(per_run):
+
+        async def work() -> None:
+            return None
+
+        flow.task(name=f"t{i}", pool="warehouse" if i % 2 else None)(work)
+    results: list[RunState] = []
+    with counted_takes(monkeypatch) as takes, anyio.fail_after(60):
+        async with make_runner(max_concurrency=32) as runner, anyio.create_task_group() as tg:
+
+            async def one() -> None:
+                results.append((await runner.run(flow)).state)
+
+            for _ in range(runs):
+                tg.start_soon(one)
+    assert results == [RunState.SUCCEEDED] * runs
+    assert takes[0] < 4 * runs * per_run, f"{takes[0]} take() calls"
+
+
+async def test_a_pool_blocked_task_does_not_stop_a_task_of_another_pool(
+    make_runner: MakeRunner,
+) -> None:
+    flow = Flow("pools")
+    release = anyio.Event()
+    started: list[str] = []
+
+    for i in range(3):
+
+        async def hold(run: Run) -> None:
+            started.append(run.task)
+            await release.wait()
+
+        flow.task(name=f"single{i}", pool="single")(hold)
+
+    @flow.task(pool="warehouse")
+    async def other() -> None:
+        started.append("other")
+        release.set()  # only reached if the pool-blocked tasks did not stop it
+
+    async with make_runner(max_concurrency=4) as runner:
+        with anyio.fail_after(10):
+            result = await runner.run(flow)
+    assert result.state is RunState.SUCCEEDED
+    assert started[:2] == ["single0", "other"]
