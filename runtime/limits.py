@@ -87,8 +87,7 @@ class Limits:
         self._flows: dict[str, Slots] = {}
         self._tasks: dict[tuple[str, str], Slots] = {}
         self._runs: dict[str, Slots] = {}
-        self._run_released = anyio.Event()
-        self.takes = 0  # take() calls, for tests that count the work per started unit
+        self._run_waiters: dict[str, deque[anyio.Event]] = {}
 
     def flow_slots(self, flow: str, size: int | None) -> Slots | None:
         if size is None:
@@ -115,7 +114,6 @@ class Limits:
 
     def take(self, chain: Chain) -> Slots | None:
         """Take one slot of each in *chain*; return ``None``, or the first full one."""
-        self.takes += 1
         for slots in chain:
             if slots.used >= slots.total:
                 return slots
@@ -248,13 +246,29 @@ class Limits:
             slots.used += 1
 
     async def admit_run(self, flow: str, limit: int | None) -> None:
-        """Wait until a run of *flow* may start under its ``max_active_runs``."""
-        while not self.try_admit_run(flow, limit):
-            await self._run_released.wait()
+        """Wait until a run of *flow* may start under its ``max_active_runs``: first come,
+        first served; a finished run hands its slot to the first waiting one (waking every
+        waiting run at each release cost O(n²) for n runs queued in one process)."""
+        if self.try_admit_run(flow, limit):
+            return
+        waiter = anyio.Event()
+        queue = self._run_waiters.setdefault(flow, deque())
+        queue.append(waiter)
+        try:
+            await waiter.wait()
+        except BaseException:
+            if waiter.is_set():  # handed a slot, but cancelled before it resumed
+                self.release_run(flow, limit)
+            else:
+                queue.remove(waiter)
+            raise
 
     def release_run(self, flow: str, limit: int | None) -> None:
         if limit is None:
             return
-        self._runs[flow].used -= 1
-        self._run_released.set()
-        self._run_released = anyio.Event()
+        slots = self._runs[flow]
+        slots.used -= 1
+        queue = self._run_waiters.get(flow)
+        while queue and slots.used < slots.total:
+            slots.used += 1  # the slot goes to the first waiting run
+            queue.popleft().set()

@@ -13,6 +13,7 @@ import pytest
 from runtime import Flow, Run
 from runtime.engine import RunHandle
 from runtime.events import Event, RunStarted
+from runtime.limits import Limits
 from runtime.runner import Runner
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
@@ -492,3 +493,34 @@ async def test_a_pool_blocked_task_does_not_stop_a_task_of_another_pool(
             result = await runner.run(flow)
     assert result.state is RunState.SUCCEEDED
     assert started[:2] == ["single0", "other"]
+
+
+async def test_runs_waiting_for_max_active_runs_are_admitted_one_by_one(
+    make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 runs of a max_active_runs=1 flow started at once in one process: each finished
+    run admits the next in order, without waking every waiting run (that was O(n²))."""
+    flow = Flow("one-at-a-time", max_active_runs=1)
+    order: list[int] = []
+
+    @flow.task
+    async def work(run: Run) -> None:
+        order.append(run.params["n"])
+
+    flow.params = {"n": 0}
+    calls = [0]
+    real = Limits.try_admit_run
+
+    def counted(self: Limits, name: str, limit: int | None) -> bool:
+        calls[0] += 1
+        return real(self, name, limit)
+
+    monkeypatch.setattr(Limits, "try_admit_run", counted)
+    n = 300
+    with anyio.fail_after(60):
+        async with make_runner() as runner, anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(runner.run, flow, {"n": i})
+                await anyio.lowlevel.checkpoint()  # started in this order
+    assert order == list(range(n))
+    assert calls[0] <= 2 * n, f"{calls[0]} admission checks for {n} runs"
