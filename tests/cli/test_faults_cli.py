@@ -99,3 +99,20 @@ def test_task_slas_apply_to_the_runs_backfill_executes(tmp_path: Path) -> None:
         ).stdout
     )
     assert shown["sla_missed"] is True
+
+
+def test_backfill_into_a_pipe_prints_one_plain_line_per_run(tmp_path: Path) -> None:
+    flows(tmp_path, daily=DAILY.format(db=str(tmp_path / "history.db")))
+
+    done = sluiceway(tmp_path, "backfill", "daily", "--start", "2026-01-01", "--end", "2026-01-03")
+
+    assert done.returncode == 0, done
+    assert "\r" not in done.stdout + done.stderr  # no progress-bar frames in a pipe or a log
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        "backfill daily: 3 scheduled instant(s) from 2026-01-01 to 2026-01-03 inclusive (UTC)",
+        "  run    2026-01-01T00:00:00+00:00  run 1 succeeded  [1/3]",
+        "  run    2026-01-02T00:00:00+00:00  run 2 succeeded  [2/3]",
+        "  run    2026-01-03T00:00:00+00:00  run 3 succeeded  [3/3]",
+        "backfill daily: 3 run(s): 3 succeeded, 0 failed, 0 cancelled; 0 skipped",
+    ]
