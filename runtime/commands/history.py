@@ -22,7 +22,7 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
         err(problem)
     if args.order:
         for name, flow in sorted(loaded.flows.items()):
-            out(f"{name}: {' -> '.join(flow.graph.order)}")
+            out(f"{name}: {flow.graph.describe_order()}")
     if loaded.problems:
         err(f"{len(loaded.problems)} problem(s) in {config.flows}")
         return EXIT_FAILED

@@ -14,6 +14,16 @@ from pathlib import Path
 
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
 SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+GOOD = """
+from runtime import Flow
+
+good = Flow("good")
+
+
+@good.task
+def only() -> int:
+    return 1
+"""
 
 
 def sluiceway(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -115,4 +125,58 @@ def test_backfill_into_a_pipe_prints_one_plain_line_per_run(tmp_path: Path) -> N
         "  run    2026-01-02T00:00:00+00:00  run 2 succeeded  [2/3]",
         "  run    2026-01-03T00:00:00+00:00  run 3 succeeded  [3/3]",
         "backfill daily: 3 run(s): 3 succeeded, 0 failed, 0 cancelled; 0 skipped",
+    ]
+
+
+# --- item 11: validate --order prints levels ---
+
+FANOUT = """
+from runtime import Flow
+
+sales = Flow("sales")
+
+
+@sales.task
+def orders() -> int:
+    return 1
+
+
+@sales.task
+def region_eu(orders: int) -> int:
+    return orders
+
+
+@sales.task
+def region_us(orders: int) -> int:
+    return orders
+
+
+@sales.task
+def region_apac(orders: int) -> int:
+    return orders
+
+
+@sales.task
+def combine(region_eu: int, region_us: int, region_apac: int) -> int:
+    return region_eu + region_us + region_apac
+
+
+@sales.task(after=[combine])
+def notify() -> None:
+    return None
+
+
+@sales.task
+def audit() -> None:  # no upstream: it can start with orders
+    return None
+"""
+
+
+def test_validate_order_prints_the_levels_that_run_in_parallel(tmp_path: Path) -> None:
+    flows(tmp_path, sales=FANOUT, a_good=GOOD)
+    done = sluiceway(tmp_path, "validate", "--order")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "good: only",
+        "sales: {orders, audit} -> {region_eu, region_us, region_apac} -> combine -> notify",
     ]
