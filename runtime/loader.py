@@ -7,16 +7,19 @@ import importlib.util
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from runtime import flow as flow_module
 from runtime.flow import Flow
 
 _MODULE_PREFIX = "sluiceway_flows"
+_importing = threading.Lock()
 
 
 @dataclass(slots=True)
@@ -55,8 +58,30 @@ def flow_files(folder: Path) -> list[Path]:
     )
 
 
+class ExitAtImport(SystemExit):
+    """``os._exit()`` was called by a flow file's import: raised instead, so the file is
+    reported like any other that fails to import and the process goes on."""
+
+
+_real_exit = os._exit
+_exit_guard = threading.local()  # .pid: set while this thread imports a flow file
+
+
+def _guarded_exit(status: int) -> NoReturn:
+    # only the thread importing a flow file, and not a process forked from it, is guarded
+    if getattr(_exit_guard, "pid", None) == os.getpid():
+        raise ExitAtImport(status)
+    _real_exit(status)
+
+
 def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
-    """Import one flow file and return the flows it made, or the import problem."""
+    """Import one flow file and return the flows it made, or the import problem.
+
+    ``os._exit()`` called while the file imports (in this thread) raises
+    :class:`ExitAtImport` instead of ending the process; what a child process can only
+    find out by ending (a crash, ``posix._exit``, a signal) is :mod:`runtime.probe`'s job.
+    """
+    os._exit = _guarded_exit  # transparent outside an import, so it stays
     name = _module_name(path)
     sys.modules.pop(name, None)
     if _MODULE_PREFIX not in sys.modules:
@@ -78,6 +103,7 @@ def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
         module: ModuleType = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
+            _exit_guard.pid = os.getpid()
             spec.loader.exec_module(module)
         except BaseException as exc:
             sys.modules.pop(name, None)
@@ -85,6 +111,7 @@ def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
                 raise
             return [], _import_problem(path, exc)
     finally:
+        _exit_guard.pid = None
         flow_module._collector = previous
         if added:
             sys.path.remove(folder)
@@ -100,6 +127,8 @@ def _import_problem(path: Path, exc: BaseException) -> str:
             if Path(frame.filename).resolve() == path.resolve():
                 line = frame.lineno or line
     tail = traceback.format_exception_only(exc)[-1].strip()
+    if isinstance(exc, ExitAtImport):
+        tail = f"it calls os._exit({exc.code}), which would end the process"
     # the importer's own frames (this module, <frozen importlib...>) say nothing to the user
     frames = [
         f
@@ -116,21 +145,35 @@ def _import_problem(path: Path, exc: BaseException) -> str:
     return f"{_rel(path)}:{line}: {detail}"
 
 
-def load_flows(folder: str | Path, pools: Iterable[str] | None = None) -> LoadedFlows:
+def load_flows(
+    folder: str | Path, pools: Iterable[str] | None = None, *, isolate: bool = False
+) -> LoadedFlows:
     """Import every flow file in *folder* and check every flow.
 
     :param pools: the configured pool names; tasks naming another pool are problems
+    :param isolate: import the files in a child process first (:mod:`runtime.probe`); a file
+        that ends or crashes it is a problem and is not imported here
     """
     folder = Path(folder)
     loaded = LoadedFlows(folder)
     if not folder.is_dir():
         loaded.problems.append(f"{_rel(folder)}: flows folder not found")
         return loaded
-    before = set(sys.modules)
-    try:
-        _load_files(loaded, None if pools is None else set(pools))
-    finally:
-        _forget_helpers(folder, before)
+    files = flow_files(folder)
+    fatal: dict[Path, str] = {}
+    if isolate and files:
+        from runtime.probe import ProbeError, probe_files
+
+        try:
+            fatal = probe_files(files)
+        except (ProbeError, OSError) as exc:  # the check itself failed: import as before
+            loaded.problems.append(f"{_rel(folder)}: flow files not checked in a child: {exc}")
+    with _importing:  # one import at a time: the collector and sys.path are process-wide
+        before = set(sys.modules)
+        try:
+            _load_files(loaded, None if pools is None else set(pools), files, fatal)
+        finally:
+            _forget_helpers(folder, before)
     for name in loaded.broken:
         loaded.flows.pop(name, None)
     return loaded
@@ -148,9 +191,18 @@ def _forget_helpers(folder: Path, before: set[str]) -> None:
             del sys.modules[name]
 
 
-def _load_files(loaded: LoadedFlows, pool_names: set[str] | None) -> None:
+def _load_files(
+    loaded: LoadedFlows,
+    pool_names: set[str] | None,
+    files: Iterable[Path],
+    fatal: dict[Path, str],
+) -> None:
     seen: dict[str, Flow] = {}
-    for path in flow_files(loaded.folder):
+    for path in files:
+        if path in fatal:  # it would end this process: not imported, its flows not loaded
+            loaded.files[path] = []
+            loaded.problems.append(fatal[path])
+            continue
         flows, problem = import_flow_file(path)
         loaded.files[path] = [f.name for f in flows]
         if problem:

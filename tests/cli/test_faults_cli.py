@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from runtime.probe import probe_files
+
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
 SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
 GOOD = """
@@ -180,3 +182,116 @@ def test_validate_order_prints_the_levels_that_run_in_parallel(tmp_path: Path) -
         "good: only",
         "sales: {orders, audit} -> {region_eu, region_us, region_apac} -> combine -> notify",
     ]
+
+
+# --- item 10: validate names a file that ends the process ---
+
+
+def test_validate_names_each_file_that_ends_the_process_and_checks_the_others(
+    tmp_path: Path,
+) -> None:
+    flows(
+        tmp_path,
+        a_good=GOOD,
+        b_exit="import os\n\nos._exit(0)\n",
+        c_segfault="import ctypes\n\nctypes.string_at(0)\n",
+        d_posix="import posix\n\nposix._exit(3)\n",
+        e_after="from runtime import Flow\n\nafter = Flow('after')\n",
+    )
+
+    done = sluiceway(tmp_path, "validate")
+
+    assert done.returncode == 1, done
+    problems = [line for line in done.stderr.splitlines() if line.startswith("flows/")]
+    assert problems == [
+        "flows/b_exit.py:3: cannot import: it calls os._exit(0), which would end the process",
+        (
+            "flows/c_segfault.py:3: importing it crashes the process (killed by signal SIGSEGV); "
+            "found in a child process, so it is not imported"
+        ),
+        (
+            "flows/d_posix.py:1: importing it ends the process (exit code 3); found in a child "
+            "process, so it is not imported"
+        ),
+        "flows/e_after.py:3: flow 'after' has no tasks",  # checked after the ones that crashed
+    ]
+    assert done.stderr.splitlines()[-1] == "4 problem(s) in flows"
+    assert done.stdout == ""
+
+
+def test_validate_of_a_lone_os_exit_file_exits_1_naming_it(tmp_path: Path) -> None:
+    flows(tmp_path, bye="import os\nos._exit(0)\n")
+    done = sluiceway(tmp_path, "validate")
+    assert done.returncode == 1
+    assert "flows/bye.py:2: cannot import: it calls os._exit(0)" in done.stderr
+
+
+def test_a_hung_import_is_stopped_and_reported_and_later_files_are_checked(
+    tmp_path: Path,
+) -> None:
+    folder = flows(
+        tmp_path,
+        a_hangs="import time\n\nwhile True:\n    time.sleep(0.05)\n",
+        b_crashes="import ctypes\nctypes.string_at(0)\n",
+        c_good=GOOD,
+    )
+    files = sorted(folder.glob("*.py"))
+
+    found = probe_files(files, timeout=1)
+
+    assert sorted(found) == files[:2]
+    assert found[files[0]].endswith(
+        "a_hangs.py:4: its import did not finish within 1s; found in a child process, so it "
+        "is not imported"
+    )
+    assert (
+        "b_crashes.py:2: importing it crashes the process (killed by signal SIGSEGV)"
+        in (found[files[1]])
+    )
+
+
+FORKS = """
+import os
+
+from runtime import Flow
+
+# a forked child's os._exit is its own business: it must end the child, not raise in it
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+_, status = os.waitpid(pid, 0)
+forked = Flow("forked", params={"status": os.waitstatus_to_exitcode(status)})
+
+
+@forked.task
+def only() -> None:
+    return None
+"""
+
+
+def test_os_exit_is_caught_only_in_the_importing_thread_of_the_importing_process(
+    tmp_path: Path,
+) -> None:
+    folder = flows(tmp_path, exits="import os\nos._exit(5)\n", forks=FORKS)
+    script = (
+        "import json, sys\n"
+        "from runtime.loader import load_flows\n"
+        "loaded = load_flows(sys.argv[1])\n"
+        "print(json.dumps({'flows': {n: f.params for n, f in loaded.flows.items()},"
+        " 'problems': [p.splitlines()[0] for p in loaded.problems]}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "flows": {"forked": {"status": 7}},
+        "problems": [
+            "flows/exits.py:2: cannot import: it calls os._exit(5), which would end the process"
+        ],
+    }
