@@ -3,6 +3,7 @@ never stops the others."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from runtime import flow as flow_module
 from runtime.flow import Flow
@@ -176,6 +177,43 @@ def load_flows(
             _forget_helpers(folder, before)
     for name in loaded.broken:
         loaded.flows.pop(name, None)
+    return loaded
+
+
+async def load_flows_off_loop(
+    folder: str | Path, pools: Iterable[str] | None = None
+) -> LoadedFlows:
+    """:func:`load_flows` with ``isolate=True``, in a daemon thread: the event loop goes on
+    while the files are checked and imported (a slow import stalls nothing), and a cancel
+    returns at once (the thread is left to finish; it never keeps the process alive).
+
+    :raises RuntimeError: when the load raised (a ``BaseException`` from a flow file's import
+        that is not an ``Exception`` arrives as one, never as itself)
+    """
+    import anyio
+    import anyio.from_thread
+    import anyio.lowlevel
+
+    done = anyio.Event()
+    token = anyio.lowlevel.current_token()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["loaded"] = load_flows(folder, pools, isolate=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop below
+            outcome["error"] = exc
+        with contextlib.suppress(Exception):  # the loop has ended: nobody waits any more
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=work, name="sluiceway flow import", daemon=True).start()
+    await done.wait()
+    error = outcome.get("error")
+    if error is not None:
+        if isinstance(error, Exception):
+            raise error
+        raise RuntimeError(f"loading the flows raised {error!r}") from error
+    loaded: LoadedFlows = outcome["loaded"]
     return loaded
 
 
