@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +20,7 @@ from runtime import flow as flow_module
 from runtime.flow import Flow
 
 _MODULE_PREFIX = "sluiceway_flows"
-_importing = threading.Lock()
+_importing = threading.RLock()  # a flow file may load flows itself
 
 
 @dataclass(slots=True)
@@ -64,7 +64,9 @@ class ExitAtImport(SystemExit):
     reported like any other that fails to import and the process goes on."""
 
 
-_real_exit = os._exit
+# the real os._exit, also when this module is imported again after replacing it
+_real_exit: Callable[[int], NoReturn] = getattr(os, "_sluiceway_real_exit", os._exit)
+setattr(os, "_sluiceway_real_exit", _real_exit)  # noqa: B010 - not an attribute os declares
 _exit_guard = threading.local()  # .pid: set while this thread imports a flow file
 
 
