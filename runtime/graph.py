@@ -19,6 +19,26 @@ class Graph:
     upstream: Mapping[str, tuple[str, ...]]
     downstream: Mapping[str, tuple[str, ...]]
 
+    def levels(self) -> list[list[str]]:
+        """The tasks by level: a task's level is one more than its deepest upstream's, so the
+        tasks of one level never wait for each other and can run in parallel (``order``
+        among the tasks of a level)."""
+        depth: dict[str, int] = {}
+        levels: list[list[str]] = []
+        for name in self.order:
+            level = depth[name] = 1 + max((depth[d] for d in self.upstream[name]), default=-1)
+            if level == len(levels):
+                levels.append([])
+            levels[level].append(name)
+        return levels
+
+    def describe_order(self) -> str:
+        """``extract -> {eu, us} -> combine``: the levels in order, a level of several tasks
+        in braces."""
+        return " -> ".join(
+            level[0] if len(level) == 1 else "{" + ", ".join(level) + "}" for level in self.levels()
+        )
+
 
 def find_cycle(upstream: Mapping[str, Sequence[str]]) -> list[str] | None:
     """Return one cycle as a path ``[a, b, c, a]`` (a before b before c), or ``None``.

@@ -3,20 +3,24 @@ never stops the others."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
 import sys
+import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any, NoReturn
 
 from runtime import flow as flow_module
 from runtime.flow import Flow
 
 _MODULE_PREFIX = "sluiceway_flows"
+_importing = threading.RLock()  # a flow file may load flows itself
 
 
 @dataclass(slots=True)
@@ -55,8 +59,32 @@ def flow_files(folder: Path) -> list[Path]:
     )
 
 
+class ExitAtImport(SystemExit):
+    """``os._exit()`` was called by a flow file's import: raised instead, so the file is
+    reported like any other that fails to import and the process goes on."""
+
+
+# the real os._exit, also when this module is imported again after replacing it
+_real_exit: Callable[[int], NoReturn] = getattr(os, "_sluiceway_real_exit", os._exit)
+setattr(os, "_sluiceway_real_exit", _real_exit)  # noqa: B010 - not an attribute os declares
+_exit_guard = threading.local()  # .pid: set while this thread imports a flow file
+
+
+def _guarded_exit(status: int) -> NoReturn:
+    # only the thread importing a flow file, and not a process forked from it, is guarded
+    if getattr(_exit_guard, "pid", None) == os.getpid():
+        raise ExitAtImport(status)
+    _real_exit(status)
+
+
 def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
-    """Import one flow file and return the flows it made, or the import problem."""
+    """Import one flow file and return the flows it made, or the import problem.
+
+    ``os._exit()`` called while the file imports (in this thread) raises
+    :class:`ExitAtImport` instead of ending the process; what a child process can only
+    find out by ending (a crash, ``posix._exit``, a signal) is :mod:`runtime.probe`'s job.
+    """
+    os._exit = _guarded_exit  # transparent outside an import, so it stays
     name = _module_name(path)
     sys.modules.pop(name, None)
     if _MODULE_PREFIX not in sys.modules:
@@ -78,6 +106,7 @@ def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
         module: ModuleType = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
+            _exit_guard.pid = os.getpid()
             spec.loader.exec_module(module)
         except BaseException as exc:
             sys.modules.pop(name, None)
@@ -85,6 +114,7 @@ def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
                 raise
             return [], _import_problem(path, exc)
     finally:
+        _exit_guard.pid = None
         flow_module._collector = previous
         if added:
             sys.path.remove(folder)
@@ -100,6 +130,8 @@ def _import_problem(path: Path, exc: BaseException) -> str:
             if Path(frame.filename).resolve() == path.resolve():
                 line = frame.lineno or line
     tail = traceback.format_exception_only(exc)[-1].strip()
+    if isinstance(exc, ExitAtImport):
+        tail = f"it calls os._exit({exc.code}), which would end the process"
     # the importer's own frames (this module, <frozen importlib...>) say nothing to the user
     frames = [
         f
@@ -116,23 +148,74 @@ def _import_problem(path: Path, exc: BaseException) -> str:
     return f"{_rel(path)}:{line}: {detail}"
 
 
-def load_flows(folder: str | Path, pools: Iterable[str] | None = None) -> LoadedFlows:
+def load_flows(
+    folder: str | Path, pools: Iterable[str] | None = None, *, isolate: bool = False
+) -> LoadedFlows:
     """Import every flow file in *folder* and check every flow.
 
     :param pools: the configured pool names; tasks naming another pool are problems
+    :param isolate: import the files in a child process first (:mod:`runtime.probe`); a file
+        that ends or crashes it is a problem and is not imported here
     """
     folder = Path(folder)
     loaded = LoadedFlows(folder)
     if not folder.is_dir():
         loaded.problems.append(f"{_rel(folder)}: flows folder not found")
         return loaded
-    before = set(sys.modules)
-    try:
-        _load_files(loaded, None if pools is None else set(pools))
-    finally:
-        _forget_helpers(folder, before)
+    files = flow_files(folder)
+    fatal: dict[Path, str] = {}
+    if isolate and files:
+        from runtime.probe import ProbeError, probe_files
+
+        try:
+            fatal = probe_files(files)
+        except (ProbeError, OSError) as exc:  # the check itself failed: import as before
+            loaded.problems.append(f"{_rel(folder)}: flow files not checked in a child: {exc}")
+    with _importing:  # one import at a time: the collector and sys.path are process-wide
+        before = set(sys.modules)
+        try:
+            _load_files(loaded, None if pools is None else set(pools), files, fatal)
+        finally:
+            _forget_helpers(folder, before)
     for name in loaded.broken:
         loaded.flows.pop(name, None)
+    return loaded
+
+
+async def load_flows_off_loop(
+    folder: str | Path, pools: Iterable[str] | None = None
+) -> LoadedFlows:
+    """:func:`load_flows` with ``isolate=True``, in a daemon thread: the event loop goes on
+    while the files are checked and imported (a slow import stalls nothing), and a cancel
+    returns at once (the thread is left to finish; it never keeps the process alive).
+
+    :raises RuntimeError: when the load raised (a ``BaseException`` from a flow file's import
+        that is not an ``Exception`` arrives as one, never as itself)
+    """
+    import anyio
+    import anyio.from_thread
+    import anyio.lowlevel
+
+    done = anyio.Event()
+    token = anyio.lowlevel.current_token()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["loaded"] = load_flows(folder, pools, isolate=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop below
+            outcome["error"] = exc
+        with contextlib.suppress(Exception):  # the loop has ended: nobody waits any more
+            anyio.from_thread.run_sync(done.set, token=token)
+
+    threading.Thread(target=work, name="sluiceway flow import", daemon=True).start()
+    await done.wait()
+    error = outcome.get("error")
+    if error is not None:
+        if isinstance(error, Exception):
+            raise error
+        raise RuntimeError(f"loading the flows raised {error!r}") from error
+    loaded: LoadedFlows = outcome["loaded"]
     return loaded
 
 
@@ -148,9 +231,18 @@ def _forget_helpers(folder: Path, before: set[str]) -> None:
             del sys.modules[name]
 
 
-def _load_files(loaded: LoadedFlows, pool_names: set[str] | None) -> None:
+def _load_files(
+    loaded: LoadedFlows,
+    pool_names: set[str] | None,
+    files: Iterable[Path],
+    fatal: dict[Path, str],
+) -> None:
     seen: dict[str, Flow] = {}
-    for path in flow_files(loaded.folder):
+    for path in files:
+        if path in fatal:  # it would end this process: not imported, its flows not loaded
+            loaded.files[path] = []
+            loaded.problems.append(fatal[path])
+            continue
         flows, problem = import_flow_file(path)
         loaded.files[path] = [f.name for f in flows]
         if problem:

@@ -267,7 +267,9 @@ async def open_runner(
             store,
             limits,
             clock or SystemClock(),
-            bus or EventBus(),
+            # not `bus or ...`: a bus with no subscriber yet is falsy, and its subscribers
+            # (the SLA monitor of `backfill`) would never hear of the runs
+            bus if bus is not None else EventBus(),
             result_max_bytes=config.result_max_bytes,
             threads=config.max_concurrency,
         )

@@ -20,7 +20,7 @@ from runtime.engine import RunHandle
 from runtime.errors import SluicewayError
 from runtime.events import EventBus
 from runtime.flow import Flow
-from runtime.loader import load_flows
+from runtime.loader import LoadedFlows, load_flows_off_loop
 from runtime.runner import Runner, open_runner
 from runtime.states import RunState
 from runtime.store import Store, queries
@@ -84,6 +84,7 @@ class Service:
         self.waiting_said: dict[int, str] = {}
         self.files = files  # flow names per file, from the last good load of each file
         self.feeders: anyio.CancelScope | None = None
+        self.reloading = anyio.Lock()
         self.runs: TaskGroup | None = None
         self.stopping = False
 
@@ -228,10 +229,24 @@ class Service:
 
     # --- reload ---
 
-    def reload(self) -> None:
-        """Reload the flows folder. A file that no longer loads keeps its last good flows."""
-        config, ctx = self.ctx.config, self.ctx
-        loaded = load_flows(config.flows, config.pools)
+    async def reload(self) -> None:
+        """Reload the flows folder. A file that no longer loads keeps its last good flows.
+
+        The files are imported off the event loop, so runs, the scheduler and the writer go
+        on during a slow import; a child process imports them first, so a file that would end
+        or crash the service is reported and not imported (:mod:`runtime.probe`).
+        """
+        async with self.reloading:  # one at a time, applied in the order they loaded
+            config = self.ctx.config
+            try:
+                loaded = await load_flows_off_loop(config.flows, config.pools)
+            except Exception:
+                log.exception("reload failed; the flows stay as they were")
+                return
+            self._apply_reload(loaded)
+
+    def _apply_reload(self, loaded: LoadedFlows) -> None:
+        ctx = self.ctx
         flows = dict(loaded.flows)
         for path, names in loaded.files.items():
             if names or path not in self.files:
@@ -311,7 +326,7 @@ class Service:
                             if _mtimes(folder) != snapshot:
                                 changes = changes or {(Change.modified, str(folder))}
                         if changes:
-                            self.reload()
+                            await self.reload()
                             snapshot = _mtimes(folder)
                         root_gone = (Change.deleted, root) in changes
                         if root_gone or _identity(folder) != identity:
@@ -346,9 +361,8 @@ class Service:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading flows")
-                    sdnotify.notify("RELOADING=1")
-                    self.reload()
-                    sdnotify.notify("READY=1\nSTATUS=" + self._status())
+                    # not awaited here: a SIGTERM during a slow import is still heard
+                    outer.start_soon(self._reload_on_sighup, name="SIGHUP reload")
                 elif not self.stopping:
                     self.stopping = self.ctx.stopping = True
                     grace = self.ctx.config.shutdown_grace
@@ -365,6 +379,11 @@ class Service:
                 else:
                     log.warning("second signal: interrupting %d run(s) now", len(self.active))
                     self._interrupt_all()
+
+    async def _reload_on_sighup(self) -> None:
+        sdnotify.notify("RELOADING=1")
+        await self.reload()
+        sdnotify.notify("READY=1\nSTATUS=" + self._status())
 
     async def _interrupt_after(self, grace: float) -> None:
         await anyio.sleep(grace)
@@ -425,7 +444,7 @@ async def run_service(
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
             epoch = runner.epoch
-            loaded = load_flows(config.flows, config.pools)
+            loaded = await load_flows_off_loop(config.flows, config.pools)
             for problem in loaded.problems:
                 log.error("%s", problem)
             for flow in loaded.flows.values():

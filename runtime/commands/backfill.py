@@ -274,13 +274,30 @@ def _execute(
     state = {"stopping": False, "interrupted": False}
     pending = iter(todo)
     handles: set[RunHandle] = set()
-    bar = tqdm(total=len(todo), desc=f"backfill {flow.name}", unit="run", file=sys.stderr)
+    # the bar redraws itself with carriage returns: only on a terminal; into a pipe or a log
+    # file each run is one plain line (with the count the bar would show)
+    live = sys.stderr.isatty()
+    bar = tqdm(
+        total=len(todo),
+        desc=f"backfill {flow.name}",
+        unit="run",
+        file=sys.stderr,
+        disable=not live,
+    )
+
+    def say(line: str) -> None:
+        if live:
+            bar.write(line, file=sys.stdout)
+        else:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
     def report(item: Item, run_id: int | None, outcome: str) -> None:
         counts[outcome if outcome in counts else "failed"] += 1
         local = to_local(item.instant, flow.tz).isoformat()
         what = f"run {run_id}" if run_id is not None else "no run"
-        bar.write(f"  {item.action:<6} {local}  {what} {outcome}", file=sys.stdout)
+        line = f"  {item.action:<6} {local}  {what} {outcome}"
+        say(line if live else f"{line}  [{sum(counts.values())}/{len(todo)}]")
         bar.set_postfix_str(f"{counts['succeeded']} ok, {counts['failed']} failed", refresh=False)
         bar.update(1)
 
@@ -328,7 +345,7 @@ def _execute(
                             tg.cancel_scope.cancel()
                             return
                         state["stopping"] = True
-                        bar.write("stopping: cancelling the running runs (again: at once)")
+                        say("stopping: cancelling the running runs (again: at once)")
                         for handle in list(handles):
                             handle.cancel()
 

@@ -17,12 +17,13 @@ T = TypeVar("T")
 def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     from runtime.loader import load_flows
 
-    loaded = load_flows(config.flows, config.pools)
+    # each file is imported in a child process first: one that ends the process is named
+    loaded = load_flows(config.flows, config.pools, isolate=True)
     for problem in loaded.problems:
         err(problem)
     if args.order:
         for name, flow in sorted(loaded.flows.items()):
-            out(f"{name}: {' -> '.join(flow.graph.order)}")
+            out(f"{name}: {flow.graph.describe_order()}")
     if loaded.problems:
         err(f"{len(loaded.problems)} problem(s) in {config.flows}")
         return EXIT_FAILED
