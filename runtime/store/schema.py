@@ -115,6 +115,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX events_once ON events(run_id, kind, COALESCE(task, ''))
         WHERE kind = 'sla.missed';
     """,
+    # 3: the run queue picks per flow: the oldest queued runs of each flow that can start are
+    # found by index, without reading the backlog of flows that cannot (paused, at
+    # max_active_runs, not loaded); such a flow's wait reason is stored once for the flow,
+    # not once per queued run. Reasons the older service wrote on its queued runs go.
+    """
+    CREATE INDEX runs_queued ON runs(flow, id) WHERE state = 'queued';
+    CREATE TABLE queue_waits (
+        flow   TEXT PRIMARY KEY,
+        reason TEXT NOT NULL
+    );
+    UPDATE runs SET wait_reason = NULL WHERE state = 'queued' AND epoch IS NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
