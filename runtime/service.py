@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +23,14 @@ from runtime.events import EventBus
 from runtime.flow import Flow
 from runtime.loader import load_flows
 from runtime.runner import Runner, open_runner
-from runtime.states import RunState
-from runtime.store import Store, queries
+from runtime.store import Store, queries, queue
 from runtime.store.lock import DatabaseLock
 from runtime.store.schedules import paused_flows
 
 log = logging.getLogger("sluiceway.runtime.service")
 
 QUEUE_POLL = 0.25  # how soon a run queued by another process (the CLI) is picked up
+QUEUE_BATCH = 1000  # most runs of one flow claimed in one pass
 
 
 @dataclass(slots=True)
@@ -81,7 +82,7 @@ class Service:
     def __init__(self, ctx: ServiceContext, files: dict[Path, list[str]]) -> None:
         self.ctx = ctx
         self.active: dict[int, RunHandle] = {}
-        self.waiting_said: dict[int, str] = {}
+        self.waiting_said: dict[str, str] = {}  # flow name: why its queued runs wait
         self.files = files  # flow names per file, from the last good load of each file
         self.feeders: anyio.CancelScope | None = None
         self.runs: TaskGroup | None = None
@@ -90,6 +91,8 @@ class Service:
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         async with anyio.create_task_group() as outer:
             await outer.start(self._handle_signals, outer, name="signals")
+            # the reasons an earlier service left are not this one's to show
+            queue.clear_wait_reasons(self.ctx.store)
             async with anyio.create_task_group() as runs:
                 self.runs = runs
                 await self._recover()
@@ -102,6 +105,7 @@ class Service:
                     sdnotify.notify("READY=1\nSTATUS=" + self._status())
                     if ready is not None:
                         ready.set()
+            queue.clear_wait_reasons(self.ctx.store)  # no service decides them any more
             outer.cancel_scope.cancel()  # the runs are done: stop listening for signals
 
     async def _start_feeders(self, feeders: TaskGroup) -> None:
@@ -180,51 +184,80 @@ class Service:
                 await changed.wait()
 
     async def _claim_and_cancel(self) -> None:
+        await self._claim()
         store = self.ctx.store
-        queued = await store.read(queries.queued_runs, self.ctx.epoch)
-        paused = await store.read(paused_flows) if queued else set()
-        admitted: list[tuple[Flow, int]] = []
-        for run_id, name in queued:
-            if run_id in self.active:
-                continue
-            flow = self.ctx.flows.get(name)
-            if flow is None:
-                self._say_waiting(run_id, f"waiting: flow {name!r} is not loaded")
-            elif name in paused:
-                self._say_waiting(run_id, f"waiting: flow {name!r} is paused")
-            elif not self.ctx.runner.try_admit(flow):
-                limit = flow.max_active_runs
-                self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
-            else:
-                admitted.append((flow, run_id))
-        if admitted:  # one statement claims them all
-            try:
-                # shielded: a stop arriving now must not leave claimed runs unstarted (they
-                # would stay "running" until the next start resumes them)
-                with anyio.CancelScope(shield=True):
-                    claimed = await store.claim_runs(
-                        [run_id for _, run_id in admitted], self.ctx.epoch, self.ctx.clock.now()
-                    )
-            except BaseException:
-                for flow, _ in admitted:
-                    self.ctx.runner.release_admission(flow)
-                raise
-            for flow, run_id in admitted:
-                if run_id in claimed:
-                    self.waiting_said.pop(run_id, None)
-                    self._start(flow, run_id, claimed[run_id])
-                else:  # claimed by another process meanwhile, or cancelled
-                    self.ctx.runner.release_admission(flow)
         for run_id in await store.read(queries.cancel_requests, list(self.active)):
             handle = self.active.get(run_id)
             if handle is not None and not handle._cancel_requested:
                 log.info("run=%s cancel requested", run_id)
                 handle.cancel()
 
-    def _say_waiting(self, run_id: int, reason: str) -> None:
-        if self.waiting_said.get(run_id) != reason:
-            self.waiting_said[run_id] = reason
-            self.ctx.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
+    async def _claim(self) -> None:
+        """Claim the oldest queued runs of every flow that can start some now.
+
+        Picked per flow, in one read: a flow that cannot start runs (not loaded, paused, at
+        ``max_active_runs``) costs one index seek and a wait reason for the flow, however long
+        its backlog, and never holds back the runs of another flow.
+        """
+        store, runner = self.ctx.store, self.ctx.runner
+        flows = self.ctx.flows  # this pass's view; a reload wakes the queue for another pass
+        free = {
+            name: _free_run_slots(runner, flow)
+            for name, flow in flows.items()
+            if flow.max_active_runs is not None
+        }
+        names, paused, picked = await store.read(_queue_pass, flows, free, self.ctx.epoch)
+        reasons: dict[str, str] = {}
+        starting: list[tuple[Flow, int]] = []
+        for name in names:
+            flow = flows.get(name)
+            if flow is None:
+                reasons[name] = f"waiting: flow {name!r} is not loaded"
+                continue
+            if name in paused:
+                reasons[name] = f"waiting: flow {name!r} is paused"
+                continue
+            for run_id in picked.get(name, ()):
+                if run_id in self.active:
+                    continue
+                if not runner.try_admit(flow):
+                    break
+                starting.append((flow, run_id))
+            if flow.max_active_runs is not None:
+                if runner.try_admit(flow):  # a run slot is still free
+                    runner.release_admission(flow)
+                else:  # the runs left queued wait for one
+                    reasons[name] = f"waiting: max_active_runs={flow.max_active_runs} reached"
+        self._say_waiting(reasons)
+        if not starting:
+            return
+        try:
+            # shielded: a stop arriving now must not leave claimed runs unstarted (they
+            # would stay "running" until the next start resumes them)
+            with anyio.CancelScope(shield=True):
+                claimed = await store.claim_runs(
+                    [run_id for _, run_id in starting], self.ctx.epoch, self.ctx.clock.now()
+                )
+        except BaseException:
+            for flow, _ in starting:
+                runner.release_admission(flow)
+            raise
+        for flow, run_id in starting:  # one statement claimed them all
+            if run_id in claimed:
+                self._start(flow, run_id, claimed[run_id])
+            else:  # claimed by another process meanwhile, or cancelled
+                runner.release_admission(flow)
+
+    def _say_waiting(self, reasons: dict[str, str]) -> None:
+        """Store the flows' wait reasons that changed since the last pass."""
+        changed: dict[str, str | None] = {
+            name: reason
+            for name, reason in reasons.items()
+            if self.waiting_said.get(name) != reason
+        }
+        changed.update((name, None) for name in self.waiting_said.keys() - reasons.keys())
+        self.waiting_said = reasons
+        queue.set_wait_reasons(self.ctx.store, changed)
 
     # --- reload ---
 
@@ -384,6 +417,35 @@ class Service:
 
     def _status(self) -> str:
         return f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
+
+
+def _free_run_slots(runner: Runner, flow: Flow) -> int:
+    """How many more runs of *flow* may start now under its ``max_active_runs`` (at most
+    :data:`QUEUE_BATCH`); nothing is taken."""
+    free = 0
+    while free < QUEUE_BATCH and runner.try_admit(flow):
+        free += 1
+    for _ in range(free):
+        runner.release_admission(flow)
+    return free
+
+
+def _queue_pass(
+    conn: sqlite3.Connection, flows: Mapping[str, Flow], free: Mapping[str, int], epoch: int
+) -> tuple[list[str], set[str], dict[str, list[int]]]:
+    """One read for a pass of the queue: the flows with queued runs, the paused flows, and
+    the oldest claimable runs of each flow that can start some (loaded, not paused, with
+    ``free`` run slots, or :data:`QUEUE_BATCH` without a limit)."""
+    names = queue.queued_flows(conn)
+    if not names:
+        return names, set(), {}
+    paused = paused_flows(conn)
+    wanted = {
+        name: free.get(name, QUEUE_BATCH)
+        for name in names
+        if name in flows and name not in paused and free.get(name, QUEUE_BATCH) > 0
+    }
+    return names, paused, queue.oldest_claimable(conn, wanted, epoch) if wanted else {}
 
 
 def _mtimes(folder: Path) -> dict[str, int] | None:
