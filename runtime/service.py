@@ -23,6 +23,7 @@ from runtime.events import EventBus
 from runtime.flow import Flow
 from runtime.loader import load_flows
 from runtime.runner import Runner, open_runner
+from runtime.states import RunState
 from runtime.store import Store, queries, queue
 from runtime.store.lock import DatabaseLock
 from runtime.store.schedules import paused_flows
@@ -83,6 +84,7 @@ class Service:
         self.ctx = ctx
         self.active: dict[int, RunHandle] = {}
         self.waiting_said: dict[str, str] = {}  # flow name: why its queued runs wait
+        self.orphans: dict[int, str] = {}  # runs to resume once their flow loads: flow name
         self.files = files  # flow names per file, from the last good load of each file
         self.feeders: anyio.CancelScope | None = None
         self.runs: TaskGroup | None = None
@@ -131,20 +133,50 @@ class Service:
     # --- runs ---
 
     async def _recover(self) -> None:
-        """Resume the runs an earlier process left running (found by epoch, not heartbeat)."""
+        """Resume the runs an earlier process left running (found by epoch, not heartbeat).
+
+        An orphan whose flow is not loaded (its file is broken or gone) waits, with that
+        reason, and is resumed by the first pass of the queue after a reload loads it.
+        """
         orphans = await self.ctx.store.read(queries.runs_to_recover, self.ctx.epoch)
+        resumed = 0
         for run_id, name in orphans:
             flow = self.ctx.flows.get(name)
             if flow is None:
-                log.error("run=%s flow=%s cannot resume: the flow is not loaded", run_id, name)
+                reason = f"waiting: flow {name!r} is not loaded"
+                log.error(
+                    "run=%s flow=%s cannot resume: the flow is not loaded; it resumes when the "
+                    "flow loads",
+                    run_id,
+                    name,
+                )
+                self.orphans[run_id] = name
+                self.ctx.store.put_run(run_id, (RunState.RUNNING, None, None, None, reason))
                 continue
-            # the takeover is committed before READY: the interrupted attempts are on record
-            await self.ctx.store.mark_interrupted(run_id, self.ctx.epoch, self.ctx.clock.now())
-            # a resumed run was admitted before the restart: it does not wait its turn again
-            self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
-            self._start(flow, run_id)
+            await self._resume(flow, run_id)  # committed before READY: the takeover is on record
+            resumed += 1
         if orphans:
-            log.info("recovery: %d run(s) resumed", len(orphans))
+            waiting = ""
+            if self.orphans:
+                names = sorted(set(self.orphans.values()))
+                waiting = f"; {len(self.orphans)} run(s) wait for their flow to load: {names}"
+            log.info("recovery: %d run(s) resumed%s", resumed, waiting)
+
+    async def _resume_loaded_orphans(self) -> None:
+        """Resume the orphans whose flow a reload has loaded since."""
+        for run_id, name in list(self.orphans.items()):
+            flow = self.ctx.flows.get(name)
+            if flow is not None and not self.ctx.stopping:
+                del self.orphans[run_id]
+                log.info("run=%s flow=%s: the flow is loaded now", run_id, name)
+                await self._resume(flow, run_id)
+
+    async def _resume(self, flow: Flow, run_id: int) -> None:
+        # the interrupted attempts are recorded and the run taken over before it starts
+        await self.ctx.store.mark_interrupted(run_id, self.ctx.epoch, self.ctx.clock.now())
+        # a resumed run was admitted before the restart: it does not wait its turn again
+        self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
+        self._start(flow, run_id)
 
     def _start(self, flow: Flow, run_id: int, claimed: Mapping[str, Any] | None = None) -> None:
         """Execute a claimed run, or resume an orphan (*claimed* is None), as a child."""
@@ -184,6 +216,7 @@ class Service:
                 await changed.wait()
 
     async def _claim_and_cancel(self) -> None:
+        await self._resume_loaded_orphans()
         await self._claim()
         store = self.ctx.store
         for run_id in await store.read(queries.cancel_requests, list(self.active)):
