@@ -24,7 +24,7 @@ from runtime.flow import Flow
 from runtime.loader import load_flows
 from runtime.runner import Runner, open_runner
 from runtime.states import RunState
-from runtime.store import Store, queries, queue
+from runtime.store import Store, control, queries, queue
 from runtime.store.lock import DatabaseLock
 from runtime.store.schedules import paused_flows
 
@@ -85,6 +85,7 @@ class Service:
         self.active: dict[int, RunHandle] = {}
         self.waiting_said: dict[str, str] = {}  # flow name: why its queued runs wait
         self.orphans: dict[int, str] = {}  # runs to resume once their flow loads: flow name
+        self.folder_missing = False  # the flows folder is away; the loaded flows stay
         self.files = files  # flow names per file, from the last good load of each file
         self.feeders: anyio.CancelScope | None = None
         self.runs: TaskGroup | None = None
@@ -95,6 +96,7 @@ class Service:
             await outer.start(self._handle_signals, outer, name="signals")
             # the reasons an earlier service left are not this one's to show
             queue.clear_wait_reasons(self.ctx.store)
+            control.record_served(self.ctx.store, self.ctx.flows.values())
             async with anyio.create_task_group() as runs:
                 self.runs = runs
                 await self._recover()
@@ -108,6 +110,7 @@ class Service:
                     if ready is not None:
                         ready.set()
             queue.clear_wait_reasons(self.ctx.store)  # no service decides them any more
+            control.record_served(self.ctx.store, [])
             outer.cancel_scope.cancel()  # the runs are done: stop listening for signals
 
     async def _start_feeders(self, feeders: TaskGroup) -> None:
@@ -295,9 +298,17 @@ class Service:
     # --- reload ---
 
     def reload(self) -> None:
-        """Reload the flows folder. A file that no longer loads keeps its last good flows."""
+        """Reload the flows folder. A file that no longer loads keeps its last good flows,
+        and so does every file while the folder is missing (a deploy that swaps the folder
+        by rename must not unload the flows for a moment: their schedules would skip)."""
         config, ctx = self.ctx.config, self.ctx
+        if not config.flows.is_dir():
+            self._folder_missing()
+            return
         loaded = load_flows(config.flows, config.pools)
+        if not config.flows.is_dir():  # gone while loading: what was read may be partial
+            self._folder_missing()
+            return
         flows = dict(loaded.flows)
         for path, names in loaded.files.items():
             if names or path not in self.files:
@@ -332,7 +343,19 @@ class Service:
         for name in (*added, *changed):
             _record(ctx.runner, flows[name])
         ctx.replace_flows(flows)
+        control.record_served(ctx.store, flows.values())
         ctx.wake_queue()
+
+    def _folder_missing(self) -> None:
+        """Say once per episode that the folder is away (the watcher says when it is back)."""
+        if self.folder_missing:
+            return
+        self.folder_missing = True
+        log.warning(
+            "flows folder %s is missing; the %d loaded flow(s) stay as they are until it returns",
+            self.ctx.config.flows,
+            len(self.ctx.flows),
+        )
 
     async def _watch_flows(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -371,6 +394,9 @@ class Service:
                     ):
                         if catch_up:  # armed now: catch up on what the gap hid
                             catch_up = False
+                            if self.folder_missing:
+                                self.folder_missing = False
+                                log.warning("flows folder %s is back", folder)
                             if not started:
                                 started = True
                                 task_status.started()
@@ -383,7 +409,7 @@ class Service:
                         if root_gone or _identity(folder) != identity:
                             break
                 except FileNotFoundError:
-                    log.error("flows folder %s is missing; watching for it again", folder)
+                    self._folder_missing()
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC or polling:
                         raise
@@ -396,7 +422,10 @@ class Service:
                 else:
                     if stop.is_set():  # the service is stopping, not the folder changing
                         return
-                    log.warning("flows folder %s was replaced; watching it again", folder)
+                    if folder.is_dir():
+                        log.warning("flows folder %s was replaced; watching it again", folder)
+                    else:  # moved away or deleted
+                        self._folder_missing()
                 if not started:  # READY does not wait for a missing folder
                     started = True
                     task_status.started()

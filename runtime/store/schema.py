@@ -127,6 +127,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     UPDATE runs SET wait_reason = NULL WHERE state = 'queued' AND epoch IS NULL;
     """,
+    # 4: the flows the running service has loaded, with their params' defaults: `sluiceway
+    # trigger` queues a run of such a flow while its file is broken or the folder is away
+    # (the service runs its last good version)
+    """
+    CREATE TABLE served_flows (
+        flow        TEXT PRIMARY KEY,
+        params      TEXT NOT NULL,
+        source_hash TEXT
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

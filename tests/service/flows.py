@@ -215,3 +215,17 @@ def go(run: Run) -> None:
     note("ledger.txt", run)
 """
 )
+
+# ``typed`` notes its params with their types: a run queued while its file is broken still
+# gets them typed after the defaults of the version the service runs
+TYPED = (
+    _PRELUDE
+    + """
+typed = Flow("typed", params={"n": 1, "tag": "x"})
+
+
+@typed.task
+def record(run: Run, n: int, tag: str) -> None:
+    note("ledger.txt", run, f" {n!r} {tag!r}")
+"""
+)
