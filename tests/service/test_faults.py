@@ -44,6 +44,7 @@ def test_a_backlog_of_runs_that_cannot_start_holds_back_no_other_flow(
         run,
         what="the run of other succeeded",
         until=lambda rows: rows == [("succeeded",)],
+        timeout=20,
     )
 
     assert home.lines("ledger.txt") == [f"{run} go 1"], served.describe()
@@ -99,6 +100,7 @@ def test_a_run_orphaned_while_its_flow_file_is_broken_waits_and_resumes_when_it_
         run,
         what="the resumed run succeeded",
         until=lambda rows: rows == [("succeeded",)],
+        timeout=20,
     )
 
     assert home.attempts(run, "a") == [(1, "succeeded", None)]  # not run again
@@ -129,6 +131,7 @@ def test_a_flows_folder_moved_away_keeps_its_flows_and_their_schedules_until_it_
         last,
         what="3 more scheduled runs of tick while the folder is away",
         until=lambda rows: len(rows) >= 3,
+        timeout=20,
     )
     at = served.wait_log("is missing; the 2 loaded flow(s) stay as they are until it returns")
     done = home.cli("trigger", "alpha")  # the CLI cannot load the folder: the service can
@@ -140,6 +143,7 @@ def test_a_flows_folder_moved_away_keeps_its_flows_and_their_schedules_until_it_
         run,
         what="the triggered run succeeded while the folder is away",
         until=lambda rows: rows == [("succeeded",)],
+        timeout=20,
     )
     assert not home.flows.exists()
 
@@ -154,6 +158,7 @@ def test_a_flows_folder_moved_away_keeps_its_flows_and_their_schedules_until_it_
         after,
         what="a run triggered after the folder returned",
         until=lambda rows: rows == [("succeeded",)],
+        timeout=20,
     )
 
 
@@ -178,6 +183,7 @@ def test_trigger_queues_a_run_of_a_served_flow_whose_file_is_broken(home: Home) 
         run,
         what="the run of the last good version succeeded",
         until=lambda rows: rows == [("succeeded",)],
+        timeout=20,
     )
     assert home.lines("ledger.txt") == [f"{run} record 1 5 'x'"]  # n typed after the default
     assert home.run(run)["params"] == {"n": 5, "tag": "x"}
