@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,14 @@ from runtime.flow import Flow
 from runtime.loader import LoadedFlows, load_flows_off_loop
 from runtime.runner import Runner, open_runner
 from runtime.states import RunState
-from runtime.store import Store, queries
+from runtime.store import Store, control, queries, queue
 from runtime.store.lock import DatabaseLock
 from runtime.store.schedules import paused_flows
 
 log = logging.getLogger("sluiceway.runtime.service")
 
 QUEUE_POLL = 0.25  # how soon a run queued by another process (the CLI) is picked up
+QUEUE_BATCH = 1000  # most runs of one flow claimed in one pass
 
 
 @dataclass(slots=True)
@@ -81,7 +83,9 @@ class Service:
     def __init__(self, ctx: ServiceContext, files: dict[Path, list[str]]) -> None:
         self.ctx = ctx
         self.active: dict[int, RunHandle] = {}
-        self.waiting_said: dict[int, str] = {}
+        self.waiting_said: dict[str, str] = {}  # flow name: why its queued runs wait
+        self.orphans: dict[int, str] = {}  # runs to resume once their flow loads: flow name
+        self.folder_missing = False  # the flows folder is away; the loaded flows stay
         self.files = files  # flow names per file, from the last good load of each file
         self.feeders: anyio.CancelScope | None = None
         self.reloading = anyio.Lock()
@@ -91,6 +95,9 @@ class Service:
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         async with anyio.create_task_group() as outer:
             await outer.start(self._handle_signals, outer, name="signals")
+            # the reasons an earlier service left are not this one's to show
+            queue.clear_wait_reasons(self.ctx.store)
+            control.record_served(self.ctx.store, self.ctx.flows.values())
             async with anyio.create_task_group() as runs:
                 self.runs = runs
                 await self._recover()
@@ -103,6 +110,8 @@ class Service:
                     sdnotify.notify("READY=1\nSTATUS=" + self._status())
                     if ready is not None:
                         ready.set()
+            queue.clear_wait_reasons(self.ctx.store)  # no service decides them any more
+            control.record_served(self.ctx.store, [])
             outer.cancel_scope.cancel()  # the runs are done: stop listening for signals
 
     async def _start_feeders(self, feeders: TaskGroup) -> None:
@@ -128,20 +137,50 @@ class Service:
     # --- runs ---
 
     async def _recover(self) -> None:
-        """Resume the runs an earlier process left running (found by epoch, not heartbeat)."""
+        """Resume the runs an earlier process left running (found by epoch, not heartbeat).
+
+        An orphan whose flow is not loaded (its file is broken or gone) waits, with that
+        reason, and is resumed by the first pass of the queue after a reload loads it.
+        """
         orphans = await self.ctx.store.read(queries.runs_to_recover, self.ctx.epoch)
+        resumed = 0
         for run_id, name in orphans:
             flow = self.ctx.flows.get(name)
             if flow is None:
-                log.error("run=%s flow=%s cannot resume: the flow is not loaded", run_id, name)
+                reason = f"waiting: flow {name!r} is not loaded"
+                log.error(
+                    "run=%s flow=%s cannot resume: the flow is not loaded; it resumes when the "
+                    "flow loads",
+                    run_id,
+                    name,
+                )
+                self.orphans[run_id] = name
+                self.ctx.store.put_run(run_id, (RunState.RUNNING, None, None, None, reason))
                 continue
-            # the takeover is committed before READY: the interrupted attempts are on record
-            await self.ctx.store.mark_interrupted(run_id, self.ctx.epoch, self.ctx.clock.now())
-            # a resumed run was admitted before the restart: it does not wait its turn again
-            self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
-            self._start(flow, run_id)
+            await self._resume(flow, run_id)  # committed before READY: the takeover is on record
+            resumed += 1
         if orphans:
-            log.info("recovery: %d run(s) resumed", len(orphans))
+            waiting = ""
+            if self.orphans:
+                names = sorted(set(self.orphans.values()))
+                waiting = f"; {len(self.orphans)} run(s) wait for their flow to load: {names}"
+            log.info("recovery: %d run(s) resumed%s", resumed, waiting)
+
+    async def _resume_loaded_orphans(self) -> None:
+        """Resume the orphans whose flow a reload has loaded since."""
+        for run_id, name in list(self.orphans.items()):
+            flow = self.ctx.flows.get(name)
+            if flow is not None and not self.ctx.stopping:
+                del self.orphans[run_id]
+                log.info("run=%s flow=%s: the flow is loaded now", run_id, name)
+                await self._resume(flow, run_id)
+
+    async def _resume(self, flow: Flow, run_id: int) -> None:
+        # the interrupted attempts are recorded and the run taken over before it starts
+        await self.ctx.store.mark_interrupted(run_id, self.ctx.epoch, self.ctx.clock.now())
+        # a resumed run was admitted before the restart: it does not wait its turn again
+        self.ctx.runner.limits.force_admit_run(flow.name, flow.max_active_runs)
+        self._start(flow, run_id)
 
     def _start(self, flow: Flow, run_id: int, claimed: Mapping[str, Any] | None = None) -> None:
         """Execute a claimed run, or resume an orphan (*claimed* is None), as a child."""
@@ -181,56 +220,88 @@ class Service:
                 await changed.wait()
 
     async def _claim_and_cancel(self) -> None:
+        await self._resume_loaded_orphans()
+        await self._claim()
         store = self.ctx.store
-        queued = await store.read(queries.queued_runs, self.ctx.epoch)
-        paused = await store.read(paused_flows) if queued else set()
-        admitted: list[tuple[Flow, int]] = []
-        for run_id, name in queued:
-            if run_id in self.active:
-                continue
-            flow = self.ctx.flows.get(name)
-            if flow is None:
-                self._say_waiting(run_id, f"waiting: flow {name!r} is not loaded")
-            elif name in paused:
-                self._say_waiting(run_id, f"waiting: flow {name!r} is paused")
-            elif not self.ctx.runner.try_admit(flow):
-                limit = flow.max_active_runs
-                self._say_waiting(run_id, f"waiting: max_active_runs={limit} reached")
-            else:
-                admitted.append((flow, run_id))
-        if admitted:  # one statement claims them all
-            try:
-                # shielded: a stop arriving now must not leave claimed runs unstarted (they
-                # would stay "running" until the next start resumes them)
-                with anyio.CancelScope(shield=True):
-                    claimed = await store.claim_runs(
-                        [run_id for _, run_id in admitted], self.ctx.epoch, self.ctx.clock.now()
-                    )
-            except BaseException:
-                for flow, _ in admitted:
-                    self.ctx.runner.release_admission(flow)
-                raise
-            for flow, run_id in admitted:
-                if run_id in claimed:
-                    self.waiting_said.pop(run_id, None)
-                    self._start(flow, run_id, claimed[run_id])
-                else:  # claimed by another process meanwhile, or cancelled
-                    self.ctx.runner.release_admission(flow)
         for run_id in await store.read(queries.cancel_requests, list(self.active)):
             handle = self.active.get(run_id)
             if handle is not None and not handle._cancel_requested:
                 log.info("run=%s cancel requested", run_id)
                 handle.cancel()
 
-    def _say_waiting(self, run_id: int, reason: str) -> None:
-        if self.waiting_said.get(run_id) != reason:
-            self.waiting_said[run_id] = reason
-            self.ctx.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
+    async def _claim(self) -> None:
+        """Claim the oldest queued runs of every flow that can start some now.
+
+        Picked per flow, in one read: a flow that cannot start runs (not loaded, paused, at
+        ``max_active_runs``) costs one index seek and a wait reason for the flow, however long
+        its backlog, and never holds back the runs of another flow.
+        """
+        store, runner = self.ctx.store, self.ctx.runner
+        flows = self.ctx.flows  # this pass's view; a reload wakes the queue for another pass
+        free = {
+            name: _free_run_slots(runner, flow)
+            for name, flow in flows.items()
+            if flow.max_active_runs is not None
+        }
+        names, paused, picked = await store.read(_queue_pass, flows, free, self.ctx.epoch)
+        reasons: dict[str, str] = {}
+        starting: list[tuple[Flow, int]] = []
+        for name in names:
+            flow = flows.get(name)
+            if flow is None:
+                reasons[name] = f"waiting: flow {name!r} is not loaded"
+                continue
+            if name in paused:
+                reasons[name] = f"waiting: flow {name!r} is paused"
+                continue
+            for run_id in picked.get(name, ()):
+                if run_id in self.active:
+                    continue
+                if not runner.try_admit(flow):
+                    break
+                starting.append((flow, run_id))
+            if flow.max_active_runs is not None:
+                if runner.try_admit(flow):  # a run slot is still free
+                    runner.release_admission(flow)
+                else:  # the runs left queued wait for one
+                    reasons[name] = f"waiting: max_active_runs={flow.max_active_runs} reached"
+        self._say_waiting(reasons)
+        if not starting:
+            return
+        try:
+            # shielded: a stop arriving now must not leave claimed runs unstarted (they
+            # would stay "running" until the next start resumes them)
+            with anyio.CancelScope(shield=True):
+                claimed = await store.claim_runs(
+                    [run_id for _, run_id in starting], self.ctx.epoch, self.ctx.clock.now()
+                )
+        except BaseException:
+            for flow, _ in starting:
+                runner.release_admission(flow)
+            raise
+        for flow, run_id in starting:  # one statement claimed them all
+            if run_id in claimed:
+                self._start(flow, run_id, claimed[run_id])
+            else:  # claimed by another process meanwhile, or cancelled
+                runner.release_admission(flow)
+
+    def _say_waiting(self, reasons: dict[str, str]) -> None:
+        """Store the flows' wait reasons that changed since the last pass."""
+        changed: dict[str, str | None] = {
+            name: reason
+            for name, reason in reasons.items()
+            if self.waiting_said.get(name) != reason
+        }
+        changed.update((name, None) for name in self.waiting_said.keys() - reasons.keys())
+        self.waiting_said = reasons
+        queue.set_wait_reasons(self.ctx.store, changed)
 
     # --- reload ---
 
     async def reload(self) -> None:
-        """Reload the flows folder. A file that no longer loads keeps its last good flows.
+        """Reload the flows folder. A file that no longer loads keeps its last good flows,
+        and so does every file while the folder is missing (a deploy that swaps the folder
+        by rename must not unload the flows for a moment: their schedules would skip).
 
         The files are imported off the event loop, so runs, the scheduler and the writer go
         on during a slow import; a child process imports them first, so a file that would end
@@ -238,10 +309,16 @@ class Service:
         """
         async with self.reloading:  # one at a time, applied in the order they loaded
             config = self.ctx.config
+            if not config.flows.is_dir():
+                self._folder_missing()
+                return
             try:
                 loaded = await load_flows_off_loop(config.flows, config.pools)
             except Exception:
                 log.exception("reload failed; the flows stay as they were")
+                return
+            if not config.flows.is_dir():  # gone while loading: what was read may be partial
+                self._folder_missing()
                 return
             self._apply_reload(loaded)
 
@@ -281,7 +358,19 @@ class Service:
         for name in (*added, *changed):
             _record(ctx.runner, flows[name])
         ctx.replace_flows(flows)
+        control.record_served(ctx.store, flows.values())
         ctx.wake_queue()
+
+    def _folder_missing(self) -> None:
+        """Say once per episode that the folder is away (the watcher says when it is back)."""
+        if self.folder_missing:
+            return
+        self.folder_missing = True
+        log.warning(
+            "flows folder %s is missing; the %d loaded flow(s) stay as they are until it returns",
+            self.ctx.config.flows,
+            len(self.ctx.flows),
+        )
 
     async def _watch_flows(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -320,6 +409,9 @@ class Service:
                     ):
                         if catch_up:  # armed now: catch up on what the gap hid
                             catch_up = False
+                            if self.folder_missing:
+                                self.folder_missing = False
+                                log.warning("flows folder %s is back", folder)
                             if not started:
                                 started = True
                                 task_status.started()
@@ -332,7 +424,7 @@ class Service:
                         if root_gone or _identity(folder) != identity:
                             break
                 except FileNotFoundError:
-                    log.error("flows folder %s is missing; watching for it again", folder)
+                    self._folder_missing()
                 except OSError as exc:
                     if exc.errno != errno.ENOSPC or polling:
                         raise
@@ -345,7 +437,10 @@ class Service:
                 else:
                     if stop.is_set():  # the service is stopping, not the folder changing
                         return
-                    log.warning("flows folder %s was replaced; watching it again", folder)
+                    if folder.is_dir():
+                        log.warning("flows folder %s was replaced; watching it again", folder)
+                    else:  # moved away or deleted
+                        self._folder_missing()
                 if not started:  # READY does not wait for a missing folder
                     started = True
                     task_status.started()
@@ -403,6 +498,35 @@ class Service:
 
     def _status(self) -> str:
         return f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
+
+
+def _free_run_slots(runner: Runner, flow: Flow) -> int:
+    """How many more runs of *flow* may start now under its ``max_active_runs`` (at most
+    :data:`QUEUE_BATCH`); nothing is taken."""
+    free = 0
+    while free < QUEUE_BATCH and runner.try_admit(flow):
+        free += 1
+    for _ in range(free):
+        runner.release_admission(flow)
+    return free
+
+
+def _queue_pass(
+    conn: sqlite3.Connection, flows: Mapping[str, Flow], free: Mapping[str, int], epoch: int
+) -> tuple[list[str], set[str], dict[str, list[int]]]:
+    """One read for a pass of the queue: the flows with queued runs, the paused flows, and
+    the oldest claimable runs of each flow that can start some (loaded, not paused, with
+    ``free`` run slots, or :data:`QUEUE_BATCH` without a limit)."""
+    names = queue.queued_flows(conn)
+    if not names:
+        return names, set(), {}
+    paused = paused_flows(conn)
+    wanted = {
+        name: free.get(name, QUEUE_BATCH)
+        for name in names
+        if name in flows and name not in paused and free.get(name, QUEUE_BATCH) > 0
+    }
+    return names, paused, queue.oldest_claimable(conn, wanted, epoch) if wanted else {}
 
 
 def _mtimes(folder: Path) -> dict[str, int] | None:

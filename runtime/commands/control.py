@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import anyio
 
@@ -18,13 +19,14 @@ from runtime.cli import (
 )
 from runtime.clock import SystemClock
 from runtime.config import Config
-from runtime.errors import FlowValidationError
+from runtime.errors import FlowValidationError, ParamError, UnknownFlowError
 from runtime.flow import Flow
 from runtime.store import connect_reader, open_store
 from runtime.store.control import (
     CancelOutcome,
     request_cancel,
     run_brief,
+    served_flow,
     service_running,
 )
 
@@ -57,38 +59,88 @@ def _no_service_note(config: Config, what: str) -> None:
 
 
 def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
-    """``sluiceway trigger FLOW [--param k=v] [--key KEY] [--json]``: queue a run."""
-    flow = _flow(config, args.flow)
-    if flow is None:
-        return EXIT_USAGE
-    params = flow.resolve_params(parse_params(args.param, flow.params))
+    """``sluiceway trigger FLOW [--param k=v] [--key KEY] [--json]``: queue a run.
+
+    A flow that does not load from the flows folder (its file is broken, the folder is
+    away) is still queued, with a warning, when the running service has it loaded: the
+    service runs its last good version."""
+    try:
+        flow = load_flow(config, args.flow)
+        flow.validate(config.pools)
+        name, source_hash = flow.name, flow.source_hash()
+        params = flow.resolve_params(parse_params(args.param, flow.params))
+    except (FlowValidationError, UnknownFlowError) as exc:
+        served = _served_flow(config, args.flow)
+        problems = exc.problems if isinstance(exc, FlowValidationError) else []
+        if served is None:
+            if isinstance(exc, UnknownFlowError):
+                raise
+            for problem in problems:
+                err(problem)
+            return EXIT_USAGE
+        for problem in problems:
+            err(f"warning: {problem}")
+        err(
+            f"warning: flow {args.flow!r} does not load from {config.flows}; the service runs "
+            "the last good version it loaded"
+        )
+        name, source_hash, defaults = args.flow, served["source_hash"], served["params"]
+        params = _resolve_params(name, defaults, parse_params(args.param, defaults))
     now = SystemClock().now()
 
     async def queue() -> tuple[int, bool, str]:
         async with open_store(config.db, interval=config.flush_interval) as store:
             run_id, created = await store.create_run(
-                flow=flow.name,
+                flow=name,
                 params=params,
                 trigger=TRIGGER,
                 logical_date=now,
                 created_at=now,
                 key=args.key,
-                source_hash=flow.source_hash(),
+                source_hash=source_hash,
             )
             brief = await store.read(run_brief, run_id)
         return run_id, created, brief["state"] if brief else "queued"
 
     run_id, created, state = anyio.run(queue)
     if args.json:
-        out(codec.pretty({"id": run_id, "created": created, "flow": flow.name, "state": state}))
+        out(codec.pretty({"id": run_id, "created": created, "flow": name, "state": state}))
     else:
         out(str(run_id))
     if not created:
-        err(f"run {run_id} of {flow.name} already exists for key {args.key!r} ({state})")
+        err(f"run {run_id} of {name} already exists for key {args.key!r} ({state})")
     elif state == "queued":
-        err(f"queued run {run_id} of {flow.name}")
+        err(f"queued run {run_id} of {name}")
         _no_service_note(config, f"run {run_id} waits queued until `sluiceway serve` starts")
     return EXIT_OK
+
+
+def _served_flow(config: Config, name: str) -> dict[str, Any] | None:
+    """Flow *name* as the running service has it loaded; ``None`` when no service runs on
+    the database or it has no such flow."""
+    if not config.db.exists() or not service_running(config.db):
+        return None
+    conn = connect_reader(config.db)
+    try:
+        return served_flow(conn, name)
+    finally:
+        conn.close()
+
+
+def _resolve_params(
+    name: str, defaults: dict[str, Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The params' *defaults* with *overrides* applied, as :meth:`Flow.resolve_params`.
+
+    :raises ParamError: for a name the flow does not declare
+    """
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise ParamError(
+            f"flow {name!r} has no param {', '.join(map(repr, unknown))} (params: {known})"
+        )
+    return {**defaults, **overrides}
 
 
 # --- cancel ---

@@ -124,7 +124,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         out(f"  retry of run {run['retry_of']}")
     took = f"{run['duration']:.2f}s" if run["duration"] is not None else "-"
     out(f"  started {run['started_at'] or '-'}   ended {run['ended_at'] or '-'}   took {took}")
-    if run["wait_reason"] and run["state"] == "queued":
+    if run["wait_reason"] and run["state"] in ("queued", "running"):  # running: an orphan
         out(f"  {run['wait_reason']}")
     for event in run["events"]:
         if event["kind"] == "sla.missed":

@@ -9,12 +9,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime import codec
 from runtime.store import Store
 from runtime.store.lock import DatabaseLock
 from runtime.store.schema import INSERT_EVENT
+
+if TYPE_CHECKING:
+    from runtime.flow import Flow
 
 SLA_MISSED = "sla.missed"
 _CHUNK = 500  # keys per IN (...): far below SQLite's variable limit
@@ -86,7 +89,43 @@ async def record_sla_miss(
     return recorded
 
 
+def record_served(store: Store, flows: Iterable[Flow]) -> None:
+    """Replace the record of the flows the service has loaded (queued: written with the next
+    batch); ``[]`` when it stops. A flow whose params cannot be stored is left out: no run of
+    it could be queued anyway."""
+    rows = []
+    for flow in flows:
+        try:
+            rows.append((flow.name, codec.dumps_str(flow.params), flow.source_hash()))
+        except codec.NotSerializable:
+            continue
+
+    def op(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM served_flows")
+        db.executemany(
+            "INSERT INTO served_flows (flow, params, source_hash) VALUES (?, ?, ?)", rows
+        )
+
+    store.writer.put_op(op)
+
+
 # --- reads (plain functions on a sqlite3 connection, or through Store.read) ---
+
+
+def served_flow(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+    """The params' defaults and source hash of flow *name* as the service has it loaded
+    (recorded by :func:`record_served`); ``None`` when it has not."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'served_flows'"
+    ).fetchone()
+    if found is None:  # a database from before schema version 4
+        return None
+    row = conn.execute(
+        "SELECT params, source_hash FROM served_flows WHERE flow = ?", (name,)
+    ).fetchone()
+    if row is None:
+        return None
+    return {"name": name, "params": codec.loads(row[0]), "source_hash": row[1]}
 
 
 def run_brief(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:

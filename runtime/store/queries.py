@@ -13,10 +13,24 @@ _TASK_LABEL = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<idx>\d+)\])?")
 
 _RUN_COLUMNS = (
     "id, flow, state, params, trigger, logical_date, idempotency_key, retry_of, created_at, "
-    "started_at, ended_at, error, wait_reason, epoch, cancel_requested, "
+    "started_at, ended_at, error, {wait_reason} AS wait_reason, epoch, cancel_requested, "
     "EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.id AND e.kind = 'sla.missed') "
     "AS sla_missed"
 )
+# a queued run without a reason of its own shows its flow's (runtime.store.queue)
+_QUEUE_WAIT = (
+    "CASE WHEN state = 'queued' AND wait_reason IS NULL THEN "
+    "(SELECT w.reason FROM queue_waits w WHERE w.flow = runs.flow) ELSE wait_reason END"
+)
+
+
+def _run_columns(conn: sqlite3.Connection) -> str:
+    # a database from before schema version 3 (read without migrating: a CLI upgraded
+    # before the service restarted) has no queue_waits table
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queue_waits'"
+    ).fetchone()
+    return _RUN_COLUMNS.format(wait_reason=_QUEUE_WAIT if found else "wait_reason")
 
 
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
@@ -61,7 +75,7 @@ def list_runs(
     if state is not None:
         where.append("state = ?")
         args.append(state)
-    sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+    sql = f"SELECT {_run_columns(conn)} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
@@ -73,7 +87,8 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
 
     :raises RunNotFoundError: when there is no such run
     """
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    sql = f"SELECT {_run_columns(conn)} FROM runs WHERE id = ?"
+    row = conn.execute(sql, (run_id,)).fetchone()
     if row is None:
         raise RunNotFoundError(run_id)
     run = _run_dict(row)
@@ -197,14 +212,6 @@ def runs_to_recover(conn: sqlite3.Connection, epoch: int) -> list[tuple[int, str
     """(id, flow) of runs left running by a process that is gone, oldest first. Runs of
     another live process (a `sluiceway run` beside the service) are not orphans."""
     return _unowned(conn, "running", epoch, limit=-1)
-
-
-def queued_runs(conn: sqlite3.Connection, epoch: int, limit: int = 1000) -> list[tuple[int, str]]:
-    """(id, flow) of queued runs the service may claim, oldest first: queued by a trigger,
-    the scheduler or another process for the service (no epoch), or left queued by a process
-    that is gone. A run `sluiceway run` queued for itself (waiting for max_active_runs) is
-    not taken from it."""
-    return _unowned(conn, "queued", epoch, limit=limit)
 
 
 def _unowned(

@@ -115,6 +115,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX events_once ON events(run_id, kind, COALESCE(task, ''))
         WHERE kind = 'sla.missed';
     """,
+    # 3: the run queue picks per flow: the oldest queued runs of each flow that can start are
+    # found by index, without reading the backlog of flows that cannot (paused, at
+    # max_active_runs, not loaded); such a flow's wait reason is stored once for the flow,
+    # not once per queued run. Reasons the older service wrote on its queued runs go.
+    """
+    CREATE INDEX runs_queued ON runs(flow, id) WHERE state = 'queued';
+    CREATE TABLE queue_waits (
+        flow   TEXT PRIMARY KEY,
+        reason TEXT NOT NULL
+    );
+    UPDATE runs SET wait_reason = NULL WHERE state = 'queued' AND epoch IS NULL;
+    """,
+    # 4: the flows the running service has loaded, with their params' defaults: `sluiceway
+    # trigger` queues a run of such a flow while its file is broken or the folder is away
+    # (the service runs its last good version)
+    """
+    CREATE TABLE served_flows (
+        flow        TEXT PRIMARY KEY,
+        params      TEXT NOT NULL,
+        source_hash TEXT
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -183,3 +183,49 @@ def total(run: Run, each: list[int]) -> int:
     return sum(each)
 """
 )
+
+# the run queue: ``held`` is paused by the test, ``capped`` runs one at a time and waits at the
+# gate, ``other`` must start whatever the backlog of the two
+QUEUE = (
+    _PRELUDE
+    + """
+held = Flow("held")
+
+
+@held.task
+def hold(run: Run) -> None:
+    note("ledger.txt", run)
+
+
+capped = Flow("capped", max_active_runs=1)
+
+
+@capped.task
+async def cap(run: Run) -> None:
+    note("started.txt", run)
+    await gate()
+    note("ledger.txt", run)
+
+
+other = Flow("other")
+
+
+@other.task
+def go(run: Run) -> None:
+    note("ledger.txt", run)
+"""
+)
+
+# ``typed`` notes its params with their types: a run queued while its file is broken still
+# gets them typed after the defaults of the version the service runs
+TYPED = (
+    _PRELUDE
+    + """
+typed = Flow("typed", params={"n": 1, "tag": "x"})
+
+
+@typed.task
+def record(run: Run, n: int, tag: str) -> None:
+    note("ledger.txt", run, f" {n!r} {tag!r}")
+"""
+)

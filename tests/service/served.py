@@ -13,8 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from runtime.store import connect_reader, queries
 
 T = TypeVar("T")
 
@@ -193,6 +196,41 @@ class Home:
             return f"last rows: {self.query(sql, *params)}\n{self.describe()}"
 
         return wait_until(check, what, timeout=timeout, details=details)
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """Run *run_id* as ``show --json`` reads it (its wait reason included)."""
+        conn = connect_reader(self.db)
+        try:
+            return queries.get_run(conn, run_id)
+        finally:
+            conn.close()
+
+    def wait_reason(self, run_id: int, reason: str | None, *, timeout: float = 10.0) -> None:
+        """Wait until ``show`` gives *reason* as the wait reason of run *run_id*."""
+        wait_until(
+            lambda: self.run(run_id)["wait_reason"] == reason,
+            f"run {run_id} showing the wait reason {reason!r}",
+            timeout=timeout,
+            details=lambda: f"run {run_id}: {self.run(run_id)}\n{self.describe()}",
+        )
+
+    def queue_runs(self, flow: str, count: int) -> list[int]:
+        """Queue *count* runs of *flow* for the service in one transaction, as many
+        ``sluiceway trigger`` (or a backfill) from other processes would; their ids."""
+        conn = sqlite3.connect(self.db, timeout=5, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            (last,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM runs").fetchone()
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            conn.executemany(
+                "INSERT INTO runs (flow, state, params, trigger, logical_date, created_at) "
+                "VALUES (?, 'queued', '{}', '{\"kind\": \"manual\"}', ?, ?)",
+                [(flow, now, now)] * count,
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return list(range(last + 1, last + 1 + count))
 
     def run_states(self) -> dict[int, str]:
         return dict(self.query("SELECT id, state FROM runs ORDER BY id"))

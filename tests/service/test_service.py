@@ -58,10 +58,8 @@ def test_kill_9_mid_run_loses_nothing_and_reruns_nothing_that_succeeded(home: Ho
     # runs 1 and 2 have a done and b waiting at the gate; run 3 waits for a run slot
     assert wait_task_running(home, "b", count=2) == [1, 2]
     home.wait_lines("started.txt", "1 b 1", "2 b 1")
-    home.wait_rows(
-        "SELECT id FROM runs WHERE id = 3 AND state = 'queued' AND wait_reason LIKE 'waiting:%'",
-        what="run 3 queued, waiting for a slot",
-    )
+    home.wait_reason(3, "waiting: max_active_runs=2 reached")
+    assert home.run_states()[3] == "queued"
 
     first.kill9()
     second = home.serve()
@@ -250,7 +248,6 @@ def test_a_broken_edit_is_reported_and_the_last_good_version_runs(home: Home) ->
         "(the last good version stays)",
         after=at,
     )
-    assert home.cli("trigger", "alpha").returncode == 2  # the CLI cannot load it either
     run = home.trigger("alpha", flows=good)
     wait_runs_ended(home, 1)
 
@@ -499,12 +496,8 @@ def test_a_queued_run_of_a_paused_flow_waits_and_says_why(home: Home) -> None:
     served.wait_ready()
     assert home.cli("pause", "alpha").returncode == 0
     run = home.trigger("alpha")
-    home.wait_rows(
-        "SELECT wait_reason FROM runs WHERE id = ? AND state = 'queued'",
-        run,
-        what="the run queued with its reason",
-        until=lambda rows: rows == [("waiting: flow 'alpha' is paused",)],
-    )
+    home.wait_reason(run, "waiting: flow 'alpha' is paused")
+    assert home.run_states() == {run: "queued"}
     assert home.lines("ledger.txt") == []
     assert home.cli("unpause", "alpha").returncode == 0
     assert wait_runs_ended(home, 1) == {run: "succeeded"}
