@@ -1,12 +1,15 @@
-"""Stored results through a real SQLite file and back: a downstream task gets the same value
-whether its upstream ran in this run or its stored result was reused (retry of a run, resume
-after a crash)."""
+"""Stored results and params through a real SQLite file and back: a downstream task gets the
+same value whether its upstream ran in this run or its stored result was reused (retry of a
+run, resume after a crash), and a run's params read back as the run had them."""
 
 from __future__ import annotations
 
+import math
+import os
 import sqlite3
 from collections import Counter
 from contextlib import closing
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +17,14 @@ import anyio
 import orjson
 import pytest
 
-from runtime import Branch, Flow
+from runtime import Branch, Flow, codec
 from runtime.config import Config
 from runtime.engine import RunHandle
+from runtime.errors import ParamError
 from runtime.runner import open_runner
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
+from runtime.store.schedules import fire_scheduled
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
 from tests.runtime.test_codec import ISSUE, ROUND_TRIP, WHEN, same
@@ -274,3 +279,119 @@ async def test_a_resumed_run_hands_down_the_same_types(
     assert calls == {"up": up_runs, "down": 2}
     if up_runs == 1:
         assert same(got[1], got[0])
+
+
+# --- params ---
+
+ODD_PARAMS = {"x": math.nan, "n": 99999999999999999999999, "when": WHEN, "pair": (1, 2)}
+
+
+async def test_params_are_stored_as_the_run_had_them(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    flow = Flow("params", params={"x": 0.0, "n": 0, "when": None, "pair": None})
+    seen: list[dict[str, Any]] = []
+
+    @flow.task
+    def record(x: float, n: int, when: datetime, pair: tuple[int, int]) -> None:
+        seen.append({"x": x, "n": n, "when": when, "pair": pair})
+        if len(seen) == 1:
+            raise ValueError("fail once")
+
+    async with make_runner() as runner:
+        first = await runner.run(flow, ODD_PARAMS)
+        second = await runner.retry(flow, first.id)
+    assert second.state is RunState.SUCCEEDED
+    assert same(seen[0], ODD_PARAMS)
+    assert same(seen[1], ODD_PARAMS)  # the retry read them back from the store
+    view = stored_run(db_path, first.id)["params"]  # what show --json prints
+    assert view["x"] == {"__sluiceway__": "float", "value": "nan"}
+    assert view["n"] == {"__sluiceway__": "int", "value": "99999999999999999999999"}
+    assert same(codec.from_json(view), ODD_PARAMS)
+
+
+async def test_plain_params_are_stored_as_before(make_runner: MakeRunner, db_path: Path) -> None:
+    flow = Flow("plain", params={"region": "eu", "days": [1, 2], "limit": {"rows": 5}})
+
+    @flow.task
+    def noop(region: str) -> None:
+        pass
+
+    async with make_runner() as runner:
+        run = await runner.run(flow, {"region": "us"})
+    with closing(connect_reader(db_path)) as conn:
+        (text,) = conn.execute("SELECT params FROM runs WHERE id = ?", (run.id,)).fetchone()
+    assert text == '{"region":"us","days":[1,2],"limit":{"rows":5}}'
+
+
+async def test_a_param_that_cannot_be_stored_is_refused_before_any_run(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    flow = Flow("refuse", params={"source": None})
+
+    @flow.task
+    def noop(source: Any) -> None:
+        pass
+
+    async with make_runner() as runner:
+        with pytest.raises(ParamError, match=r"flow 'refuse': param 'source': .*Thing is not a"):
+            await runner.run(flow, {"source": Thing()})
+        with pytest.raises(ParamError, match="param 'source'"):
+            await runner.run(flow, {"source": {"nested": [Thing()]}})
+    with closing(connect_reader(db_path)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_flow_run_refuses_a_param_that_cannot_be_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("SLUICEWAY_")]:
+        monkeypatch.delenv(key)
+    flow = Flow("from_python", params={"source": None})
+
+    @flow.task
+    def noop(source: Any) -> None:
+        pass
+
+    with pytest.raises(ParamError, match="param 'source'"):
+        flow.run(source=Thing())
+    with closing(sqlite3.connect(tmp_path / "sluiceway.db")) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    assert flow.run(source=datetime(2026, 1, 1, tzinfo=UTC)).state is RunState.SUCCEEDED
+
+
+def test_a_default_that_cannot_be_stored_is_a_flow_problem() -> None:
+    flow = Flow("bad_default", params={"source": Thing(), "fine": (1, 2)})
+
+    @flow.task
+    def noop(source: Any, fine: Any) -> None:
+        pass
+
+    (problem,) = flow.problems()
+    assert "flow 'bad_default': param 'source': tests.runtime.test_stored_values.Thing" in problem
+
+
+async def test_a_scheduled_run_gets_its_flow_defaults_as_declared(
+    make_runner: MakeRunner, clock: FakeClock
+) -> None:
+    """The scheduler stores the flow's defaults with each run; the service claims the run
+    and executes it with the params read back from the store."""
+    defaults = {"day": date(2026, 1, 2), "ratio": math.inf, "keys": {1: "a"}}
+    flow = Flow("nightly", params=defaults)
+    seen: list[dict[str, Any]] = []
+
+    @flow.task
+    def record(day: date, ratio: float, keys: dict[int, str]) -> None:
+        seen.append({"day": day, "ratio": ratio, "keys": keys})
+
+    async with make_runner() as runner:
+        now = clock.now()
+        (run_id,) = await fire_scheduled(
+            runner.store, flow=flow, trigger_key="every", instants=[now], cursor=now, now=now
+        )
+        claimed = await runner.store.claim_runs([run_id], runner.epoch, now)
+        assert runner.try_admit(flow)
+        result = await runner.run_claimed(flow, run_id, claimed[run_id])
+    assert result.state is RunState.SUCCEEDED
+    assert same(seen[0], defaults)
