@@ -80,18 +80,27 @@ def flaky_pair(value: Any) -> tuple[Flow, Counter[str], list[Any]]:
 
 
 async def test_retry_hands_down_the_same_types(make_runner: MakeRunner, db_path: Path) -> None:
+    """Issue 9, item 4: `down` got a str, a list, the key '1' and None on retry. A row an
+    earlier version stored (plain orjson) still reads as it did."""
     flow, calls, got = flaky_pair(ISSUE)
     async with make_runner() as runner:
         first = await runner.run(flow)
         assert first.tasks["down"].state is S.FAILED
         second = await runner.retry(flow, first.id)
+        old = orjson.dumps(ISSUE, option=orjson.OPT_NON_STR_KEYS)
+        await runner.store.flush()
+        await anyio.to_thread.run_sync(set_result, db_path, first.id, "up", old)
+        third = await runner.retry(flow, first.id)
     assert second.state is RunState.SUCCEEDED
-    assert calls == {"up": 1, "down": 2}  # up's stored result was reused
+    assert third.state is RunState.SUCCEEDED
+    assert calls == {"up": 1, "down": 3}  # up's stored result was reused, both times
     assert same(got[0], ISSUE)
     assert same(got[1], got[0])  # datetime, tuple, int key and NaN, as up returned them
     assert stored_run(db_path, second.id)["tasks"][0]["reason"] == (
         "result reused from an earlier attempt"
     )
+    assert got[2] == {"when": "2026-01-02T03:04:05.123456+00:00", "pair": [1, 2], "1": "x",
+                      "nan": None}  # fmt: skip
 
 
 async def test_every_round_trip_value_through_the_store_and_back(
@@ -185,24 +194,8 @@ async def test_a_stored_result_that_cannot_be_read_back_runs_again(
     assert "unknown stored value tag 'datetime64'" in caplog.text
 
 
-async def test_results_stored_before_tags_are_reused_as_before(
+async def test_a_reused_branch_keeps_its_choice_in_either_stored_form(
     make_runner: MakeRunner, db_path: Path
-) -> None:
-    """Rows written by earlier versions are plain orjson; they still decode as they did."""
-    flow, _, got = flaky_pair(ISSUE)
-    async with make_runner() as runner:
-        first = await runner.run(flow)
-        old = orjson.dumps(ISSUE, option=orjson.OPT_NON_STR_KEYS)
-        await runner.store.flush()
-        await anyio.to_thread.run_sync(set_result, db_path, first.id, "up", old)
-        await runner.retry(flow, first.id)
-    assert got[1] == {"when": "2026-01-02T03:04:05.123456+00:00", "pair": [1, 2], "1": "x",
-                      "nan": None}  # fmt: skip
-
-
-@pytest.mark.parametrize("stored_as", ["tagged", "before-tags"])
-async def test_a_reused_branch_keeps_its_choice(
-    make_runner: MakeRunner, db_path: Path, stored_as: str
 ) -> None:
     flow = Flow("branching")
     calls: Counter[str] = Counter()
@@ -224,39 +217,48 @@ async def test_a_reused_branch_keeps_its_choice(
 
     async with make_runner() as runner:
         first = await runner.run(flow)
-        if stored_as == "before-tags":
-            old = b'{"__sluiceway_branch__":["full"]}'
-            await runner.store.flush()
-            await anyio.to_thread.run_sync(set_result, db_path, first.id, "choose", old)
+        await runner.store.flush()
+        with closing(connect_reader(db_path)) as conn:
+            (stored,) = conn.execute(
+                "SELECT result FROM tasks WHERE run_id = ? AND name = 'choose'", (first.id,)
+            ).fetchone()
+        assert stored == b'{"__sluiceway__":"branch","value":["full"]}'
         second = await runner.retry(flow, first.id)
-    assert second.state is RunState.SUCCEEDED
-    assert calls == {"choose": 1, "full": 2}
-    assert second.tasks["quick"].state is S.SKIPPED
+        old = b'{"__sluiceway_branch__":["full"]}'  # as earlier versions stored it
+        await anyio.to_thread.run_sync(set_result, db_path, first.id, "choose", old)
+        third = await runner.retry(flow, first.id)
+    assert calls == {"choose": 1, "full": 3}
+    for retried in (second, third):
+        assert retried.state is RunState.SUCCEEDED
+        assert retried.tasks["quick"].state is S.SKIPPED
 
 
 # --- resume after a crash or restart (the same reuse path) ---
 
 
-@pytest.mark.parametrize(("value", "up_runs"), [(ISSUE, 1), (Thing, 2)], ids=["typed", "object"])
-async def test_a_resumed_run_hands_down_the_same_types(
-    make_runner: MakeRunner, value: Any, up_runs: int
-) -> None:
-    """`down` is interrupted (a service stop) after `up` succeeded; the resumed run reuses
-    up's stored result when it reads back the same, and runs `up` again when it cannot."""
+async def test_a_resumed_run_hands_down_the_same_types(make_runner: MakeRunner) -> None:
+    """`down` is interrupted (a service stop) after its upstreams succeeded; the resumed run
+    reuses a stored result that reads back the same, and runs again a task whose result
+    could not be stored."""
     flow = Flow("resumed")
     calls: Counter[str] = Counter()
-    got: list[Any] = []
+    got: list[tuple[Any, Any]] = []
     started = anyio.Event()
 
     @flow.task
-    def up() -> Any:
-        calls["up"] += 1
-        return value() if callable(value) else value
+    def typed() -> Any:
+        calls["typed"] += 1
+        return ISSUE
 
     @flow.task
-    async def down(up: Any) -> None:
+    def thing() -> Thing:
+        calls["thing"] += 1
+        return Thing()
+
+    @flow.task
+    async def down(typed: Any, thing: Thing) -> None:
         calls["down"] += 1
-        got.append(up)
+        got.append((typed, thing))
         if calls["down"] == 1:
             started.set()
             await anyio.sleep_forever()
@@ -276,9 +278,9 @@ async def test_a_resumed_run_hands_down_the_same_types(
         assert runner.try_admit(flow)
         resumed = await runner.resume(flow, interrupted[0].id)
     assert resumed.state is RunState.SUCCEEDED
-    assert calls == {"up": up_runs, "down": 2}
-    if up_runs == 1:
-        assert same(got[1], got[0])
+    assert calls == {"typed": 1, "thing": 2, "down": 2}
+    assert same(got[1][0], got[0][0])
+    assert type(got[1][1]) is Thing
 
 
 # --- params ---
@@ -289,7 +291,7 @@ ODD_PARAMS = {"x": math.nan, "n": 99999999999999999999999, "when": WHEN, "pair":
 async def test_params_are_stored_as_the_run_had_them(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
-    flow = Flow("params", params={"x": 0.0, "n": 0, "when": None, "pair": None})
+    flow = Flow("params", params={"x": 0.0, "n": 0, "when": None, "pair": None, "region": "eu"})
     seen: list[dict[str, Any]] = []
 
     @flow.task
@@ -307,21 +309,11 @@ async def test_params_are_stored_as_the_run_had_them(
     view = stored_run(db_path, first.id)["params"]  # what show --json prints
     assert view["x"] == {"__sluiceway__": "float", "value": "nan"}
     assert view["n"] == {"__sluiceway__": "int", "value": "99999999999999999999999"}
-    assert same(codec.from_json(view), ODD_PARAMS)
-
-
-async def test_plain_params_are_stored_as_before(make_runner: MakeRunner, db_path: Path) -> None:
-    flow = Flow("plain", params={"region": "eu", "days": [1, 2], "limit": {"rows": 5}})
-
-    @flow.task
-    def noop(region: str) -> None:
-        pass
-
-    async with make_runner() as runner:
-        run = await runner.run(flow, {"region": "us"})
+    assert view["region"] == "eu"  # plain values as before
+    assert same(codec.from_json(view), {**ODD_PARAMS, "region": "eu"})
     with closing(connect_reader(db_path)) as conn:
-        (text,) = conn.execute("SELECT params FROM runs WHERE id = ?", (run.id,)).fetchone()
-    assert text == '{"region":"us","days":[1,2],"limit":{"rows":5}}'
+        (text,) = conn.execute("SELECT params FROM runs WHERE id = ?", (first.id,)).fetchone()
+    assert text.endswith(',"region":"eu"}')
 
 
 async def test_a_param_that_cannot_be_stored_is_refused_before_any_run(
