@@ -15,18 +15,18 @@ Two encodings share the JSON syntax:
 
 from __future__ import annotations
 
-import base64
+import functools
 import math
 import sys
-import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
 from pathlib import Path, PosixPath, WindowsPath
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 _OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -92,14 +92,21 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
     :raises TooLarge: when the encoding is longer than *max_bytes*
     :raises NotSerializable: for any other value, naming what cannot be stored
     """
-    if _is_plain(value):
-        out = _orjson(value)
-        if _RESERVED_PREFIX not in out:
-            return _check_size(out, max_bytes)
+    kind = type(value)
+    if kind in _LEAVES or (kind is int and _INT_MIN <= value <= _INT_MAX):
+        return _check_size(_orjson(value), max_bytes)  # most results: None, a count, a path
     try:
+        if _is_plain(value):
+            out = _orjson(value)
+            if _RESERVED_PREFIX not in out:
+                return _check_size(out, max_bytes)
         tagged = _tag(value)
+    except NotSerializable:
+        raise
     except RecursionError:
         raise NotSerializable(_TOO_DEEP) from None
+    except Exception as exc:  # a value's own method failed (a key's __eq__, an isoformat)
+        raise NotSerializable(f"{type(exc).__name__}: {exc}") from exc
     return _check_size(_orjson(tagged), max_bytes)
 
 
@@ -255,7 +262,7 @@ def _tag(value: Any) -> Any:
         return _tagged(kind.__name__, [_tag(v) for v in value])
     if kind is datetime or kind is time:
         return _tag_clock(value)
-    simple = _SIMPLE.get(kind)
+    simple = _encoders().get(kind)
     if simple is not None:
         name, to_json = simple
         return _tagged(name, to_json(value))
@@ -274,7 +281,7 @@ def _tag_clock(value: datetime | time) -> dict[str, Any]:
     if zone is None or type(zone) is timezone:
         if zone is not None and zone.tzname(None) != timezone(zone.utcoffset(None)).tzname(None):
             extra["tzname"] = zone.tzname(None)  # timezone(offset, "CET") keeps its name
-    elif type(zone) is ZoneInfo and zone.key is not None:
+    elif type(zone) is _zone_type() and zone.key is not None:
         extra["zone"] = zone.key
     else:
         raise NotSerializable(
@@ -302,11 +309,11 @@ def _untag(obj: dict[str, Any]) -> Any:
             return _untag_clock(kind, obj)
         if kind == "branch":
             return _branch(value)
-        from_text = _UNTAG.get(kind)
+        from_text = _decoders().get(kind)
         if from_text is not None:
             return from_text(value)
     except (TypeError, ValueError, KeyError) as exc:
-        raise Undecodable(f"malformed stored {kind} value {value!r}: {exc}") from exc
+        raise Undecodable(f"malformed stored {kind} value {repr(value)[:80]}: {exc}") from exc
     raise Undecodable(f"unknown stored value tag {kind!r} (written by a newer version?)")
 
 
@@ -315,7 +322,7 @@ def _untag_clock(kind: str, obj: dict[str, Any]) -> datetime | time:
     value: datetime | time = parse(obj["value"])
     zone: tzinfo | None = value.tzinfo
     if "zone" in obj:
-        zone = ZoneInfo(obj["zone"])
+        zone = _zone_type()(obj["zone"])
     elif "tzname" in obj and zone is not None:
         zone = timezone(zone.utcoffset(None) or timedelta(0), obj["tzname"])
     # the wall time as written, in the zone it was written in
@@ -354,26 +361,51 @@ def _int_from(text: str) -> int:
     return int(text, 0)  # decimal, or 0x... for the longest
 
 
-_SIMPLE: dict[type, tuple[str, Callable[[Any], Any]]] = {
-    date: ("date", date.isoformat),
-    timedelta: ("timedelta", lambda v: [v.days, v.seconds, v.microseconds]),
-    Decimal: ("decimal", str),
-    bytes: ("bytes", lambda v: base64.b64encode(v).decode("ascii")),
-    uuid.UUID: ("uuid", str),
-    PosixPath: ("path", str),
-    WindowsPath: ("path", str),
-}
+# the modules of the rarer types are imported on first use: `import runtime` stays cold-fast
 
-_UNTAG: dict[str, Callable[[Any], Any]] = {
-    "int": _int_from,
-    "float": _float_from,
-    "date": date.fromisoformat,
-    "timedelta": lambda v: timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
-    "decimal": Decimal,
-    "bytes": lambda v: base64.b64decode(v.encode("ascii"), validate=True),
-    "uuid": uuid.UUID,
-    "path": _path_from,
-}
+
+@functools.cache
+def _zone_type() -> type[ZoneInfo]:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo
+
+
+@functools.cache
+def _encoders() -> dict[type, tuple[str, Callable[[Any], Any]]]:
+    """Types stored as one tagged JSON value, by exact type: kind and how to write it."""
+    import base64
+    import uuid
+    from decimal import Decimal
+
+    return {
+        date: ("date", date.isoformat),
+        timedelta: ("timedelta", lambda v: [v.days, v.seconds, v.microseconds]),
+        Decimal: ("decimal", str),
+        bytes: ("bytes", lambda v: base64.b64encode(v).decode("ascii")),
+        uuid.UUID: ("uuid", str),
+        PosixPath: ("path", str),
+        WindowsPath: ("path", str),
+    }
+
+
+@functools.cache
+def _decoders() -> dict[str, Callable[[Any], Any]]:
+    """How to read each kind :func:`_encoders` writes (and large ints, NaN, infinities)."""
+    import base64
+    import uuid
+    from decimal import Decimal
+
+    return {
+        "int": _int_from,
+        "float": _float_from,
+        "date": date.fromisoformat,
+        "timedelta": lambda v: timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+        "decimal": Decimal,
+        "bytes": lambda v: base64.b64decode(v.encode("ascii"), validate=True),
+        "uuid": uuid.UUID,
+        "path": _path_from,
+    }
 
 
 # --- timestamps ---
