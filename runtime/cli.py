@@ -200,18 +200,35 @@ def _coerce(key: str, text: str, default: Any) -> Any:
         if isinstance(default, float):
             return float(text)
         if isinstance(default, list | dict):
-            value = codec.loads(text)
+            value = _json(text)
             if not isinstance(value, type(default)):
                 raise ValueError(f"expected a JSON {type(default).__name__}")
             return value
         if default is None:
             try:
-                return codec.loads(text)
+                return _json(text)
             except ValueError:
                 return text
     except ValueError as exc:
         raise ParamError(f"--param {key}={text!r}: {exc}") from None
     return text
+
+
+def _json(text: str) -> Any:
+    """JSON as written: a long integer stays an integer (orjson would read a float); NaN and
+    Infinity are not JSON."""
+    import json
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+
+    def number(token: str) -> float:
+        value = float(token)
+        if value - value != 0.0:
+            raise ValueError(f"{token} is out of range")
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=number)
 
 
 def load_flow(config: Config, name: str) -> Any:

@@ -19,7 +19,7 @@ from runtime.context import TriggerInfo
 from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
 from runtime.flow import Branch, Flow
 from runtime.limits import Chain, Lane, Limits, Slots
-from runtime.recording import BRANCH_KEY, Recorder
+from runtime.recording import Recorder
 from runtime.result import RunResult, TaskResult
 from runtime.rules import decide, map_items, mapped_outcome, run_outcome
 from runtime.states import RunState, TaskState
@@ -296,7 +296,7 @@ class Execution:
             node.unit.ended_at = self.clock.now()
         elif key in self.reuse and all(up.reused for up in node.upstream):
             node.reused = True
-            node.unit.result = _decode_reused(self.reuse[key])
+            node.unit.result = self.reuse[key]
             node.unit.state = S.SUCCEEDED
             node.unit.reason = "result reused from an earlier attempt"
             if isinstance(node.unit.result, Branch):  # the same tasks stay not chosen
@@ -337,7 +337,7 @@ class Execution:
             key = (node.name, inst.idx)
             inst.attempts = self.prior.get(key, 0)
             if reusable and key in self.reuse:
-                inst.result = _decode_reused(self.reuse[key])
+                inst.result = self.reuse[key]
                 inst.state = S.SUCCEEDED
                 inst.reason = "result reused from an earlier attempt"
                 self.rec.task(inst, None)
@@ -495,11 +495,3 @@ class Execution:
         self.open_nodes -= 1
         if self.open_nodes == 0:
             self.done.set()
-
-    # --- recording ---
-
-
-def _decode_reused(value: Any) -> Any:
-    if isinstance(value, dict) and BRANCH_KEY in value and len(value) == 1:
-        return Branch(*value[BRANCH_KEY])
-    return value

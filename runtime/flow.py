@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from runtime import codec
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
 from runtime.graph import Graph, build_graph, find_cycle
@@ -97,6 +98,10 @@ class Flow:
             self._problems.append(
                 f"{self.where}: flow {name!r}: 'run' is reserved and cannot be a param"
             )
+        for key, value in self.params.items():
+            why = _unstorable(value)
+            if why is not None:
+                self._problems.append(f"{self.where}: flow {name!r}: param {key!r}: {why}")
         if _collector is not None:
             _collector.append(self)
 
@@ -320,7 +325,8 @@ class Flow:
     def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The flow's params with *overrides* applied.
 
-        :raises ParamError: for a name the flow does not declare
+        :raises ParamError: for a name the flow does not declare, or a value that cannot be
+            stored with the run so that a retry or resume sees the same value
         """
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
@@ -328,7 +334,12 @@ class Flow:
             raise ParamError(
                 f"flow {self.name!r} has no param {', '.join(map(repr, unknown))} (params: {known})"
             )
-        return {**self.params, **overrides}
+        resolved = {**self.params, **overrides}
+        for key, value in resolved.items():
+            why = _unstorable(value)
+            if why is not None:
+                raise ParamError(f"flow {self.name!r}: param {key!r}: {why}")
+        return resolved
 
     # --- running from Python ---
 
@@ -355,3 +366,16 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r} tasks={list(self.tasks)}>"
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a param value cannot be stored with its run (so that a retry or a resumed run
+    would see a different value); ``None`` when it can."""
+    try:
+        codec.encode(value)
+    except codec.NotSerializable as exc:
+        return (
+            f"{exc}; a param is stored with its run, so it must be a JSON value or a datetime, "
+            "date, time, timedelta, tuple, set, Decimal, bytes, UUID or Path"
+        )
+    return None

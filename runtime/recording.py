@@ -4,29 +4,31 @@ stored log lines."""
 from __future__ import annotations
 
 import functools
+import logging
 import traceback
 from datetime import datetime
 from typing import Any
 
 from runtime import codec
-from runtime.flow import Branch
 from runtime.states import TaskState
 from runtime.store import Store
 from runtime.units import Unit
 
+log = logging.getLogger("sluiceway.runtime.recording")
+
 S = TaskState
-BRANCH_KEY = "__sluiceway_branch__"
 
 
 class Recorder:
     """Records one run's state changes; nothing here awaits the store."""
 
-    __slots__ = ("max_bytes", "run_id", "store")
+    __slots__ = ("max_bytes", "run_id", "store", "unstored")
 
     def __init__(self, store: Store, run_id: int, max_bytes: int) -> None:
         self.store = store
         self.run_id = run_id
         self.max_bytes = max_bytes
+        self.unstored: set[tuple[str, int]] = set()  # results not stored, each logged once
 
     def task(self, unit: Unit, next_at: datetime | None) -> None:
         """Queue *unit*'s row; it is built from the unit's newest state when the batch is
@@ -38,18 +40,19 @@ class Recorder:
         self.store.put_task_from(unit.key, unit.maker)
 
     def _row(self, unit: Unit) -> tuple[Any, ...]:
-        stored, has = None, 0
+        stored, has, reason = None, 0, unit.reason
         if unit.state is S.SUCCEEDED:
-            value = unit.result
-            if isinstance(value, Branch):
-                value = {BRANCH_KEY: list(value.names)}
+            # stored only when it reads back as the same value (codec.encode); otherwise it
+            # is kept in memory for downstream tasks, and a retry or resume runs it again
             try:
-                stored = codec.dumps(value)
+                stored = codec.encode(unit.result, max_bytes=self.max_bytes)
                 has = 1
-            except codec.NotSerializable:
-                pass  # kept in memory for downstream tasks; a retry of the run re-runs it
-            if stored is not None and len(stored) > self.max_bytes:
-                stored, has = None, 0
+            except codec.NotSerializable as exc:
+                note = f"result not stored, so a retry or resume runs it again: {exc}"
+                reason = note if reason is None else f"{reason}; {note}"
+                if (unit.node.name, unit.idx) not in self.unstored:
+                    self.unstored.add((unit.node.name, unit.idx))
+                    log.warning("run=%s task=%s %s", self.run_id, unit.label, note)
         return (
             self.run_id,
             unit.node.name,
@@ -60,7 +63,7 @@ class Recorder:
             _iso(unit.ended_at),
             _iso(unit.next_at),
             unit.error,
-            unit.reason,
+            reason,
             stored,
             has,
         )

@@ -87,7 +87,7 @@ class Runner:
         flow.validate(self.limits.pools)
         reuse = await self.store.read(queries.stored_results, run_id)
         reuse = {k: v for k, v in reuse.items() if k[0] in flow.tasks}
-        params = {k: v for k, v in old["params"].items() if k in flow.params}
+        params = {k: v for k, v in _params(old).items() if k in flow.params}
         resolved = flow.resolve_params(params)
         logical = codec.parse_iso(old["logical_date"])
         assert logical is not None
@@ -287,10 +287,20 @@ def _stored_inputs(
     requested while it waited reaches its handle."""
     if row.get("cancel_requested") and handle is not None:
         handle.cancel()
-    params = {k: v for k, v in row["params"].items() if k in flow.params}
+    params = {k: v for k, v in _params(row).items() if k in flow.params}
     logical = codec.parse_iso(row["logical_date"])
     assert logical is not None
     return flow.resolve_params(params), logical
+
+
+def _params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run's params as the run had them: rows give them as parsed JSON, where a
+    NaN, a datetime or a tuple is a tagged object (codec.encode)."""
+    try:
+        params: dict[str, Any] = codec.from_json(row["params"])
+    except codec.Undecodable as exc:
+        raise SluicewayError(f"the run's stored params cannot be read back: {exc}") from None
+    return params
 
 
 def _carry_for_resume(

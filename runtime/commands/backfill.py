@@ -197,7 +197,7 @@ def _newest_runs(
 
 def _params(flow: Flow, item: Item) -> dict[str, Any]:
     """A redo keeps the params of the run it redoes (those the flow still declares)."""
-    old = item.run["params"] if item.run else {}
+    old = codec.from_json(item.run["params"]) if item.run else {}  # stored as codec.encode
     return flow.resolve_params({k: v for k, v in old.items() if k in flow.params})
 
 

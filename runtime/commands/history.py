@@ -55,7 +55,7 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
                 "name": name,
                 "file": str(flow.path),
                 "tasks": list(flow.graph.order),
-                "params": flow.params,
+                "params": codec.loads(codec.encode(flow.params)),  # as `show --json` shows them
                 "description": flow.description,
                 "max_concurrency": flow.max_concurrency,
                 "max_active_runs": flow.max_active_runs,
@@ -118,7 +118,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         out(codec.pretty(run))
         return EXIT_OK
     out(f"run {run['id']}  flow {run['flow']}  {run['state']}")
-    out(f"  logical date {run['logical_date']}   params {codec.dumps_str(run['params'])}")
+    out(f"  logical date {run['logical_date']}   params {codec.readable(run['params'])}")
     out(f"  trigger {codec.dumps_str(run['trigger'])}")
     if run["retry_of"]:
         out(f"  retry of run {run['retry_of']}")

@@ -64,7 +64,7 @@ class Store:
         row = (
             flow,
             "queued",
-            codec.dumps_str(params),
+            codec.encode_str(params),  # faithful: NaN, datetime, ... read back the same
             codec.dumps_str(trigger),
             codec.iso(logical_date),
             key,

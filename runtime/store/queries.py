@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from typing import Any
 
 from runtime import codec
 from runtime.errors import ParamError, RunNotFoundError
+
+log = logging.getLogger("sluiceway.runtime.store")
 
 _TASK_LABEL = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<idx>\d+)\])?")
 
@@ -180,14 +183,25 @@ def get_logs(
 
 
 def stored_results(conn: sqlite3.Connection, run_id: int) -> dict[tuple[str, int], Any]:
-    """Results of the succeeded tasks (and instances) of a run that could be stored."""
+    """Results of the succeeded tasks (and instances) of a run that could be stored, as the
+    tasks returned them (codec.decode_result). A result that cannot be read back is left out
+    and logged: its task runs again rather than hand on a different value."""
     out: dict[tuple[str, int], Any] = {}
     for row in conn.execute(
         "SELECT name, idx, result FROM tasks WHERE run_id = ? AND state = 'succeeded' "
         "AND has_result = 1",
         (run_id,),
     ):
-        out[(row["name"], row["idx"])] = codec.loads(row["result"])
+        try:
+            out[(row["name"], row["idx"])] = codec.decode_result(row["result"])
+        except (TypeError, ValueError) as exc:  # codec.Undecodable, or damaged elsewhere
+            label = row["name"] if row["idx"] < 0 else f"{row['name']}[{row['idx']}]"
+            log.warning(
+                "run=%s task=%s stored result cannot be read back, so it runs again: %s",
+                run_id,
+                label,
+                exc,
+            )
     return out
 
 

@@ -122,7 +122,7 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
     rows: list[list[tuple[str | None, ...]]] = []
     for firing in firings:
         flow = firing.flow
-        params, source_hash = codec.dumps_str(flow.params), flow.source_hash()
+        params, source_hash = codec.encode_str(flow.params), flow.source_hash()
         own: list[tuple[str | None, ...]] = []
         for instant in firing.instants:
             scheduled = codec.iso(instant) or ""
