@@ -3,6 +3,7 @@ what its outcome means: success, skip, retry or failure."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from runtime.context import Run, TaskLogger
+from runtime.durations import parse_duration
 from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
 from runtime.events import TaskRetrying, TaskStarted
-from runtime.recording import format_error
+from runtime.recording import describe_error, format_error
 from runtime.states import TaskState
 from runtime.task import Branch, Task
 from runtime.units import Unit
@@ -28,7 +30,13 @@ S = TaskState
 
 
 async def run_attempt(x: Execution, unit: Unit) -> float | None:
-    """One attempt. Returns the delay before the next attempt, or None when it ended."""
+    """One attempt. Returns the delay before the next attempt, or None when it ended.
+
+    The attempt is an isolation boundary: whatever the task raises (``SystemExit`` from
+    ``sys.exit()``, ``KeyboardInterrupt``, any ``BaseException``) fails the attempt and
+    nothing else. Only a cancel of this attempt's own scopes (its run cancelled or
+    interrupted) ends it as a cancel.
+    """
     node, task = unit.node, unit.node.task
     unit.attempts += 1  # counted before the call: a kill -9 mid-task still spends a try
     attempt = unit.attempts
@@ -44,6 +52,7 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     error: BaseException | None = None
     result: Any = None
     scope: anyio.CancelScope | None = None
+    me = asyncio.current_task()
     try:
         kwargs = build_kwargs(x, unit, attempt)
         with anyio.CancelScope() as scope:
@@ -55,28 +64,29 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
                     result = await invoke(task, kwargs, x.engine.thread_limiter)
                 if deadline.cancelled_caught:
                     raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
-    except anyio.get_cancelled_exc_class():
-        unit.scope = None
-        end = x.clock.now()
-        if x.interrupting:
-            # the attempt is spent; the task waits, pending, for the next start
-            error = InterruptedRunError("interrupted by service shutdown")
-            x.rec.attempt(unit, attempt, S.FAILED, end, error)
-            unit.state = S.PENDING
-            unit.error = f"InterruptedRunError: {error}"
-            x.rec.task(unit, None)
-            raise
-        x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
-        x.settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
-        raise
     except Skip as skip:
         unit.scope = None
         end = x.clock.now()
         x.rec.attempt(unit, attempt, S.SKIPPED, end, None)
         x.settle(unit, S.SKIPPED, end, reason=skip.reason)
         return None
-    except Exception as exc:  # noqa: BLE001 - one task attempt is an isolation boundary
-        error = exc
+    except BaseException as exc:  # one task attempt is an isolation boundary, whatever it raises
+        if not _cancelled_from_outside(exc, me):
+            error = exc  # whatever the task raised, SystemExit and the like included
+        else:
+            unit.scope = None
+            end = x.clock.now()
+            if x.interrupting:
+                # the attempt is spent; the task waits, pending, for the next start
+                error = InterruptedRunError("interrupted by service shutdown")
+                x.rec.attempt(unit, attempt, S.FAILED, end, error)
+                unit.state = S.PENDING
+                unit.error = f"InterruptedRunError: {error}"
+                x.rec.task(unit, None)
+                raise
+            x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
+            x.settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
+            raise
     unit.scope = None
     end = x.clock.now()
     if error is None and scope is not None and scope.cancelled_caught:
@@ -97,10 +107,18 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
             (end - now).total_seconds(),
         )
         return None
-    text = f"{type(error).__name__}: {error}"
+    delay: float | None = None
+    retriable = True
+    if isinstance(error, Retry) and error.delay is not None:
+        try:
+            delay = parse_duration(error.delay, what="Retry delay")
+        except ValueError as bad:
+            # a bug in the task, not a failure another attempt could mend
+            error = ValueError(str(bad)).with_traceback(error.__traceback__)
+            retriable = False
+    text = describe_error(error)
     x.rec.attempt(unit, attempt, S.FAILED, end, error)
-    if not x.cancelling and task.retry.should_retry(error, attempt):
-        delay = error.delay if isinstance(error, Retry) and error.delay is not None else None
+    if retriable and not x.cancelling and task.retry.should_retry(error, attempt):
         if delay is None:
             delay = task.retry.delay_for(attempt, x.engine.rng)
         unit.state = S.RETRYING
@@ -143,6 +161,23 @@ async def invoke(task: Task, kwargs: dict[str, Any], threads: anyio.CapacityLimi
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def _cancelled_from_outside(exc: BaseException, me: asyncio.Task[Any] | None) -> bool:
+    """True when *exc* cancels this attempt from outside (its run cancelled or interrupted,
+    the process stopping), False when the task's own code raised it."""
+    if isinstance(exc, asyncio.CancelledError):
+        # a cancel of this asyncio task is pending (anyio takes back the cancels of the scopes
+        # it caught, the timeout's and the soft cancel's); a task raising CancelledError
+        # itself leaves none
+        return me is None or me.cancelling() > 0
+    if isinstance(exc, GeneratorExit):
+        # thrown in by close() while the coroutine is destroyed, not raised by the task
+        try:
+            return asyncio.current_task() is not me
+        except RuntimeError:  # no running loop
+            return True
+    return False
 
 
 def build_kwargs(x: Execution, unit: Unit, attempt: int) -> dict[str, Any]:

@@ -8,19 +8,27 @@ import re
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
+# The longest duration anything takes: a year. Longer is a typo (1e12 seconds is 31,700
+# years), and an instant that far ahead overflows datetime arithmetic (past the year 9999).
+MAX_SECONDS = 366 * 86400.0
 
-def parse_duration(value: object, *, what: str = "duration") -> float:
+
+def parse_duration(value: object, *, what: str = "duration", at_most: float = MAX_SECONDS) -> float:
     """Return *value* in seconds.
 
     :param value: a non-negative number of seconds, or a string such as ``"90s"``, ``"15m"``,
         ``"1h30m"``
     :param what: names the setting in the error message
+    :param at_most: the longest accepted, in seconds (default a year, 366 days)
     :raises ValueError: with a message naming *what* and the bad value
     """
     if isinstance(value, bool):
         raise ValueError(f"{what} must be seconds or a string like '30s', not {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
         try:
@@ -40,4 +48,13 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         raise ValueError(f"{what} must be seconds or a string like '30s', not {value!r}")
     if seconds < 0 or math.isnan(seconds) or math.isinf(seconds):
         raise ValueError(f"{what} must be a finite, non-negative duration, not {value!r}")
+    if seconds > at_most:
+        raise ValueError(f"{what} must be at most {_words(at_most)}, not {value!r}")
     return seconds
+
+
+def _words(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} seconds"

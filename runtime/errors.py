@@ -77,15 +77,20 @@ class StoreError(SluicewayError):
 
 
 class Retry(Exception):
-    """Raise inside a task to ask for another attempt now or after *delay* seconds.
+    """Raise inside a task to ask for another attempt now or after *delay*.
 
     Counts as a failed attempt: when no retries are left the task fails with this message.
+    A *delay* that is not a duration (or longer than a year) fails the task at once, with
+    an error that says so.
 
     :param message: why the attempt should be retried (stored with the attempt)
-    :param delay: seconds to wait instead of the task's backoff; ``None`` uses the backoff
+    :param delay: seconds, or a duration such as ``"30s"``, to wait instead of the task's
+        backoff; ``None`` uses the backoff
     """
 
-    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+    def __init__(
+        self, message: str = "retry requested", *, delay: float | str | None = None
+    ) -> None:
         self.delay = delay
         super().__init__(message)
 

@@ -93,7 +93,7 @@ class Recorder:
                 _iso(unit.attempt_start),
                 _iso(now),
                 type(error).__name__ if error else None,
-                str(error) if error else None,
+                error_text(error) if error else None,
                 format_error(error) if error else None,
             )
         )
@@ -118,6 +118,24 @@ def format_error(error: BaseException) -> str:
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
         tb = tb.tb_next
-    if tb is None:
-        return "".join(traceback.format_exception_only(error)).rstrip()
-    return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+    try:
+        # with no frame of its own left, the error still shows what caused it
+        return "".join(traceback.format_exception(type(error), error, tb)).rstrip()
+    except BaseException as exc:  # noqa: BLE001 - a task's odd error must not stop its recording
+        why = f"formatting it raised {type(exc).__name__}"
+        return f"{describe_error(error)} (no traceback: {why})"
+
+
+def error_text(error: BaseException) -> str:
+    """``str(error)``, defensively: an exception whose ``__str__`` raises (or returns no str)
+    is still recorded, as a placeholder that names what went wrong."""
+    try:
+        text = str(error)
+    except BaseException as exc:  # noqa: BLE001 - whatever a task's exception does
+        return f"<str() of {type(error).__name__} raised {type(exc).__name__}>"
+    return text
+
+
+def describe_error(error: BaseException) -> str:
+    """``Type: message``, as stored in a task's ``error`` column and shown by ``show``."""
+    return f"{type(error).__name__}: {error_text(error)}"

@@ -32,7 +32,10 @@ class RetryPolicy:
 
     def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed *attempt* (1-based) before the next one."""
-        base = min(self.max_delay, self.delay * self.backoff ** (attempt - 1))
+        try:
+            base = min(self.max_delay, self.delay * self.backoff ** (attempt - 1))
+        except OverflowError:  # backoff ** attempt past a float, after many attempts
+            base = self.max_delay
         if self.jitter:
             return (rng or random).uniform(0.0, base)
         return base

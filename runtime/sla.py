@@ -96,7 +96,10 @@ class _Monitor:
                 continue
             del self.deadlines[due.key]
             self.missed.add(due.key)
-            await self._record(due)
+            try:
+                await self._record(due)
+            except Exception:  # one miss that cannot be recorded never stops the monitor
+                log.exception("run=%s flow=%s task=%s sla.missed not recorded", *_ids(due))
 
     async def _nap(self, seconds: float | None) -> None:
         """Sleep on the clock (until woken, when *seconds* is None); :meth:`_wake` ends it."""
@@ -159,8 +162,9 @@ class _Monitor:
         if brief["trigger_kind"] in EXEMPT_TRIGGERS:
             log.debug("run=%s flow=%s exempt from the flow SLA", event.run_id, event.flow)
             return
-        at = brief["logical_date"] + timedelta(seconds=flow.sla)
-        self._arm(_Deadline(at, event.run_id, event.flow, None, flow.sla))
+        at = _after(brief["logical_date"], flow.sla)
+        if at is not None:
+            self._arm(_Deadline(at, event.run_id, event.flow, None, flow.sla))
 
     def _task_started(self, event: TaskStarted) -> None:
         name = event.task.partition("[")[0]
@@ -171,8 +175,9 @@ class _Monitor:
         task = flow.tasks.get(name) if flow is not None else None
         if task is None or task.sla is None:
             return
-        at = event.ts + timedelta(seconds=task.sla)
-        self._arm(_Deadline(at, event.run_id, event.flow, name, task.sla))
+        at = _after(event.ts, task.sla)
+        if at is not None:
+            self._arm(_Deadline(at, event.run_id, event.flow, name, task.sla))
 
     def _arm(self, deadline: _Deadline) -> None:
         self.deadlines[deadline.key] = deadline
@@ -181,6 +186,16 @@ class _Monitor:
     def _drop(self, key: tuple[int, str | None]) -> None:
         if self.deadlines.pop(key, None) is not None:
             self._wake()
+
+
+def _after(start: datetime, seconds: float) -> datetime | None:
+    """The deadline *seconds* after *start*; None (never due) past what datetime can hold.
+    Flows validate their SLAs (at most a year), so this only guards the timer."""
+    try:
+        return start + timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        log.warning("an SLA of %gs after %s is past the year 9999: not watched", seconds, start)
+        return None
 
 
 def _ids(due: _Deadline) -> tuple[int, str, str]:
@@ -217,6 +232,9 @@ async def run_sla_monitor(
                 tg.start_soon(monitor.run_timer, name="sla timer")
                 task_status.started()
                 async for event in receive:
-                    await monitor.handle(event)
+                    try:
+                        await monitor.handle(event)
+                    except Exception:  # the monitor outlives one event it could not handle
+                        log.exception("run=%s flow=%s: SLA not watched", event.run_id, event.flow)
         finally:
             unsubscribe()

@@ -1,0 +1,165 @@
+"""Attempts under hostile tasks, in process on real SQLite files and real threads: a ``def``
+attempt abandoned by its timeout keeps its slots until its thread ends (and its retry waits
+for it), an ``async`` attempt that kept its timeout from firing fails, ``Retry(delay=...)``
+takes durations and refuses nonsense, and durations too long for datetimes are refused or,
+in the SLA timer, survived."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runtime import Flow, Retry, Run
+from runtime.clock import FakeClock
+from runtime.errors import RunNotFoundError
+from runtime.events import Event, TaskRetrying
+from runtime.retry import RetryPolicy
+from runtime.sla import run_sla_monitor
+from runtime.states import RunState, TaskState
+from runtime.store import connect_reader, queries
+from tests.conftest import MakeRunner
+from tests.runtime.test_sla import T0, Gate, Misses, WaitingClock, at, held_flow, start_run
+
+_SCRIPT = Path(sys.executable).parent / "sluiceway"
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+
+
+def stored(db_path: Path, run_id: int) -> dict[str, Any] | None:
+    if not db_path.exists():
+        return None
+    with closing(connect_reader(db_path)) as conn:
+        try:
+            run: dict[str, Any] = queries.get_run(conn, run_id)
+        except RunNotFoundError:
+            return None
+        return run
+
+
+def task_row(run: dict[str, Any], name: str) -> dict[str, Any]:
+    """The stored row of task *name*; empty while its row is not committed yet."""
+    rows = [t for t in run["tasks"] if t["name"] == name and "index" not in t]
+    return rows[0] if rows else {}
+
+
+# --- 1. Retry(delay=...) and durations ---
+
+
+async def test_retry_delay_takes_a_duration_string(
+    make_runner: MakeRunner, clock: FakeClock, events: list[Event]
+) -> None:
+    flow = Flow("asks")
+
+    @flow.task(retries=1)
+    async def asks(run: Run) -> int:
+        if run.attempt == 1:
+            raise Retry("not yet", delay="30s")
+        return run.attempt
+
+    async with make_runner() as runner:
+        result = await runner.run(flow)
+    assert result["asks"] == 2
+    assert clock.sleeps == [30.0]
+    assert [e.delay for e in events if isinstance(e, TaskRetrying)] == [30.0]
+
+
+@pytest.mark.parametrize(
+    ("delay", "message"),
+    [
+        ("soon", "Retry delay 'soon' is not a duration (use seconds or e.g. '30s'"),
+        (1e12, "Retry delay must be at most 366 days, not 1000000000000.0"),
+        ("-5", "Retry delay must be a finite, non-negative duration, not '-5'"),
+        ([30], "Retry delay must be seconds or a string like '30s', not [30]"),
+    ],
+)
+async def test_a_retry_delay_that_is_not_a_duration_fails_the_task_at_once(
+    make_runner: MakeRunner, db_path: Path, delay: Any, message: str
+) -> None:
+    flow = Flow("nonsense")
+
+    @flow.task(retries=3)
+    async def asks() -> None:
+        raise Retry("not yet", delay=delay)
+
+    async with make_runner() as runner:
+        result = await runner.run(flow)
+    task = result.tasks["asks"]
+    assert (task.state, task.attempts) == (TaskState.FAILED, 1)
+    assert task.error is not None
+    assert task.error.startswith(f"ValueError: {message}")
+    run = stored(db_path, result.id)
+    assert run is not None
+    assert 'raise Retry("not yet", delay=delay)' in task_row(run, "asks")["traceback"]
+
+
+def test_backoff_past_what_a_float_holds_is_capped() -> None:
+    policy = RetryPolicy(retries=5000, delay=1, backoff=2.0, max_delay=300)
+    assert policy.delay_for(2000) == 300
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"retry_delay": "1e12"}, "retry_delay must be at most 366 days, not '1e12'"),
+        ({"max_delay": 1e12}, "max_delay must be at most 366 days, not 1000000000000.0"),
+        ({"timeout": "400d"}, "timeout must be at most 366 days, not '400d'"),
+        ({"sla": 10**20}, "sla must be at most 366 days, not 100000000000000000000"),
+    ],
+)
+def test_task_durations_past_a_year_are_validation_problems(
+    options: dict[str, Any], problem: str
+) -> None:
+    flow = Flow("long")
+
+    @flow.task(**options)
+    def a() -> None:
+        pass
+
+    (found,) = flow.problems()
+    assert found.endswith(f": task 'a': {problem}")
+
+
+def test_a_flow_sla_past_a_year_is_a_validation_problem() -> None:
+    flow = Flow("long", sla=1e12)
+    assert any(
+        p.endswith("sla must be at most 366 days, not 1000000000000.0") for p in flow.problems()
+    )
+
+
+async def test_an_sla_past_the_year_9999_is_not_watched_and_the_monitor_goes_on(
+    make_runner: MakeRunner,
+) -> None:
+    clock = WaitingClock(T0)
+    gate = Gate()
+    huge = held_flow(gate, sla=60, task_sla=60)
+    huge.sla = huge.tasks["hold"].sla = 1e12  # set past validation: the timer must survive it
+    prompt = Flow("prompt", sla=60)
+
+    @prompt.task
+    async def hold() -> str:
+        await gate.release.wait()
+        return "done"
+
+    misses = Misses()
+    flows = {"late": huge, "prompt": prompt}
+    async with make_runner(clock=clock) as runner, anyio.create_task_group() as tg:
+        runner.bus.subscribe(misses)
+        await tg.start(run_sla_monitor, runner.bus, runner.store, clock, flows.get)
+        with anyio.fail_after(5):
+            gate.release.set()
+            first = await runner.run(huge)
+        assert first.state is RunState.SUCCEEDED
+        gate.release = anyio.Event()
+        second = start_run(tg, runner, prompt)  # the same monitor still watches
+        with anyio.fail_after(5):
+            await clock.wait_for_sleeps(at(60))  # only the prompt run's deadline is armed
+            clock.advance(61)
+            await misses.wait(1)
+        gate.release.set()
+        assert (await second.wait()).state is RunState.SUCCEEDED
+        tg.cancel_scope.cancel()
+    assert [(m.run_id, m.flow, m.scope) for m in misses.seen] == [(2, "prompt", "flow")]
