@@ -19,6 +19,7 @@ from runtime.events import TaskRetrying, TaskStarted
 from runtime.recording import describe_error, format_error
 from runtime.states import TaskState
 from runtime.task import Branch, Task
+from runtime.threads import ThreadCall
 from runtime.units import Unit
 
 if TYPE_CHECKING:
@@ -52,16 +53,17 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     error: BaseException | None = None
     result: Any = None
     scope: anyio.CancelScope | None = None
+    call = None if task.is_async else ThreadCall()
     me = asyncio.current_task()
     try:
         kwargs = build_kwargs(x, unit, attempt)
         with anyio.CancelScope() as scope:
             unit.scope = scope
             if task.timeout is None:
-                result = await invoke(task, kwargs, x.engine.thread_limiter)
+                result = await invoke(task, kwargs, x.engine.thread_limiter, call)
             else:
                 with anyio.move_on_after(task.timeout) as deadline:
-                    result = await invoke(task, kwargs, x.engine.thread_limiter)
+                    result = await invoke(task, kwargs, x.engine.thread_limiter, call)
                 if deadline.cancelled_caught:
                     raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
     except Skip as skip:
@@ -87,6 +89,9 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
             x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
             x.settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
             raise
+    finally:
+        if call is not None and call.running:
+            x.lingering[unit] = call  # abandoned: it keeps the slots until it really ends
     unit.scope = None
     end = x.clock.now()
     if error is None and scope is not None and scope.cancelled_caught:
@@ -150,14 +155,14 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     return None
 
 
-async def invoke(task: Task, kwargs: dict[str, Any], threads: anyio.CapacityLimiter) -> Any:
-    if task.is_async:
+async def invoke(
+    task: Task, kwargs: dict[str, Any], threads: anyio.CapacityLimiter, call: ThreadCall | None
+) -> Any:
+    if call is None:
         return await task.func(**kwargs)
-    result = await anyio.to_thread.run_sync(
-        functools.partial(task.func, **kwargs),
-        abandon_on_cancel=True,  # a timed-out thread cannot be killed; the run moves on
-        limiter=threads,
-    )
+    # a daemon thread: a timeout abandons it (no thread can be killed) and the run moves on,
+    # and a thread still running never keeps the process from exiting
+    result = await call.run(functools.partial(task.func, **kwargs), threads)
     if inspect.isawaitable(result):
         result = await result
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from runtime.result import RunResult, TaskResult
 from runtime.rules import decide, map_items, mapped_outcome, run_outcome
 from runtime.states import RunState, TaskState
 from runtime.store import Store
+from runtime.threads import ThreadCall
 from runtime.units import Node, Unit
 
 log = logging.getLogger("sluiceway.runtime.engine")
@@ -155,6 +157,9 @@ class Execution:
         self.done = anyio.Event()
         self.open_nodes = 0
         self.tg: asyncio.TaskGroup | None = None
+        # threads of `def` attempts that were abandoned (timed out, cancelled) but still run:
+        # each keeps its unit's slots, and the unit's next attempt waits, until it really ends
+        self.lingering: dict[Unit, ThreadCall] = {}
         graph = flow.validate(engine.limits.pools)
         limits = engine.limits
         flow_slots = limits.flow_slots(flow.name, flow.max_concurrency)
@@ -401,8 +406,13 @@ class Execution:
             else:
                 retry_in = await run_attempt(self, unit)
         finally:
-            # a slot is given back on every path; it starts what waited for it at once
-            self.limits.give(node.chain)
+            # a slot is given back on every path (by an abandoned thread, once it ends); it
+            # starts what waited for it at once
+            thread = self.lingering.get(unit)
+            if thread is None:
+                self.limits.give(node.chain)
+            else:
+                thread.when_ended(functools.partial(self._thread_ended, unit, thread))
         if retry_in is not None:
             assert self.tg is not None
             self.tg.create_task(self._retry_later(unit, retry_in))
@@ -413,11 +423,24 @@ class Execution:
             with anyio.CancelScope() as scope:
                 unit.scope = scope
                 await self.clock.sleep(delay)
+                thread = self.lingering.get(unit)
+                if thread is not None:  # never two attempts of a task at once
+                    unit.reason = (
+                        f"waiting for the timed-out attempt {unit.attempts}'s thread to end"
+                    )
+                    self.rec.task(unit, unit.next_at)
+                    await thread.ended.wait()
             unit.scope = None
         if self.cancelling:
             self.settle(unit, S.CANCELLED, self.clock.now(), reason="run cancelled")
         else:
             self._make_ready(unit.node, unit)
+
+    def _thread_ended(self, unit: Unit, thread: ThreadCall) -> None:
+        """An abandoned attempt's thread returned: its slots are free at last."""
+        if self.lingering.get(unit) is thread:
+            del self.lingering[unit]
+        self.limits.give(unit.node.chain)  # starts what waited for them, in any run
 
     def apply_branch(self, node: Node, branch: Branch) -> Exception | None:
         names = {d.name for d in node.downstream}

@@ -136,7 +136,9 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         label = task["name"] if "index" not in task else f"{task['name']}[{task['index']}]"
         took = f"{task['duration']:.2f}s" if task["duration"] is not None else "-"
         detail = task["error"] or task["reason"] or ""
-        if task["state"] == "retrying" and task["next_attempt_at"]:
+        if task["state"] == "retrying" and task["reason"]:  # why the next one has not started
+            detail = f"{task['reason']}: {detail}"
+        elif task["state"] == "retrying" and task["next_attempt_at"]:
             detail = f"next attempt at {task['next_attempt_at']}: {detail}"
         out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
     if run["error"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,18 @@ async def cancels_itself() -> None:
 
 
 @faults.task
+def stops_iteration() -> None:
+    raise StopIteration
+
+
+@faults.task
 async def unprintable() -> None:
     raise Unprintable()
 
 
 RAISERS = [
     exits_0, exits_3_in_a_thread, interrupts, interrupts_in_a_thread, booms,
-    booms_in_a_thread, generator_exit, cancels_itself, unprintable,
+    booms_in_a_thread, generator_exit, cancels_itself, stops_iteration, unprintable,
 ]
 
 
@@ -130,6 +136,8 @@ RAISED = {
     "booms_in_a_thread": ("Boom", 'raise Boom("boom")'),
     "generator_exit": ("GeneratorExit", "raise GeneratorExit"),
     "cancels_itself": ("CancelledError", "raise asyncio.CancelledError"),
+    # as from an async def: a StopIteration leaving a coroutine is a RuntimeError (PEP 479)
+    "stops_iteration": ("RuntimeError", "raise StopIteration"),
     "unprintable": ("Unprintable", "raise Unprintable()"),
 }
 
@@ -217,3 +225,14 @@ def test_validate_reports_durations_out_of_range_with_file_and_line(home: Path) 
     assert any(p.startswith("flows/huge.py:7: task 'a': sla must be a finite") for p in problems), (
         done.stderr
     )
+
+
+def test_a_timed_out_def_task_does_not_keep_the_process_alive(home: Path) -> None:
+    began = time.monotonic()
+    done = sluiceway(home, "run", "stuck")
+    took = time.monotonic() - began
+    assert done.returncode == 1, done.stderr
+    assert "TaskTimeoutError: attempt 1 timed out after 1s" in done.stderr
+    assert took < 8, f"took {took:.1f}s: the abandoned thread kept the process alive"
+    states = dict(rows(home, "SELECT name, state FROM tasks"))
+    assert states == {"sleeps": "failed", "after_it": "succeeded"}

@@ -6,7 +6,10 @@ in the SLA timer, survived."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from runtime import Flow, Retry, Run
 from runtime.clock import FakeClock
 from runtime.errors import RunNotFoundError
 from runtime.events import Event, TaskRetrying
+from runtime.result import RunResult
 from runtime.retry import RetryPolicy
 from runtime.sla import run_sla_monitor
 from runtime.states import RunState, TaskState
@@ -163,3 +167,121 @@ async def test_an_sla_past_the_year_9999_is_not_watched_and_the_monitor_goes_on(
         assert (await second.wait()).state is RunState.SUCCEEDED
         tg.cancel_scope.cancel()
     assert [(m.run_id, m.flow, m.scope) for m in misses.seen] == [(2, "prompt", "flow")]
+
+
+# --- 5. a def attempt abandoned by its timeout ---
+
+
+async def wait_stored(
+    db_path: Path, run_id: int, check: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """Poll the stored run until *check* holds (the writer commits within its interval)."""
+    deadline = anyio.current_time() + 10
+    while True:
+        run = stored(db_path, run_id)
+        if run is not None and check(run):
+            return run
+        assert anyio.current_time() < deadline, f"timed out waiting for {what}: {run}"
+        await anyio.sleep(0.02)
+
+
+class Background:
+    """A run going on in a task group; :attr:`result` once it ended."""
+
+    def __init__(self) -> None:
+        self.result: RunResult | None = None
+
+    def start(self, tg: anyio.abc.TaskGroup, go: Callable[[], Any]) -> None:
+        async def run() -> None:
+            self.result = await go()
+
+        tg.start_soon(run)
+
+
+async def test_a_timed_out_def_attempt_keeps_its_slots_until_its_thread_ends(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    flow = Flow("lingering")
+    release = threading.Event()
+    order: list[str] = []
+
+    @flow.task(pool="single", timeout=0.05)
+    def stuck() -> None:
+        release.wait(20)
+        order.append("stuck's thread ended")
+
+    @flow.task(pool="single", after=[stuck], run_if="all_done")
+    def next_in_pool() -> None:
+        order.append("next_in_pool started")
+
+    run = Background()
+    try:
+        async with make_runner() as runner:
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    run.start(tg, lambda: runner.run(flow))
+                    seen = await wait_stored(
+                        db_path, 1, lambda r: task_row(r, "stuck").get("state") == "failed", "stuck"
+                    )
+                    waiting = task_row(seen, "next_in_pool")
+                    assert (waiting["state"], waiting["reason"]) == (
+                        "pending",
+                        "waiting for a slot: pool single is full",
+                    )
+                    assert runner.limits.pools["single"].used == 1  # the thread still has it
+                    assert order == []
+                    release.set()
+            assert runner.limits.pools["single"].used == 0
+            assert runner.limits.global_slots.used == 0
+    finally:
+        release.set()
+    assert order == ["stuck's thread ended", "next_in_pool started"]
+    assert run.result is not None
+    assert run.result.tasks["stuck"].error == "TaskTimeoutError: attempt 1 timed out after 0.05s"
+    assert run.result.tasks["next_in_pool"].state is TaskState.SUCCEEDED
+
+
+async def test_a_retry_waits_for_the_timed_out_attempts_thread_and_show_says_so(
+    make_runner: MakeRunner, db_path: Path, tmp_path: Path
+) -> None:
+    flow = Flow("one-at-a-time")
+    release = threading.Event()
+    order: list[str] = []
+
+    @flow.task(timeout=0.05, retries=1, retry_delay=0)
+    def flaky(run: Run) -> int:
+        if run.attempt == 1:
+            release.wait(20)
+            order.append("attempt 1's thread ended")
+            return 1
+        order.append("attempt 2 started")
+        return 2
+
+    reason = "waiting for the timed-out attempt 1's thread to end"
+    run = Background()
+    try:
+        async with make_runner() as runner:
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    run.start(tg, lambda: runner.run(flow))
+                    seen = await wait_stored(
+                        db_path, 1, lambda r: task_row(r, "flaky").get("reason") == reason, reason
+                    )
+                    assert task_row(seen, "flaky")["state"] == "retrying"
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+                    show = await anyio.run_process(
+                        [*SLUICEWAY, "show", "1", "--db", str(db_path)], cwd=tmp_path, env=env
+                    )
+                    line = next(
+                        line for line in show.stdout.decode().splitlines() if "flaky" in line
+                    )
+                    assert "retrying" in line
+                    assert f"{reason}: TaskTimeoutError: attempt 1 timed out" in line
+                    assert order == []
+                    release.set()
+    finally:
+        release.set()
+    assert order == ["attempt 1's thread ended", "attempt 2 started"]
+    assert run.result is not None
+    assert run.result["flaky"] == 2
+    assert run.result.tasks["flaky"].attempts == 2

@@ -5,6 +5,7 @@ the process alive after the shutdown grace; a task blocking the loop is named.""
 from __future__ import annotations
 
 import signal
+import time
 
 from tests.service.flows import _PRELUDE
 from tests.service.served import Home
@@ -124,3 +125,19 @@ def test_a_base_exception_in_one_run_does_not_touch_a_run_in_flight(home: Home) 
     assert served.proc.poll() is None, served.describe()
     served.send(signal.SIGTERM)
     assert served.wait_exit(timeout=15) == 0, served.describe()
+
+
+def test_a_def_task_still_running_after_the_grace_does_not_delay_the_exit(home: Home) -> None:
+    (home.flows / "faults.py").write_text(FAULTS)
+    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="1")
+    served.wait_ready()
+    run_id = home.trigger("sleepy")
+    home.wait_lines("started.txt", f"{run_id} sleeps 1")
+    stopping = time.monotonic()
+    served.send(signal.SIGTERM)
+    code = served.wait_exit(timeout=12)
+    took = time.monotonic() - stopping
+    assert code == 0, served.describe()
+    # 1 s of grace, then the thread is left behind: it sleeps 15 s on a daemon thread
+    assert took < 8, f"exited {took:.1f}s after SIGTERM\n{served.describe()}"
+    assert home.attempts(run_id, "sleeps") == [(1, "failed", "interrupted by service shutdown")]
