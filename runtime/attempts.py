@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from runtime import loopwatch
 from runtime.context import Run, TaskLogger
 from runtime.durations import parse_duration
 from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sluiceway.runtime.engine")
 
 S = TaskState
+# an async attempt that returns this much past its timeout kept the timeout from firing (it
+# blocked the loop, or caught the cancel): it fails. Less is the loop's own lateness: the
+# step that returns may run just after the deadline, before the timeout's callback.
+OVERRUN_GRACE = 0.1
 
 
 async def run_attempt(x: Execution, unit: Unit) -> float | None:
@@ -55,6 +60,8 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     scope: anyio.CancelScope | None = None
     call = None if task.is_async else ThreadCall()
     me = asyncio.current_task()
+    if me is not None:  # a blocked loop names the task whose code it runs
+        loopwatch.attempts[me] = (x.run_id, x.flow.name, unit.label, attempt)
     try:
         kwargs = build_kwargs(x, unit, attempt)
         with anyio.CancelScope() as scope:
@@ -62,10 +69,14 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
             if task.timeout is None:
                 result = await invoke(task, kwargs, x.engine.thread_limiter, call)
             else:
+                began = anyio.current_time()
                 with anyio.move_on_after(task.timeout) as deadline:
                     result = await invoke(task, kwargs, x.engine.thread_limiter, call)
                 if deadline.cancelled_caught:
                     raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
+                took = anyio.current_time() - began
+                if call is None and took > task.timeout + OVERRUN_GRACE:
+                    raise TaskTimeoutError(_overran(attempt, task.timeout, took, deadline))
     except Skip as skip:
         unit.scope = None
         end = x.clock.now()
@@ -90,6 +101,8 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
             x.settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
             raise
     finally:
+        if me is not None:
+            loopwatch.attempts.pop(me, None)
         if call is not None and call.running:
             x.lingering[unit] = call  # abandoned: it keeps the slots until it really ends
     unit.scope = None
@@ -183,6 +196,20 @@ def _cancelled_from_outside(exc: BaseException, me: asyncio.Task[Any] | None) ->
         except RuntimeError:  # no running loop
             return True
     return False
+
+
+def _overran(attempt: int, timeout: float, took: float, deadline: anyio.CancelScope) -> str:
+    """Why an attempt that returned past its timeout failed: the timeout could not fire."""
+    if deadline.cancel_called:  # it fired, but the task caught the cancel and went on
+        return (
+            f"attempt {attempt} ran {took:.2f}s, past its timeout of {timeout:g}s: it caught "
+            f"the timeout's cancellation and went on"
+        )
+    return (
+        f"attempt {attempt} ran {took:.2f}s, past its timeout of {timeout:g}s: it blocked the "
+        f"event loop, so the timeout could not fire (a blocking call such as time.sleep in an "
+        f"async def; make it a def task or await an async version)"
+    )
 
 
 def build_kwargs(x: Execution, unit: Unit, attempt: int) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Config:
     :ivar result_max_bytes: larger results are passed on in memory but not stored
     :ivar shutdown_grace: on SIGTERM, how long running tasks may go on before they are
         interrupted (and resumed at the next start)
+    :ivar loop_block_threshold: a callback (a task's code) that blocks the event loop longer
+        than this is logged as a warning naming the task; 0 turns the watch off
     :ivar source: where the values came from, for messages
     """
 
@@ -42,6 +44,7 @@ class Config:
     flush_interval: float = 0.05
     result_max_bytes: int = 8 * 1024 * 1024
     shutdown_grace: float = 30.0
+    loop_block_threshold: float = 1.0
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -71,6 +74,13 @@ def _interval(value: Any) -> float:
     return seconds
 
 
+def _threshold(value: Any) -> float:
+    seconds = parse_duration(value, what="value")
+    if seconds != 0 and not 0.05 <= seconds <= 3600:
+        raise ValueError(f"must be 0 (off) or between 50ms and 1h, not {value!r}")
+    return seconds
+
+
 def _path(value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a path, not {value!r}")
@@ -85,6 +95,7 @@ _KEYS: dict[str, Callable[[Any], Any]] = {
     "flush_interval": _interval,
     "result_max_bytes": _positive_int,
     "shutdown_grace": lambda value: parse_duration(value, what="value"),
+    "loop_block_threshold": _threshold,
 }
 _SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": _positive_int}
 

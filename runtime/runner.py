@@ -16,6 +16,7 @@ from runtime.errors import SluicewayError
 from runtime.events import EventBus, RunEnded
 from runtime.flow import Flow
 from runtime.limits import Limits
+from runtime.loopwatch import LoopWatch
 from runtime.result import RunResult, TaskResult
 from runtime.states import RunState, TaskState
 from runtime.store import Store, open_store, queries
@@ -261,23 +262,25 @@ async def open_runner(
     config: Config, *, clock: Clock | None = None, bus: EventBus | None = None
 ) -> AsyncIterator[Runner]:
     """Open the store and limits described by *config* and yield a :class:`Runner`."""
-    async with open_store(config.db, interval=config.flush_interval) as store:
-        limits = Limits(config.max_concurrency, config.pools)
-        engine = Engine(
-            store,
-            limits,
-            clock or SystemClock(),
-            # not `bus or ...`: a bus with no subscriber yet is falsy, and its subscribers
-            # (the SLA monitor of `backfill`) would never hear of the runs
-            bus if bus is not None else EventBus(),
-            result_max_bytes=config.result_max_bytes,
-            threads=config.max_concurrency,
-        )
-        epoch = await store.start_epoch(engine.clock.now())
-        try:
-            yield Runner(config, store, engine, epoch)
-        finally:
-            store.end_epoch(epoch, engine.clock.now())
+    # the watch warns of a task that blocks the loop (it names the task)
+    with LoopWatch(config.loop_block_threshold):
+        async with open_store(config.db, interval=config.flush_interval) as store:
+            limits = Limits(config.max_concurrency, config.pools)
+            engine = Engine(
+                store,
+                limits,
+                clock or SystemClock(),
+                # not `bus or ...`: a bus with no subscriber yet is falsy, and its subscribers
+                # (the SLA monitor of `backfill`) would never hear of the runs
+                bus if bus is not None else EventBus(),
+                result_max_bytes=config.result_max_bytes,
+                threads=config.max_concurrency,
+            )
+            epoch = await store.start_epoch(engine.clock.now())
+            try:
+                yield Runner(config, store, engine, epoch)
+            finally:
+                store.end_epoch(epoch, engine.clock.now())
 
 
 def _stored_inputs(

@@ -236,3 +236,12 @@ def test_a_timed_out_def_task_does_not_keep_the_process_alive(home: Path) -> Non
     assert took < 8, f"took {took:.1f}s: the abandoned thread kept the process alive"
     states = dict(rows(home, "SELECT name, state FROM tasks"))
     assert states == {"sleeps": "failed", "after_it": "succeeded"}
+
+
+def test_a_task_blocking_the_loop_is_named_in_a_warning(home: Path) -> None:
+    done = sluiceway(home, "run", "hog", SLUICEWAY_LOOP_BLOCK_THRESHOLD="0.5")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "sluiceway.loop" in line]
+    assert warnings, done.stderr
+    assert "the event loop has been blocked for" in warnings[0]
+    assert "task 'hogs_the_loop' of run 1 (flow 'hog', attempt 1)" in warnings[0]

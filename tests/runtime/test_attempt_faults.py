@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -285,3 +286,48 @@ async def test_a_retry_waits_for_the_timed_out_attempts_thread_and_show_says_so(
     assert run.result is not None
     assert run.result["flaky"] == 2
     assert run.result.tasks["flaky"].attempts == 2
+
+
+# --- 6. an async attempt that kept its timeout from firing ---
+
+
+async def test_an_async_task_blocking_the_loop_past_its_timeout_fails(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    flow = Flow("blocks")
+
+    @flow.task(timeout=0.1, retries=1, retry_delay=0, retry_on=(TimeoutError,))
+    async def blocks(run: Run) -> int:
+        if run.attempt == 1:
+            time.sleep(0.5)  # noqa: ASYNC251 - the fault under test
+        return run.attempt
+
+    async with make_runner() as runner:
+        result = await runner.run(flow)
+    assert result["blocks"] == 2  # the first attempt was never succeeded
+    with closing(connect_reader(db_path)) as conn:
+        first, second = queries.get_attempts(conn, result.id)
+    assert (first["state"], first["error_type"]) == ("failed", "TaskTimeoutError")
+    assert first["error_message"].startswith("attempt 1 ran 0.5")
+    assert "past its timeout of 0.1s: it blocked the event loop" in first["error_message"]
+    assert second["state"] == "succeeded"
+
+
+async def test_an_async_task_that_swallows_its_timeout_fails(make_runner: MakeRunner) -> None:
+    flow = Flow("stubborn")
+
+    @flow.task(timeout=0.05)
+    async def stubborn() -> str:
+        try:
+            await anyio.sleep(10)
+        except anyio.get_cancelled_exc_class():
+            time.sleep(0.3)  # noqa: ASYNC251 - goes on after the timeout's cancel
+        return "late"
+
+    async with make_runner() as runner:
+        result = await runner.run(flow)
+    task = result.tasks["stubborn"]
+    assert task.state is TaskState.FAILED
+    assert task.error is not None
+    assert task.error.startswith("TaskTimeoutError: attempt 1 ran 0.")
+    assert "it caught the timeout's cancellation and went on" in task.error

@@ -141,3 +141,14 @@ def test_a_def_task_still_running_after_the_grace_does_not_delay_the_exit(home: 
     # 1 s of grace, then the thread is left behind: it sleeps 15 s on a daemon thread
     assert took < 8, f"exited {took:.1f}s after SIGTERM\n{served.describe()}"
     assert home.attempts(run_id, "sleeps") == [(1, "failed", "interrupted by service shutdown")]
+
+
+def test_a_task_blocking_the_loop_is_named_in_the_service_log(home: Home) -> None:
+    (home.flows / "faults.py").write_text(FAULTS)
+    served = home.serve(SLUICEWAY_LOOP_BLOCK_THRESHOLD="500ms")
+    served.wait_ready()
+    run_id = home.trigger("hog")
+    at = served.wait_log("the event loop has been blocked for")
+    line = served.log()[at:].splitlines()[0]
+    assert f"task 'hogs_the_loop' of run {run_id} (flow 'hog', attempt 1)" in line
+    wait_run(home, run_id, "succeeded")
