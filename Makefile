@@ -36,6 +36,7 @@ test: $(STAMP) $(SYSTEM_DEPS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/scheduler.py
 
 clean:
