@@ -49,7 +49,7 @@ from runtime.clock import FakeClock
 from runtime.config import Config
 from runtime.flow import Flow
 from runtime.loader import load_flows
-from runtime.scheduler import tick
+from runtime.scheduler import Agenda, tick
 from runtime.service import ServiceContext
 from runtime.store import connect_reader, open_store, queries
 from runtime.testing import open_test_runner
@@ -66,7 +66,7 @@ class Sizes:
     history: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     schedules: tuple[int, ...] = (100, 1000, 10000)
     repeats: int = 3  # of the cheap measurements (in-process, short commands)
-    passes: int = 15  # steady scheduler passes timed per size
+    passes: int = 40  # steady scheduler passes timed per size
 
 
 FULL = Sizes()
@@ -340,7 +340,7 @@ async def planner_passes(db: Path, n: int, passes: int) -> tuple[float, float]:
     flows = spread_flows(n)
     async with open_test_runner(db, clock=clock) as runner:
         ctx = ServiceContext(config=runner.config, runner=runner, flows=flows, epoch=0)
-        memory: dict[Any, Any] = {}  # what run_scheduler keeps between passes
+        memory = Agenda()  # what run_scheduler keeps between passes
         start = perf_counter()
         upcoming = await tick(ctx, memory)
         startup = perf_counter() - start
