@@ -123,8 +123,11 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
     rows: list[list[tuple[str | None, ...]]] = []
     for firing in firings:
         flow = firing.flow
-        params, source_hash = codec.dumps_str(flow.params), flow.source_hash()
         own: list[tuple[str | None, ...]] = []
+        rows.append(own)
+        if not firing.instants:
+            continue  # a cursor move only (a new trigger, skipped instants): no run row
+        params, source_hash = codec.dumps_str(flow.params), flow.source_hash()
         for instant in firing.instants:
             scheduled = codec.iso(instant) or ""
             trigger = {"kind": "schedule", "spec": firing.trigger_key, "scheduled": scheduled}
@@ -132,7 +135,6 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
             own.append(
                 (flow.name, params, codec.dumps_str(trigger), scheduled, key, source_hash, created)
             )
-        rows.append(own)
     cursors = [(f.flow.name, f.trigger_key, codec.iso(f.cursor), created) for f in firings]
 
     def op(db: sqlite3.Connection) -> list[list[int]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from runtime.flow import Flow
 from runtime.store import connect_reader, open_store, schedules
 
@@ -56,3 +58,26 @@ async def test_the_keyed_cursor_read_searches_the_primary_key(db_path: Path) -> 
         step.startswith("SEARCH s USING") and "(flow=? AND trigger=?)" in step for step in plan
     ), plan
     assert not any(step.startswith("SCAN s") for step in plan), plan
+
+
+async def test_a_cursor_only_firing_reads_no_flow_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the start-up pass moves the cursor of every new trigger: 10,000 schedules must not
+    # mean 10,000 flow files read and hashed for runs that are not made
+    flow = _flow("f")
+    hashed: list[str] = []
+
+    def source_hash() -> str:
+        hashed.append(flow.name)
+        return "h"
+
+    monkeypatch.setattr(flow, "source_hash", source_hash)
+    async with open_store(db_path) as store:
+        await schedules.fire_batch(store, [schedules.Firing(flow, "every('1h')", [], AT)], AT)
+        assert hashed == []
+        made = await schedules.fire_batch(
+            store, [schedules.Firing(flow, "every('1h')", [AT], AT)], AT
+        )
+    assert hashed == ["f"]
+    assert len(made[0]) == 1
