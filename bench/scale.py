@@ -11,7 +11,7 @@ per x10, constant work about x1; a ratio of x30 or more per x10 (n^1.5) is flagg
 SUPER-LINEAR.
 
 * flow files of N independent ``async def`` tasks: load + validate in this process
-  (``load_flows``), ``sluiceway run`` as a fresh process under the default config (and its
+  (``load_flows``; also with one more task after all N), ``sluiceway run`` as a fresh process under the default config (and its
   peak RSS, from ``wait4``), ``sluiceway show ID --json`` as a fresh process and in process.
 * a history of N ended runs (one task and one attempt each, over 10 flows), written straight
   into a database made by the store's migrations: ``sluiceway runs --limit 50``,
@@ -162,8 +162,35 @@ class Procs:
 # --- flow files ---
 
 
+def join_source(n: int) -> str:
+    """A flow file of *n* independent tasks and one task after all of them (a fan-in)."""
+    case = Case(f"join_{n}", "independent", n)
+    names = ", ".join(f'"t{i}"' for i in range(n))
+    join = f"@{case.key}.task(after=[{names}])\nasync def join() -> None:\n    return None\n"
+    return flow_source(case) + "\n\n" + join
+
+
+def load_time(folder: Path, repeats: int) -> float:
+    """Median seconds of ``load_flows`` (import and check) plus building each flow's graph,
+    after a first load that fills the bytecode cache, as a second load finds it."""
+
+    def once() -> float:
+        start = perf_counter()
+        loaded = load_flows(folder)
+        for flow in loaded.flows.values():
+            flow.validate()
+        took = perf_counter() - start
+        if loaded.problems:
+            raise RuntimeError("\n".join(loaded.problems))
+        return took
+
+    once()
+    return median_of(once, repeats)
+
+
 def flow_files(tmp: Path, procs: Procs, sizes: Sizes) -> list[str]:
     load = Row("load + validate (load_flows, in process)", "ms")
+    load_join = Row("  the same and one task after all of them", "ms")
     run = Row("`sluiceway run` (fresh process, default config)", "s")
     rss = Row("  peak RSS of that process", "MB")
     show = Row("`sluiceway show ID --json` (fresh process)", "ms")
@@ -175,19 +202,11 @@ def flow_files(tmp: Path, procs: Procs, sizes: Sizes) -> list[str]:
         folder.mkdir(parents=True)
         (folder / f"{case.key}.py").write_text(flow_source(case))
         db = tmp / f"{case.key}.db"
-
-        def load_once(folder: Path = folder) -> float:
-            start = perf_counter()
-            loaded = load_flows(folder)
-            for flow in loaded.flows.values():
-                flow.validate()
-            took = perf_counter() - start
-            if loaded.problems:
-                raise RuntimeError("\n".join(loaded.problems))
-            return took
-
-        load_once()  # compiles the file into the bytecode cache, as a second load finds it
-        load.values.append(median_of(load_once, sizes.repeats))
+        load.values.append(load_time(folder, sizes.repeats))
+        joined = tmp / "flows" / f"join_{n}"
+        joined.mkdir()
+        (joined / f"join_{n}.py").write_text(join_source(n))
+        load_join.values.append(load_time(joined, sizes.repeats))
         if n == sizes.tasks[0]:  # untimed: fills the bytecode cache of runtime/ and its deps
             procs.run("run", case.key, "--flows", str(folder), "--db", str(tmp / "warm.db"))
         took, peak = procs.run("run", case.key, "--flows", str(folder), "--db", str(db))
@@ -208,7 +227,7 @@ def flow_files(tmp: Path, procs: Procs, sizes: Sizes) -> list[str]:
         show_in.values.append(median_of(show_once, sizes.repeats))
         print(f"  flow file of {n:,} tasks done", file=sys.stderr)
     title = f"flow file of N independent async tasks (limit {limit})"
-    return print_series(title, sizes.tasks, [load, run, rss, show, show_in])
+    return print_series(title, sizes.tasks, [load, load_join, run, rss, show, show_in])
 
 
 def _newest_run(db: Path) -> int:
