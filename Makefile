@@ -36,7 +36,9 @@ test: $(STAMP) $(SYSTEM_DEPS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

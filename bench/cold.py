@@ -51,15 +51,20 @@ async def notify(load: int) -> None:
 '''
 
 
-def spawn(command: Callable[[], list[str]], trials: int, cwd: Path) -> float:
-    """Median wall time in ms of a fresh process, after one untimed warm-up.
-
-    The warm-up fills a bytecode cache under *cwd*, as an installed copy has one; with
-    PYTHONDONTWRITEBYTECODE set (as in some sandboxes) every start would compile runtime/.
-    """
+def bench_env(cwd: Path) -> dict[str, str]:
+    """The environment of a benched process: no SLUICEWAY_* (the default config), and a
+    bytecode cache under *cwd*, as an installed copy has one; with PYTHONDONTWRITEBYTECODE set
+    (as in some sandboxes) every start would compile runtime/."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(cwd / "pycache")
+    return env
+
+
+def spawn(command: Callable[[], list[str]], trials: int, cwd: Path) -> float:
+    """Median wall time in ms of a fresh process, after one untimed warm-up that fills the
+    bytecode cache (see :func:`bench_env`)."""
+    env = bench_env(cwd)
     times = []
     for i in range(trials + 1):
         argv = command()

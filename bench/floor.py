@@ -6,8 +6,11 @@ wait in lists and are committed as one transaction (executemany) every 50 ms, or
 :meth:`FloorStore.flush`. No engine, no limits beyond what a workload needs: the least a
 durable orchestrator on this stack can cost.
 
-As a script it is the cold-start floor: ``python bench/floor.py DB PRAGMA...`` runs a 5-task
-chain in a fresh process and exits.
+As a script it is the floor of a fresh process: ``python bench/floor.py DB PRAGMA...`` runs a
+5-task chain and exits (the cold-start floor); ``python bench/floor.py --run SHAPE FILE DB
+PRAGMA...`` imports a generated module and runs it as one run of SHAPE (the floor of
+bench/cli.py): ``independent`` or ``chain`` over the module's ``TASKS`` list of no-argument
+``async def`` functions, or ``mapped``: ``items()`` once, then ``work(item)`` for each item.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import itertools
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +169,27 @@ async def limited(store: FloorStore, fns: Sequence[TaskFn], limit: int) -> None:
     await floor_run(store, "limited", body)
 
 
+async def mapped(
+    store: FloorStore, source: TaskFn, fn: Callable[[Any], Awaitable[Any]], name: str = "work"
+) -> None:
+    """One run of a task whose result is mapped: *source* once, then one instance of *fn* per
+    item of its result, all started at once (recorded as ``work[0]``, ``work[1]``, ...)."""
+
+    async def body(run_id: int) -> None:
+        items = await floor_task(store, run_id, "items", source)
+        await asyncio.gather(
+            *(
+                floor_task(store, run_id, f"{name}[{i}]", partial(fn, item))
+                for i, item in enumerate(items)
+            )
+        )
+
+    await floor_run(store, "mapped", body)
+
+
+SHAPES = ("independent", "chain", "mapped")
+
+
 async def _noop() -> None:
     return None
 
@@ -174,5 +199,31 @@ async def _cold(path: Path, pragmas: Sequence[str]) -> None:
         await chain(store, [_noop] * 5)
 
 
+async def _generated(shape: str, file: Path, path: Path, pragmas: Sequence[str]) -> None:
+    """Import *file* (a generated module) and run it once as *shape*, as a user's file is
+    imported and run; the import is part of the time, as it is for ``sluiceway run``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"floor_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"{file}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    async with open_floor(path, pragmas) as store:
+        if shape == "mapped":
+            await mapped(store, module.items, module.work)
+        elif shape == "chain":
+            await chain(store, module.TASKS)
+        else:
+            await independent(store, module.TASKS)
+
+
 if __name__ == "__main__":
-    asyncio.run(_cold(Path(sys.argv[1]), sys.argv[2:]))
+    if sys.argv[1] == "--run":
+        shape, file, db, *pragmas = sys.argv[2:]
+        if shape not in SHAPES:
+            raise SystemExit(f"--run SHAPE: one of {', '.join(SHAPES)}, not {shape!r}")
+        asyncio.run(_generated(shape, Path(file), Path(db), pragmas))
+    else:
+        asyncio.run(_cold(Path(sys.argv[1]), sys.argv[2:]))

@@ -575,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lag = anyio.run(loop_lag, tmp, sizes.lag_tasks, sizes.lag_repeats)
         print(
             f"event-loop lag, {sizes.lag_tasks} tasks x {sizes.lag_repeats} runs "
+            f"(limit {sizes.lag_tasks}, not the default: all of them run at once) "
             f"({lag['samples']} samples, run {ms(lag['run'])}): p50 {ms(lag['p50'])} "
             f"p99 {ms(lag['p99'])} max {ms(lag['max'])} (target p99 < 50 ms)"
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -46,29 +46,30 @@ def find_cycle(upstream: Mapping[str, Sequence[str]]) -> list[str] | None:
     Only names that are keys of *upstream* are followed, so unknown names are not cycles.
     """
     # iterative DFS with colours; edges point from a task to what must run before it, and
-    # the path is reversed at the end so it reads in execution order
+    # the path is reversed at the end so it reads in execution order. Each task keeps an
+    # iterator over its upstream on the stack, so every edge is looked at once: a task after
+    # 10,000 others costs 10,000 steps (re-listing its upstream at each return cost 10^8).
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(upstream, white)
     for root in upstream:
         if colour[root] != white:
             continue
-        stack: list[tuple[str, int]] = [(root, 0)]
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(upstream[root]))]
         path: list[str] = [root]
         colour[root] = grey
         while stack:
-            node, i = stack[-1]
-            deps = [d for d in upstream[node] if d in colour]
-            if i < len(deps):
-                stack[-1] = (node, i + 1)
-                nxt = deps[i]
-                if colour[nxt] == grey:
+            node, deps = stack[-1]
+            for nxt in deps:
+                seen = colour.get(nxt)
+                if seen == grey:
                     cycle = [*path[path.index(nxt) :], nxt]
                     cycle.reverse()
                     return cycle
-                if colour[nxt] == white:
+                if seen == white:  # None: an unknown name, not followed
                     colour[nxt] = grey
-                    stack.append((nxt, 0))
+                    stack.append((nxt, iter(upstream[nxt])))
                     path.append(nxt)
+                    break
             else:
                 colour[node] = black
                 stack.pop()

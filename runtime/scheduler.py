@@ -1,8 +1,11 @@
 """The tick loop: turns time triggers into queued runs, exactly once, after the catch-up policy.
 
 Each pass reads the stored cursors and paused flows, asks the pure planner what is due for
-every trigger (:func:`plan_flows`), commits the runs and the new cursors in one transaction
-(:func:`runtime.store.schedules.fire_batch`), and wakes the run queue. It then sleeps until the
+each trigger (:func:`plan_trigger`), commits the runs and the new cursors in one transaction
+(:func:`runtime.store.schedules.fire_batch`), and wakes the run queue. The first pass, and the
+first after a reload, plans every trigger; later ones plan only the triggers whose next instant
+has come and read only their cursors (:class:`Agenda`, a heap), so a pass costs the same with
+10 or 10,000 schedules. It then sleeps until the
 earliest next instant, a reload (``ctx.flows_changed``), or :data:`MAX_WAIT`, whichever comes
 first: the sleep runs on the monotonic clock while schedules are wall-clock, so a suspend or a
 clock step is noticed within :data:`MAX_WAIT` and goes through the catch-up policy.
@@ -15,6 +18,8 @@ flood: at most one run, or ``max_catchup`` with ``catchup="all"``).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_WAIT",
+    "Agenda",
     "TriggerPlan",
     "plan_flows",
     "plan_startup",
@@ -128,24 +134,85 @@ async def plan_startup(store: Store, flows: Mapping[str, Flow], now: datetime) -
 
 @dataclass(frozen=True, slots=True)
 class _Waiting:
-    """A trigger planned before with nothing due: until *next*, planning it again from the
-    same cursor would give the same empty plan, so a pass skips it (1,000 schedules that
-    fire at different instants would otherwise each cost a full pass)."""
+    """A trigger planned before: with nothing due until *next*, planning it again from the
+    same cursor would give the same empty plan, so a pass leaves it alone until then (1,000
+    schedules that fire at different instants would otherwise each cost a full pass)."""
 
-    flow: Flow  # a reload makes new Flow objects, and so plans again
-    last: datetime
+    flow: Flow
+    spec: TimeTrigger
+    last: datetime | None  # the cursor it was planned from, or the one its pass stored
     next: datetime | None
+    seq: int  # its entry in the heap; older entries of the same trigger are stale
+
+
+class Agenda:
+    """What the tick loop keeps between passes: every trigger's next instant, in a heap.
+
+    A pass then plans only the triggers that are due and reads only their stored cursors, so
+    its cost does not grow with the number of schedules (before, every pass read every
+    cursor and went over every trigger: with N schedules at different instants, N passes an
+    hour, each O(N)). Also re-read each pass: the triggers whose runs the last pass made (a
+    flow paused before the commit gets none and its cursor stays: the stored cursor then
+    differs and it is planned again), the triggers of paused flows that came due (planned
+    once unpaused), and the paused flows themselves.
+
+    A pass that cannot trust it (the first, after a reload, after a pass that failed or was
+    dropped) plans every trigger from every stored cursor, as a pass without one does.
+    """
+
+    def __init__(self) -> None:
+        self.flows: Mapping[str, Flow] | None = None  # what it was built from; None: stale
+        self.waiting: dict[tuple[str, str], _Waiting] = {}
+        self.heap: list[tuple[datetime, int, tuple[str, str]]] = []
+        self.held: set[tuple[str, str]] = set()  # came due while paused, or failed to plan
+        self.check: set[tuple[str, str]] = set()  # written by the last pass
+        self._seq = itertools.count()
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self.heap.clear()
+        self.held.clear()
+        self.check.clear()
+
+    def wait(self, key: tuple[str, str], plan: TriggerPlan) -> None:
+        """Remember *plan*, the newest plan of trigger *key*, until its next instant."""
+        last = plan.last if plan.cursor is None else plan.cursor
+        entry = _Waiting(plan.flow, plan.spec, last, plan.plan.next, next(self._seq))
+        self.waiting[key] = entry
+        if entry.next is not None:
+            heapq.heappush(self.heap, (entry.next, entry.seq, key))
+
+    def _current(self, item: tuple[datetime, int, tuple[str, str]]) -> bool:
+        entry = self.waiting.get(item[2])
+        return entry is not None and entry.seq == item[1]
+
+    def pop_due(self, now: datetime) -> set[tuple[str, str]]:
+        """Take the triggers whose next instant is at or before *now* off the heap."""
+        due = set()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            item = heapq.heappop(heap)
+            if self._current(item):
+                due.add(item[2])
+        return due
+
+    def next(self) -> datetime | None:
+        """The earliest next instant of a trigger that waits in the heap."""
+        heap = self.heap
+        while heap and not self._current(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
 
 async def tick(
     ctx: ServiceContext,
-    waiting: dict[tuple[str, str], _Waiting] | None = None,
+    agenda: Agenda | None = None,
     *,
     at: datetime | None = None,
 ) -> datetime | None:
     """One pass: commit what is due for every unpaused flow; return the earliest next instant.
 
-    :param waiting: kept by the loop between passes; ``None`` plans every trigger
+    :param agenda: kept by the loop between passes; ``None`` plans every trigger
     :param at: plan for this instant (just ahead) and commit when it comes; a reload while
         waiting for it drops the pass and returns *at*, to be planned again
     :raises StoreError: when the runs and cursors cannot be committed (nothing was)
@@ -153,30 +220,48 @@ async def tick(
     flows = ctx.flows
     changed = ctx.flows_changed
     now = at or ctx.clock.now()
+    held: set[tuple[str, str]] = set()
     # cursors and pauses are written by ops, committed when their callers return: no need
     # to commit the engine's queued rows first (an fsync on the scheduler's path)
-    state = await ctx.store.read(schedules.read_state, flush=False)
-    memo = {} if waiting is None else waiting
+    if agenda is None or agenda.flows is not flows:
+        state = await ctx.store.read(schedules.read_state, flush=False)
+        todo = [
+            ((name, key), flow, spec)
+            for name, flow in flows.items()
+            for key, spec in triggers(flow).items()
+        ]
+        if agenda is not None:
+            agenda.flows = None  # stale until this pass is committed
+            agenda.clear()
+    else:
+        agenda.flows = None  # stale until this pass is committed
+        due = agenda.pop_due(now)
+        again, agenda.held = agenda.held, set()
+        check, agenda.check = agenda.check, set()
+        keys = due | again | check
+        if len(keys) * 4 < len(agenda.waiting):
+            state = await ctx.store.read(schedules.read_state_of, keys, flush=False)
+        else:  # most of them: one scan costs less than a lookup each
+            state = await ctx.store.read(schedules.read_state, flush=False)
+        todo = []
+        for key in keys:
+            entry = agenda.waiting[key]
+            if key in due or key in again or state.cursors.get(key) != entry.last:
+                todo.append((key, entry.flow, entry.spec))
     plans: list[TriggerPlan] = []
-    upcoming: list[datetime] = []
-    for name, flow in flows.items():
-        if name in state.paused:
+    for key, flow, spec in todo:
+        if key[0] in state.paused:
+            held.add(key)  # planned once unpaused; its cursor stays
+            if agenda is not None and key not in agenda.waiting:
+                agenda.waiting[key] = _Waiting(flow, spec, None, None, -1)
             continue
         try:  # one flow's schedule is an isolation boundary: the others keep firing
-            for key, spec in triggers(flow).items():
-                known = memo.get((name, key))
-                if (
-                    known is not None
-                    and known.flow is flow
-                    and known.last == state.cursors.get((name, key))
-                    and (known.next is None or known.next > now)
-                ):
-                    if known.next is not None:
-                        upcoming.append(known.next)
-                    continue
-                plans.append(plan_trigger(flow, key, spec, state, now))
+            plans.append(plan_trigger(flow, key[1], spec, state, now))
         except SluicewayError:
-            log.exception("flow=%s cannot plan its triggers", name)
+            log.exception("flow=%s trigger=%s cannot be planned", key[0], key[1])
+            held.add(key)
+            if agenda is not None and key not in agenda.waiting:
+                agenda.waiting[key] = _Waiting(flow, spec, None, None, -1)
     firings = [(p, f) for p in plans if (f := p.firing) is not None]
     if at is not None:
         early = (at - ctx.clock.now()).total_seconds()
@@ -190,18 +275,16 @@ async def tick(
         _report(p, ids)
     if any(made):
         ctx.wake_queue()
+    if agenda is None:
+        return min((p.plan.next for p in plans if p.plan.next is not None), default=None)
     for p in plans:
-        if p.plan.next is not None:
-            upcoming.append(p.plan.next)
-        last = p.last if p.cursor is None else p.cursor
-        if waiting is not None and last is not None:
-            # checked against the stored cursor next pass: a write that did not land (the
-            # flow was paused meanwhile, a racer moved it further) plans again
-            waiting[(p.flow.name, p.key)] = _Waiting(p.flow, last, p.plan.next)
-    if waiting is not None:
-        for gone in [k for k in waiting if k[0] not in flows]:
-            del waiting[gone]
-    return min(upcoming, default=None)
+        agenda.wait((p.flow.name, p.key), p)
+    agenda.held = held
+    # a flow paused before the commit got no runs: checked next pass, planned again once
+    # unpaused (a cursor-only move that did not land changes nothing worth a read)
+    agenda.check = {(p.flow.name, p.key) for p, f in firings if f.instants}
+    agenda.flows = flows
+    return agenda.next()
 
 
 def _report(p: TriggerPlan, ids: list[int]) -> None:
@@ -253,12 +336,12 @@ async def run_scheduler(
         and the pass is retried within :data:`MAX_WAIT`
     """
     started = False
-    waiting: dict[tuple[str, str], _Waiting] = {}
+    agenda = Agenda()
     at: datetime | None = None
     while True:
         changed = ctx.flows_changed  # a reload during the pass wakes the wait at once
         try:
-            upcoming = await tick(ctx, waiting, at=at)
+            upcoming = await tick(ctx, agenda, at=at)
         except SluicewayError:
             if not started:
                 raise

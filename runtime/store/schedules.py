@@ -7,7 +7,7 @@ functions on a sqlite3 connection, for ``await store.read(fn)`` or the CLI's rea
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ __all__ = [
     "fire_scheduled",
     "paused_flows",
     "read_state",
+    "read_state_of",
     "run_key",
     "set_paused",
 ]
@@ -122,8 +123,11 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
     rows: list[list[tuple[str | None, ...]]] = []
     for firing in firings:
         flow = firing.flow
-        params, source_hash = codec.encode_str(flow.params), flow.source_hash()
         own: list[tuple[str | None, ...]] = []
+        rows.append(own)
+        if not firing.instants:
+            continue  # a cursor move only (a new trigger, skipped instants): no run row
+        params, source_hash = codec.encode_str(flow.params), flow.source_hash()
         for instant in firing.instants:
             scheduled = codec.iso(instant) or ""
             trigger = {"kind": "schedule", "spec": firing.trigger_key, "scheduled": scheduled}
@@ -131,7 +135,6 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
             own.append(
                 (flow.name, params, codec.dumps_str(trigger), scheduled, key, source_hash, created)
             )
-        rows.append(own)
     cursors = [(f.flow.name, f.trigger_key, codec.iso(f.cursor), created) for f in firings]
 
     def op(db: sqlite3.Connection) -> list[list[int]]:
@@ -213,3 +216,36 @@ def paused_flows(conn: sqlite3.Connection) -> set[str]:
 def read_state(conn: sqlite3.Connection) -> ScheduleState:
     """Cursors and paused flows in one read."""
     return ScheduleState(cursors(conn), paused_flows(conn))
+
+
+_CHUNK = 400  # (flow, trigger) pairs per statement: far below SQLite's variable limit
+
+
+def read_state_of(conn: sqlite3.Connection, keys: Collection[tuple[str, str]]) -> ScheduleState:
+    """The stored cursors of the (flow, trigger key) pairs in *keys* only, and every paused
+    flow: what a pass that plans only the due triggers reads. Each pair is one lookup in the
+    primary key, so the read costs the same however many schedules are stored."""
+    if not _has_schedule_tables(conn):
+        return ScheduleState()
+    out: dict[tuple[str, str], datetime] = {}
+    pairs = list(keys)
+    for start in range(0, len(pairs), _CHUNK):
+        chunk = pairs[start : start + _CHUNK]
+        values = ", ".join(["(?, ?)"] * len(chunk))
+        for flow, trigger, cursor in conn.execute(
+            cursors_of_sql(values), [part for pair in chunk for part in pair]
+        ):
+            moment = codec.parse_iso(cursor)
+            assert moment is not None
+            out[(flow, trigger)] = moment
+    return ScheduleState(out, paused_flows(conn))
+
+
+def cursors_of_sql(values: str) -> str:
+    """The keyed cursor read for *values* (``(?, ?), ...``): a join from the constant rows,
+    so each pair is a search of the primary key (``(flow, trigger) IN (VALUES ...)`` scans the
+    table instead, in SQLite 3.40)."""
+    return (
+        "SELECT s.flow, s.trigger, s.cursor FROM (VALUES " + values + ") AS k "
+        "JOIN schedules s ON s.flow = k.column1 AND s.trigger = k.column2"
+    )

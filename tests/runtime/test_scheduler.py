@@ -454,3 +454,81 @@ async def test_a_pass_plans_ahead_and_commits_at_the_instant(
         assert scheduled(db_path) == [iso(utc(10)), iso(utc(10, 0, 10))]
     created = peek(db_path, "SELECT created_at FROM runs ORDER BY id")[-1][0]
     assert datetime.fromisoformat(created) == utc(10, 0, 10)  # at the instant, not before
+
+
+# --- work per pass ---
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def test_a_pass_plans_and_reads_only_the_triggers_that_are_due(
+    make_runner: MakeRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 hourly schedules 3.6 s apart: the loop wakes for each, and each pass must cost the
+    # same as with one schedule (it went over all 1,000 triggers and read all 1,000 cursors)
+    n, passes = 1000, 20
+    flows = [
+        hourly_flow(f"s{i}", triggers=[every("1h", start=EPOCH + timedelta(seconds=i * 3.6))])
+        for i in range(n)
+    ]
+    work = {"planned": 0, "listed": 0, "cursors read": 0}
+
+    def counted(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            work[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    clock = TickClock(utc(10, 0, 0.5))
+    async with make_runner(clock=clock) as runner:
+        read = runner.store.read
+
+        async def counting_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            got = await read(fn, *args, **kwargs)
+            if isinstance(got, schedules.ScheduleState):
+                work["cursors read"] += len(got.cursors)
+            return got
+
+        monkeypatch.setattr(runner.store, "read", counting_read)
+        monkeypatch.setattr(scheduler, "plan_trigger", counted("planned", scheduler.plan_trigger))
+        monkeypatch.setattr(scheduler, "triggers", counted("listed", scheduler.triggers))
+        async with scheduling(context(runner, *flows)):
+            assert work["planned"] == n  # the start-up pass plans every trigger
+            work.update(dict.fromkeys(work, 0))
+            fired = len(peek(db_path, "SELECT id FROM runs"))  # checked at the next pass
+            for _ in range(passes):
+                await clock.step(3.6)  # the next schedule is due: one pass
+    # each pass fired its one schedule, on time
+    for i in range(1, passes + 1):
+        assert scheduled(db_path, f"s{i}") == [iso(utc(10, 0, round(i * 3.6, 1)))]
+    assert work["planned"] <= 2 * passes
+    assert work["listed"] == 0
+    assert work["cursors read"] <= fired + 2 * passes
+
+
+async def test_a_flow_paused_between_plan_and_commit_is_planned_again_once_unpaused(
+    make_runner: MakeRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the pass planned 11:00 and the commit found the flow paused: no run, the cursor stayed.
+    # Unpaused, the next pass must plan it again from the stored cursor, not wait for 12:00.
+    flow = hourly_flow()
+    clock = TickClock(utc(10, 0, 0.5))
+    fire_batch = schedules.fire_batch
+    async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
+        pause = True
+
+        async def paused_meanwhile(store: Any, firings: Any, now: datetime) -> Any:
+            if pause and firings:
+                await schedules.set_paused(store, "etl", True, now)
+            return await fire_batch(store, firings, now)
+
+        monkeypatch.setattr(schedules, "fire_batch", paused_meanwhile)
+        await clock.step(3600)  # 11:00:00.5: planned, then paused before the commit
+        assert scheduled(db_path) == [iso(utc(10))]
+        assert cursor(db_path) == iso(utc(10))
+        pause = False
+        assert await schedules.set_paused(runner.store, "etl", False, clock.now())
+        await clock.step(MAX_WAIT)  # the next pass sees it unpaused
+    assert scheduled(db_path) == [iso(utc(10)), iso(utc(11))]
+    assert cursor(db_path) == iso(utc(11))
