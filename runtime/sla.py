@@ -43,7 +43,6 @@ log = logging.getLogger("sluiceway.runtime.sla")
 
 # trigger kinds whose runs are not held to the flow's SLA (see the module docstring)
 EXEMPT_TRIGGERS = frozenset({"backfill", "retry"})
-_WATCHED = (RunStarted, RunEnded, TaskStarted, TaskEnded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +220,32 @@ async def run_sla_monitor(
     monitor = _Monitor(bus, store, clock, flows)
     send, receive = anyio.create_memory_object_stream[Event](math.inf)
 
+    watched: set[int] = set()  # runs with an SLA to watch: their end matters
+
     def on_event(event: Event) -> None:
-        if isinstance(event, _WATCHED):
-            send.send_nowait(event)  # never blocks: the buffer is unbounded
+        # decided here, in publish order: a run with no SLA costs no wake-up of the monitor
+        # per event (it doubled the cost of a 10,000-task run)
+        if isinstance(event, TaskStarted):
+            flow = flows(event.flow)
+            task = flow.tasks.get(event.task.partition("[")[0]) if flow is not None else None
+            if task is None or task.sla is None:
+                return
+            watched.add(event.run_id)
+        elif isinstance(event, TaskEnded):
+            if event.run_id not in watched or "[" in event.task:
+                return
+        elif isinstance(event, RunStarted):
+            flow = flows(event.flow)
+            if flow is None or flow.sla is None:
+                return
+            watched.add(event.run_id)
+        elif isinstance(event, RunEnded):
+            if event.run_id not in watched:
+                return
+            watched.discard(event.run_id)
+        else:
+            return
+        send.send_nowait(event)  # never blocks: the buffer is unbounded
 
     with send, receive:
         unsubscribe = bus.subscribe(on_event)
