@@ -351,6 +351,7 @@ def _cmd_retry(args: argparse.Namespace, config: Config) -> int:
 def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any) -> int:
     """Run in the foreground: Ctrl-C cancels the run softly, a second one at once."""
     import anyio
+    from anyio.abc import TaskGroup, TaskStatus
 
     from runtime.engine import RunHandle
     from runtime.events import EventBus
@@ -363,8 +364,10 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
     progress = _Progress(len(flow.tasks), quiet)
     bus.subscribe(progress)
     if config.log_level != "DEBUG":
-        # the progress lines say what the engine's own log lines would
+        # the progress lines say what the engine's own log lines would; the store says when
+        # it cannot commit, and when it can again
         logging.getLogger("sluiceway.runtime").setLevel(logging.ERROR)
+        logging.getLogger("sluiceway.runtime.store").setLevel(logging.WARNING)
     if quiet:
         logging.getLogger("sluiceway.task").setLevel(logging.WARNING)
     else:
@@ -373,21 +376,44 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
 
     async def main() -> None:
         handle = RunHandle()
-        async with open_runner(config, bus=bus) as runner, anyio.create_task_group() as tg:
-            lookup = {flow.name: flow}.get
-            await tg.start(run_sla_monitor, bus, runner.store, runner.clock, lookup)
+        # The signal handler outlives the run: a Ctrl-C while the run's history is still
+        # being committed (a locked database, a full disk) gives up on that wait.
+        state: dict[str, Any] = {}
 
-            async def on_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    count = 0
-                    async for _ in signals:
-                        count += 1
-                        progress.flush()
+        async def on_signals(*, task_status: TaskStatus[None]) -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
+                count = 0
+                async for _ in signals:
+                    count += 1
+                    progress.flush()
+                    if "closing" not in state:
                         if count == 1:
                             err("cancelling the run (press Ctrl-C again to stop at once)")
                             handle.cancel()
                         else:
-                            tg.cancel_scope.cancel()
+                            state["run"].cancel()
+                    elif count == 1:
+                        err("the run ended; its history is not committed yet (press Ctrl-C "
+                            "again to give up on it)")  # fmt: skip
+                    else:
+                        err("giving up on the history not committed yet")
+                        state["writer"].abandon()
+
+        async def run_here() -> None:
+            async with open_runner(config, bus=bus) as runner:
+                state["writer"] = runner.store.writer
+                try:
+                    async with anyio.create_task_group() as tg:
+                        state["run"] = tg.cancel_scope
+                        await run_in(tg, runner)
+                finally:
+                    state["closing"] = True  # what is left: committing the history
+                    progress.flush()  # its lines before what the store says
+
+        async def run_in(tg: TaskGroup, runner: Any) -> None:
+            lookup = {flow.name: flow}.get
+            await tg.start(run_sla_monitor, bus, runner.store, runner.clock, lookup)
 
             async def on_cancel_requests() -> None:
                 # `sluiceway cancel RUN_ID` from another shell: the same soft cancel
@@ -407,7 +433,6 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                         err(f"run {started[0]} cancel requested: cancelling")
                         handle.cancel()
 
-            tg.start_soon(on_signals, name="signals")
             tg.start_soon(on_cancel_requests, name="cancel requests")
             try:
                 outcome["result"] = await start(runner, handle)
@@ -416,13 +441,26 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                 outcome["error"] = exc
             tg.cancel_scope.cancel()
 
+        async with anyio.create_task_group() as outer:
+            await outer.start(on_signals, name="signals")
+            try:
+                with anyio.CancelScope() as opening:
+                    state["run"] = opening  # a second Ctrl-C before the run began
+                    await run_here()
+            except SluicewayError as exc:  # the store's: e.g. the history was not committed
+                outcome.setdefault("error", exc)
+            outer.cancel_scope.cancel()
+
     try:
         anyio.run(main)
     finally:
         progress.flush()
-    if "error" in outcome:
-        raise outcome["error"]
     result = outcome.get("result")
+    if "error" in outcome:
+        if result is not None:  # it ran, but the history does not say how it ended
+            err(f"run {result.id} of {result.flow} ended {result.state} in this process, "
+                f"but that is not recorded in {config.db}")  # fmt: skip
+        raise outcome["error"]
     if result is None:
         err("run cancelled")
         return EXIT_CANCELLED

@@ -33,6 +33,10 @@ class Config:
         interrupted (and resumed at the next start)
     :ivar loop_block_threshold: a callback (a task's code) that blocks the event loop longer
         than this is logged as a warning naming the task; 0 turns the watch off
+    :ivar busy_timeout: how long a write waits for another process's lock on the database
+        before the store reports that it cannot commit (it keeps the changes and retries)
+    :ivar commit_timeout: at exit, how long changes that cannot be committed (a locked
+        database, a full disk) are retried before the process gives up and exits non-zero
     :ivar source: where the values came from, for messages
     """
 
@@ -45,6 +49,8 @@ class Config:
     result_max_bytes: int = 8 * 1024 * 1024
     shutdown_grace: float = 30.0
     loop_block_threshold: float = 1.0
+    busy_timeout: float = 10.0
+    commit_timeout: float = 30.0
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -96,6 +102,8 @@ _KEYS: dict[str, Callable[[Any], Any]] = {
     "result_max_bytes": _positive_int,
     "shutdown_grace": lambda value: parse_duration(value, what="value"),
     "loop_block_threshold": _threshold,
+    "busy_timeout": lambda value: parse_duration(value, what="value"),
+    "commit_timeout": lambda value: parse_duration(value, what="value"),
 }
 _SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": _positive_int}
 

@@ -264,7 +264,12 @@ async def open_runner(
     """Open the store and limits described by *config* and yield a :class:`Runner`."""
     # the watch warns of a task that blocks the loop (it names the task)
     with LoopWatch(config.loop_block_threshold):
-        async with open_store(config.db, interval=config.flush_interval) as store:
+        async with open_store(
+            config.db,
+            interval=config.flush_interval,
+            busy_timeout=config.busy_timeout,
+            commit_timeout=config.commit_timeout,
+        ) as store:
             limits = Limits(config.max_concurrency, config.pools)
             engine = Engine(
                 store,

@@ -93,6 +93,7 @@ class Service:
         self.stopping = False
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
+        self.ctx.store.writer.on_health = self._say_status
         async with anyio.create_task_group() as outer:
             await outer.start(self._handle_signals, outer, name="signals")
             # the reasons an earlier service left are not this one's to show
@@ -496,8 +497,16 @@ class Service:
             sdnotify.notify("WATCHDOG=1")
             await anyio.sleep(interval / 2)
 
+    def _say_status(self) -> None:
+        sdnotify.notify("STATUS=" + self._status())
+
     def _status(self) -> str:
-        return f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
+        status = f"{len(self.active)} run(s) active, {len(self.ctx.flows)} flow(s)"
+        writer = self.ctx.store.writer
+        failing = writer.failing
+        if failing is not None:  # said at once: the writer calls back when it starts and ends
+            status += f"; history NOT committed ({failing}), {writer.backlog()} waiting"
+        return status
 
 
 def _free_run_slots(runner: Runner, flow: Flow) -> int:

@@ -17,7 +17,7 @@ from runtime import codec
 from runtime.errors import StoreError
 from runtime.store import schema
 from runtime.store.lock import this_process
-from runtime.store.writer import Writer
+from runtime.store.writer import BUSY_STEP, Writer
 
 log = logging.getLogger("sluiceway.runtime.store")
 
@@ -232,13 +232,25 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
 
 
 @asynccontextmanager
-async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterator[Store]:
+async def open_store(
+    path: str | Path,
+    *,
+    interval: float = 0.05,
+    busy_timeout: float = 10.0,
+    commit_timeout: float = 30.0,
+) -> AsyncIterator[Store]:
     """Open (creating and migrating) the SQLite file at *path* and run its writer.
 
-    Everything queued is committed before the context exits, on every exit path.
+    Everything queued is committed before the context exits, on every exit path; what cannot
+    be (a locked database, a full disk) is retried for up to *commit_timeout* seconds, then
+    the exit raises :class:`StoreError` saying what was lost.
 
     :param interval: how long a batch may collect changes before it is committed
-    :raises StoreError: when the file cannot be opened or migrated
+    :param busy_timeout: how long a write may wait for another connection's lock before the
+        writer reports that it cannot commit (it goes on retrying)
+    :param commit_timeout: how long the exit retries what cannot be committed
+    :raises StoreError: when the file cannot be opened or migrated, or the last changes
+        could not be committed
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
@@ -254,9 +266,14 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
     try:
         await anyio.lowlevel.checkpoint_if_cancelled()
         try:
+            await db.execute(schema.busy_timeout(busy_timeout))
             for pragma in schema.PRAGMAS:
-                await db.execute(pragma)
+                if pragma != schema.BUSY_TIMEOUT:
+                    await db.execute(pragma)
             await _migrate(db, path)
+            # from now on a write waits for a lock in short steps, each tried again by the
+            # writer until busy_timeout is over: close() can stop waiting between two steps
+            await db.execute(schema.busy_timeout(min(busy_timeout, BUSY_STEP)))
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open or migrate database: {exc}") from exc
         if not (hasattr(db, "_execute") and hasattr(db, "_conn")):
@@ -265,8 +282,9 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
                 "writer uses to commit a batch in one call; install aiosqlite<0.23"
             )
         reader = connect_reader(path)
-        writer = Writer(db, interval=interval)
+        writer = Writer(db, interval=interval, path=path, busy_timeout=busy_timeout)
         failure: BaseException | None = None
+        lost: StoreError | None = None
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
             try:
@@ -277,10 +295,17 @@ async def open_store(path: str | Path, *, interval: float = 0.05) -> AsyncIterat
                 failure = exc
             finally:
                 with anyio.CancelScope(shield=True):
-                    await writer.close()
+                    try:
+                        await writer.close(commit_timeout)
+                    except StoreError as exc:  # logged; raised below unless failure is
+                        lost = exc
                 tg.cancel_scope.cancel()
         if failure is not None:
+            if lost is not None:  # the caller's own error goes on: say this one here
+                log.error("store: %s", lost)
             raise failure
+        if lost is not None:
+            raise lost
     finally:
         with anyio.CancelScope(shield=True):
             if reader is not None:

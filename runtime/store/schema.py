@@ -153,6 +153,11 @@ PRAGMAS: tuple[str, ...] = (
     "PRAGMA foreign_keys=ON",
 )
 
+
+def busy_timeout(seconds: float) -> str:
+    return f"PRAGMA busy_timeout={max(0, round(seconds * 1000))}"
+
+
 TERMINAL_TASK = "('succeeded','failed','upstream_failed','skipped','cancelled')"
 TERMINAL_RUN = "('succeeded','failed','cancelled')"
 

@@ -183,6 +183,15 @@ def test_unknown_environment_variable_is_an_error_naming_it(tmp_path: Path) -> N
     assert str(info.value) == "environment SLUICEWAY_COLOUR: unknown setting 'colour'"
 
 
+def test_store_timeouts_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    write_config(tmp_path, 'busy_timeout = "2s"\ncommit_timeout = 5\n')
+    config = load_config(env={"SLUICEWAY_COMMIT_TIMEOUT": "500ms"}, cwd=tmp_path)
+    assert (config.busy_timeout, config.commit_timeout) == (2.0, 0.5)
+    assert (Config().busy_timeout, Config().commit_timeout) == (10.0, 30.0)
+    with pytest.raises(ConfigError, match="SLUICEWAY_BUSY_TIMEOUT"):
+        load_config(env={"SLUICEWAY_BUSY_TIMEOUT": "soon"}, cwd=tmp_path)
+
+
 @pytest.mark.parametrize(
     ("var", "value", "message"),
     [

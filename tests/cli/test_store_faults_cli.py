@@ -1,0 +1,216 @@
+"""The ``sluiceway`` command under faults, as real subprocesses: a run whose history cannot be
+committed before it must exit (another connection holds the write lock; a full disk)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.flows import DEMO
+from tests.service.served import clean_env, wait_until
+from tests.store.test_faults import fill_disk, small_tmpfs
+
+_SCRIPT = Path(sys.executable).parent / "sluiceway"
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+TIMEOUT = 60
+
+# wait_gate waits for a file "gate" beside the flows folder; after() logs 50 lines
+GATED = """
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from runtime import Flow, Run
+
+HOME = Path(__file__).resolve().parent.parent
+gated = Flow("gated")
+
+
+@gated.task
+async def wait_gate(run: Run) -> int:
+    run.log.info("waiting at the gate")
+    while not (HOME / "gate").exists():
+        await anyio.sleep(0.02)
+    return 1
+
+
+@gated.task
+def after(run: Run, wait_gate: int) -> int:
+    for i in range(50):
+        run.log.info("line %d", i)
+    return wait_gate + 1
+"""
+
+
+class Home:
+    """A folder with flows/ (DEMO and GATED) and history.db; runs ``sluiceway`` in it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.flows = root / "flows"
+        self.flows.mkdir()
+        (self.flows / "demo.py").write_text(DEMO)
+        (self.flows / "gated.py").write_text(GATED)
+        self.db = root / "history.db"
+
+    def cli(
+        self, *args: str, db: Path | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SLUICEWAY, *args, "--flows", str(self.flows), "--db", str(db or self.db)],
+            cwd=self.root,
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    def spawn(self, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start ``sluiceway ARGS`` in the background; its stderr goes to a file."""
+        err_path = self.root / "stderr.txt"
+        with err_path.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [*SLUICEWAY, *args, "--flows", str(self.flows), "--db", str(self.db)],
+                cwd=self.root,
+                env=clean_env(**env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        return proc, err_path
+
+    def query(self, sql: str, *params: Any, db: Path | None = None) -> list[tuple[Any, ...]]:
+        conn = sqlite3.connect(db or self.db, timeout=5)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def has_rows(self, sql: str) -> bool:
+        """Whether *sql* finds rows; False while the file or its tables do not exist yet."""
+        try:
+            return self.db.exists() and bool(self.query(sql))
+        except sqlite3.OperationalError:
+            return False
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    return Home(tmp_path)
+
+
+@contextmanager
+def killed_at_exit(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+# --- item 2: no success before the history is committed ---
+
+
+@pytest.mark.parametrize("how", ["budget", "ctrl-c", "released"])
+def test_a_run_whose_history_is_locked_at_exit_says_so_and_exits_non_zero(
+    home: Home, how: str
+) -> None:
+    budget = "1" if how == "budget" else "600"
+    proc, err_path = home.spawn("run", "gated", SLUICEWAY_COMMIT_TIMEOUT=budget)
+    lock = sqlite3.connect(home.db, timeout=10, isolation_level=None)
+
+    def stderr() -> str:
+        return err_path.read_text(errors="replace")
+
+    def wait_stderr(text: str) -> None:
+        def found() -> bool:
+            if text in stderr():
+                return True
+            assert proc.poll() is None, f"exited {proc.returncode} before {text!r}:\n{stderr()}"
+            return False
+
+        wait_until(found, repr(text), timeout=TIMEOUT, details=stderr)
+
+    with killed_at_exit(proc):
+        try:
+            wait_until(
+                lambda: home.has_rows("SELECT 1 FROM tasks WHERE name = 'wait_gate'"),
+                "wait_gate running",
+                timeout=TIMEOUT,
+                details=stderr,
+            )
+            lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            (home.root / "gate").touch()
+            if how != "budget":
+                wait_stderr("not committed yet")  # the run ended; its history waits
+            if how == "ctrl-c":
+                proc.send_signal(signal.SIGINT)
+                wait_stderr("press Ctrl-C again to give up")
+                proc.send_signal(signal.SIGINT)
+            elif how == "released":
+                lock.execute("ROLLBACK")
+            code = proc.wait(timeout=TIMEOUT)
+        finally:
+            if lock.in_transaction:
+                lock.execute("ROLLBACK")
+            lock.close()
+    lines = stderr().splitlines()
+    if how == "released":  # the wait was long enough: everything landed, then success
+        assert code == 0, stderr()
+        assert lines[-1] == "run 1 of gated succeeded"
+        assert home.query("SELECT state FROM runs") == [("succeeded",)]
+        assert home.query("SELECT COUNT(*) FROM logs WHERE name = 'after'") == [(50,)]
+        return
+    assert code == 1, stderr()
+    assert "run 1 of gated succeeded" not in lines
+    assert lines[-2] == (
+        f"run 1 of gated ended succeeded in this process, but that is not recorded in {home.db}"
+    )
+    why = "gave up after 1s" if how == "budget" else "given up"
+    assert lines[-1].startswith(f"sluiceway: {home.db}: could not commit "), lines[-1]
+    assert lines[-1].endswith(
+        f"(OperationalError: database is locked; {why}): that history is lost"
+    )
+    # and the database indeed does not say it succeeded
+    assert home.query("SELECT state FROM runs") == [("running",)]
+    assert home.query("SELECT COUNT(*) FROM logs WHERE name = 'after'") == [(0,)]
+
+
+def test_a_run_whose_disk_fills_up_says_so_and_exits_non_zero(home: Home) -> None:
+    with small_tmpfs(home.root / "disk", "2m") as disk:
+        home.db = disk / "history.db"
+        proc, err_path = home.spawn("run", "gated", SLUICEWAY_COMMIT_TIMEOUT="1")
+        with killed_at_exit(proc):
+            wait_until(
+                lambda: home.has_rows("SELECT 1 FROM tasks WHERE name = 'wait_gate'"),
+                "wait_gate running",
+                timeout=TIMEOUT,
+                details=lambda: err_path.read_text(errors="replace"),
+            )
+            filler = fill_disk(disk)
+            (home.root / "gate").touch()
+            code = proc.wait(timeout=TIMEOUT)
+        filler.unlink()
+        stderr = err_path.read_text(errors="replace")
+        lines = stderr.splitlines()
+        assert code == 1, stderr
+        assert "run 1 of gated succeeded" not in lines
+        assert lines[-2] == (
+            f"run 1 of gated ended succeeded in this process, but that is not recorded in {home.db}"
+        )
+        assert lines[-1].startswith(f"sluiceway: {home.db}: could not commit "), lines[-1]
+        assert "(OperationalError: database or disk is full; gave up after 1s)" in lines[-1]
+        assert home.query("SELECT state FROM runs") == [("running",)]
+        assert home.query("SELECT COUNT(*) FROM logs WHERE name = 'after'") == [(0,)]

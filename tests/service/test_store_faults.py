@@ -1,0 +1,79 @@
+"""``sluiceway serve`` and its database under faults, as real subprocesses: a write lock held
+by another connection past the busy timeout (said on the sd_notify STATUS line and in the log,
+once, then the recovery)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service.flows import TICK
+from tests.service.served import Home, wait_until
+from tests.service.test_service import NotifySocket
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    path = tmp_path / "notify.sock"
+    assert len(str(path)) < 100, f"{path} is too long for a unix socket address"
+    sock = NotifySocket(path)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def test_a_locked_database_is_said_once_on_the_status_line_and_in_the_log(
+    home: Home, notify_socket: NotifySocket
+) -> None:
+    (home.flows / "tick.py").write_text(TICK)  # a run every second: the service must write
+    served = home.serve(NOTIFY_SOCKET=str(notify_socket.path), SLUICEWAY_BUSY_TIMEOUT="0.3s")
+    notify_socket.wait_for("READY=1")
+    home.wait_rows("SELECT id FROM runs", what="a first scheduled run")
+    lock = sqlite3.connect(home.db, timeout=10, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        failing = served.wait_log("cannot commit", timeout=30)
+
+        def status_says(text: str) -> str | None:
+            for message in notify_socket.messages:
+                for line in message.splitlines():
+                    if line.startswith("STATUS=") and text in line:
+                        return line
+            notify_socket.receive(0.1)
+            return None
+
+        line = wait_until(
+            lambda: status_says("history NOT committed"),
+            "the STATUS line saying it",
+            timeout=30,
+            details=notify_socket.describe,
+        )
+        assert "OperationalError: database is locked" in line
+        assert "waiting" in line
+        seen = len(notify_socket.messages)
+        lock.execute("ROLLBACK")
+    finally:
+        if lock.in_transaction:
+            lock.execute("ROLLBACK")
+        lock.close()
+    served.wait_log("committing again", after=failing, timeout=30)
+
+    def back_to_normal() -> str | None:
+        notify_socket.receive(0.1)
+        for message in notify_socket.messages[seen:]:
+            for text in message.splitlines():
+                if text.startswith("STATUS=") and "NOT committed" not in text:
+                    return text
+        return None
+
+    wait_until(back_to_normal, "a STATUS line without it", timeout=30)
+    served.send(signal.SIGTERM)
+    assert served.wait_exit(timeout=30) == 0, served.describe()
+    store_lines = [line for line in served.log().splitlines() if "runtime.store store" in line]
+    assert sum("cannot commit" in line for line in store_lines) == 1, served.log()
+    assert sum("committing again" in line for line in store_lines) == 1, served.log()
