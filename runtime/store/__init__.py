@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiosqlite
 import anyio
@@ -180,26 +182,32 @@ class Store:
 def connect_reader(path: Path) -> sqlite3.Connection:
     """A read-only connection for queries (the CLI uses it without an event loop).
 
+    Opened with ``mode=ro`` and no pragma that writes (no journal mode switch), so a user
+    who may only read the file (or its folder) can read the history.
+
     :raises StoreError: when the file is missing, unreadable or not a Sluiceway database
     """
     if not path.exists():
         raise StoreError(f"{path}: no such database (run a flow first, or pass --db)")
+    uri = "file:" + quote(str(path.absolute()))
+    conn = _open_reader(path, uri + "?mode=ro")
     try:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open database: {exc}") from exc
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute(schema.BUSY_TIMEOUT)
-        # checked before the other pragmas: journal_mode=WAL would write to a foreign file
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-        ).fetchone()
-        if found is None:
-            raise StoreError(f"{path}: not a Sluiceway database (it has no schema_version table)")
-        for pragma in schema.PRAGMAS:
+        try:
+            ours = _identify(conn, path)
+        except sqlite3.OperationalError as exc:
+            # A WAL database in a folder this user cannot write (or a read-only mount), with
+            # no -shm file to read: SQLite cannot open it read-only. With no -wal file either,
+            # the main file holds every commit: reading it as immutable is exact.
+            cannot = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+            if _code(exc) not in cannot or Path(f"{path}-wal").exists():
+                raise
+            conn.close()
+            conn = _open_reader(path, uri + "?mode=ro&immutable=1")
+            ours = _identify(conn, path)
+        if not ours:
+            raise StoreError(f"{path}: not a Sluiceway database (it is empty)")
+        for pragma in schema.READER_PRAGMAS:
             conn.execute(pragma)
-        conn.execute("PRAGMA query_only=ON")
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(f"{path}: cannot read database: {exc}") from exc
@@ -209,10 +217,58 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _open_reader(path: Path, uri: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute(schema.BUSY_TIMEOUT)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _identify(conn: sqlite3.Connection, path: Path) -> bool:
+    """True for a Sluiceway database, False for an empty one (a new file).
+
+    Reads only: a database that is not Sluiceway's is refused before anything is written to
+    it (no tables, no switch to WAL).
+
+    :raises StoreError: naming the file, when it has tables but no Sluiceway schema_version
+    """
+    objects = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+    tables = {name for kind, name in objects if kind == "table"}
+    versions: list[Any] = []
+    if "schema_version" in tables:
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
+    if not objects or (tables == {"schema_version"} and len(objects) == 1 and not versions):
+        return False  # new (or an older Sluiceway's first migration, interrupted)
+    if len(versions) == 1 and schema.FIRST_TABLES <= tables:
+        return True
+    found = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise StoreError(
+        f"{path}: not a Sluiceway database (it has tables but no Sluiceway schema_version: "
+        f"{found or 'no tables'}); refusing to change it: pass another --db"
+    )
+
+
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    async with db.execute("SELECT version FROM schema_version") as cur:
-        row = await cur.fetchone()
+    async with db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ) as cur:
+        exists = await cur.fetchone() is not None
+    row = None
+    if exists:
+        async with db.execute("SELECT version FROM schema_version") as cur:
+            row = await cur.fetchone()
     version = int(row[0]) if row else 0
     if version > schema.SCHEMA_VERSION:
         raise StoreError(
@@ -221,14 +277,28 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         )
     for number in range(version + 1, schema.SCHEMA_VERSION + 1):
         script = schema.MIGRATIONS[number - 1]
-        # one transaction per migration: a crash mid-way leaves the previous version intact
+        # one transaction per migration, the version table's creation included: a crash
+        # mid-way leaves the previous version intact
         await db.executescript(
             "BEGIN IMMEDIATE;\n"
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);\n"
             + script
             + "\nDELETE FROM schema_version;"
             + f"\nINSERT INTO schema_version (version) VALUES ({number});\nCOMMIT;"
         )
         log.info("store=%s migrated to schema version %d", path, number)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600), as the lock file is; an
+    existing file keeps its mode. SQLite gives its -wal and -shm files the same mode."""
+    try:
+        fd = os.open(os.path.realpath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create database: {exc}") from exc
+    os.close(fd)
 
 
 @asynccontextmanager
@@ -249,12 +319,13 @@ async def open_store(
     :param busy_timeout: how long a write may wait for another connection's lock before the
         writer reports that it cannot commit (it goes on retrying)
     :param commit_timeout: how long the exit retries what cannot be committed
-    :raises StoreError: when the file cannot be opened or migrated, or the last changes
-        could not be committed
+    :raises StoreError: when the file cannot be opened or migrated, is not Sluiceway's, or
+        the last changes could not be committed
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise StoreError(f"{path}: folder {path.parent} does not exist")
+    _create_private(path)
     try:
         # shielded: a cancel during connect leaks the connection's thread, which then keeps
         # the process from exiting; a connect is quick, and the finally below closes it
@@ -265,8 +336,15 @@ async def open_store(
     reader: sqlite3.Connection | None = None
     try:
         await anyio.lowlevel.checkpoint_if_cancelled()
+        if not (hasattr(db, "_execute") and hasattr(db, "_conn")):
+            raise StoreError(
+                f"aiosqlite {aiosqlite.__version__} lacks Connection._execute/_conn, which the "
+                "writer uses to commit a batch in one call; install aiosqlite<0.23"
+            )
         try:
             await db.execute(schema.busy_timeout(busy_timeout))
+            # before any pragma that writes: a file that is not Sluiceway's stays untouched
+            await db._execute(_identify, db._conn, path)  # type: ignore[no-untyped-call]
             for pragma in schema.PRAGMAS:
                 if pragma != schema.BUSY_TIMEOUT:
                     await db.execute(pragma)
@@ -276,11 +354,6 @@ async def open_store(
             await db.execute(schema.busy_timeout(min(busy_timeout, BUSY_STEP)))
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open or migrate database: {exc}") from exc
-        if not (hasattr(db, "_execute") and hasattr(db, "_conn")):
-            raise StoreError(
-                f"aiosqlite {aiosqlite.__version__} lacks Connection._execute/_conn, which the "
-                "writer uses to commit a batch in one call; install aiosqlite<0.23"
-            )
         reader = connect_reader(path)
         writer = Writer(db, interval=interval, path=path, busy_timeout=busy_timeout)
         failure: BaseException | None = None

@@ -152,6 +152,15 @@ PRAGMAS: tuple[str, ...] = (
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
 )
+# a reader writes nothing: no journal mode switch (the writer made the file WAL), and
+# query_only on top of the read-only open
+READER_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA query_only=ON",
+)
+# the tables of the first migration: with a schema_version row, the marks of a Sluiceway file
+FIRST_TABLES = frozenset({"flows", "runs", "tasks", "attempts", "logs", "events"})
 
 
 def busy_timeout(seconds: float) -> str:

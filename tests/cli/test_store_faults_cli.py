@@ -1,13 +1,19 @@
 """The ``sluiceway`` command under faults, as real subprocesses: a run whose history cannot be
-committed before it must exit (another connection holds the write lock; a full disk)."""
+committed before it must exit (another connection holds the write lock; a full disk), a
+database that is not Sluiceway's, and a history only readable."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,9 @@ def after(run: Run, wait_gate: int) -> int:
 """
 
 
+Wrap = Callable[[list[str]], list[str]]  # a command line, run as another user would
+
+
 class Home:
     """A folder with flows/ (DEMO and GATED) and history.db; runs ``sluiceway`` in it."""
 
@@ -64,10 +73,10 @@ class Home:
         self.db = root / "history.db"
 
     def cli(
-        self, *args: str, db: Path | None = None, **env: str
+        self, *args: str, db: Path | None = None, wrap: Wrap = list, **env: str
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*SLUICEWAY, *args, "--flows", str(self.flows), "--db", str(db or self.db)],
+            wrap([*SLUICEWAY, *args, "--flows", str(self.flows), "--db", str(db or self.db)]),
             cwd=self.root,
             env=clean_env(**env),
             capture_output=True,
@@ -214,3 +223,126 @@ def test_a_run_whose_disk_fills_up_says_so_and_exits_non_zero(home: Home) -> Non
         assert "(OperationalError: database or disk is full; gave up after 1s)" in lines[-1]
         assert home.query("SELECT state FROM runs") == [("running",)]
         assert home.query("SELECT COUNT(*) FROM logs WHERE name = 'after'") == [(0,)]
+
+
+# --- item 9: a database that is not Sluiceway's; a read-only history ---
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("command", [["run", "ok"], ["trigger", "ok"]])
+def test_a_database_of_another_program_is_refused_untouched(home: Home, command: list[str]) -> None:
+    other = home.root / "inventory.db"
+    conn = sqlite3.connect(other)
+    with conn:
+        conn.execute("CREATE TABLE items (sku TEXT PRIMARY KEY, count INTEGER)")
+        conn.execute("INSERT INTO items VALUES ('a-1', 3)")
+    conn.close()
+    before = _digest(other)
+    done = home.cli(*command, db=other)
+    assert done.returncode == 1, done.stderr
+    assert f"sluiceway: {other}: not a Sluiceway database" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _digest(other) == before
+    assert sorted(p.name for p in home.root.iterdir() if p.name.startswith("inventory")) == [
+        "inventory.db"  # no -wal, -shm or .lock beside it
+    ]
+    assert home.query("PRAGMA journal_mode", db=other) == [("delete",)]
+
+
+# what lets root write whatever the file modes say
+_OVERRIDES = "--drop=cap_dac_override,cap_dac_read_search,cap_fowner"
+
+
+@contextmanager
+def read_only(folder: Path, how: str) -> Iterator[tuple[Path, Wrap]]:
+    """*folder* as a user who may only read it, and how to run a command as that user.
+
+    ``mount``: a read-only bind mount (root only). ``modes``: the modes 0555 and 0444; root
+    runs the command without the capabilities that override file modes (``capsh``). Skips
+    what this machine does not allow.
+    """
+    root = os.geteuid() == 0
+    if how == "mount":
+        if not root:
+            pytest.skip("a read-only bind mount needs root")
+        view = folder.parent / (folder.name + "-ro")
+        view.mkdir(exist_ok=True)
+        done = subprocess.run(
+            f"mount --bind {folder} {view} && mount -o remount,bind,ro {view}",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0:
+            subprocess.run(["umount", str(view)], capture_output=True, check=False, timeout=30)
+            pytest.skip(f"cannot make a read-only bind mount: {done.stderr.strip()}")
+        try:
+            yield view, list
+        finally:
+            subprocess.run(["umount", "-l", str(view)], check=False, timeout=30)
+        return
+    wrap: Wrap = list
+    if root:
+        if shutil.which("capsh") is None:
+            pytest.skip("root, and no capsh to run a command that file modes constrain")
+
+        def wrap(cmd: list[str]) -> list[str]:
+            return ["capsh", _OVERRIDES, "--", "-c", shlex.join(cmd)]
+
+    modes = {p: p.stat().st_mode for p in (folder, *folder.iterdir())}
+    for path in modes:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        probe = subprocess.run(
+            wrap(["touch", str(folder / "probe")]), capture_output=True, timeout=30, check=False
+        )
+        if probe.returncode == 0:
+            pytest.skip("the file modes do not stop this user from writing")
+        yield folder, wrap
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+@pytest.mark.parametrize("how", ["mount", "modes"])
+def test_a_user_who_may_only_read_reads_the_history(home: Home, how: str) -> None:
+    state = home.root / "state"
+    state.mkdir()
+    db = state / "history.db"
+    done = home.cli("run", "ok", db=db)
+    assert done.returncode == 0, done.stderr
+    assert not (state / "history.db-wal").exists()  # checkpointed at the last close
+
+    def read(expected: list[int]) -> None:
+        with read_only(state, how) as (view, wrap):
+            ro_db = view / "history.db"
+            runs = home.cli("runs", "--json", db=ro_db, wrap=wrap)
+            show = home.cli("show", "1", "--json", db=ro_db, wrap=wrap)
+            logs = home.cli("logs", "1", db=ro_db, wrap=wrap)
+        for done in (runs, show, logs):
+            assert done.returncode == 0, done.stderr
+        assert [run["id"] for run in json.loads(runs.stdout)] == expected
+        assert json.loads(show.stdout)["state"] == "succeeded"
+        assert "types int float bool str list" in logs.stdout
+
+    # at rest: the file alone, in a folder where no -shm file can be made
+    before = {p.name: _digest(p) for p in state.iterdir()}
+    read([1])
+    assert {p.name: _digest(p) for p in state.iterdir()} == before  # not a byte written
+
+    # beside a writer (a service): the newest commit is only in its -wal file
+    live = sqlite3.connect(db, isolation_level=None)
+    try:
+        live.execute(
+            "INSERT INTO runs (flow, state, logical_date, created_at) "
+            "VALUES ('ok', 'queued', '2026-01-02T00:00:00Z', '2026-01-02T00:00:00Z')"
+        )
+        assert (state / "history.db-wal").exists()
+        read([2, 1])
+    finally:
+        live.close()
