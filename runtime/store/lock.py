@@ -16,7 +16,10 @@ class DatabaseLock:
     """
 
     def __init__(self, db: Path) -> None:
-        self.path = db.with_name(db.name + ".lock")
+        # the file's real path: a symlink (or another spelling) of one database is one lock
+        real = Path(os.path.realpath(db))
+        self.db = db
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -31,7 +34,7 @@ class DatabaseLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise StoreError(
-                f"{self.path.with_suffix('')}: another sluiceway service (pid {holder}) is "
+                f"{self.db}: another sluiceway service (pid {holder}) is "
                 "using this database; stop it or pass another --db"
             ) from None
         os.ftruncate(fd, 0)

@@ -1,6 +1,6 @@
-"""``sluiceway serve`` and its database under faults, as real subprocesses: a write lock held
-by another connection past the busy timeout (said on the sd_notify STATUS line and in the log,
-once, then the recovery)."""
+"""``sluiceway serve`` and its database under faults, as real subprocesses: a symlink to the
+database of a running service, and a write lock held by another connection past the busy
+timeout (said on the sd_notify STATUS line and in the log, once, then the recovery)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.flows import TICK
+from runtime.store.control import service_running
+from tests.service.flows import DRAIN, TICK
 from tests.service.served import Home, wait_until
-from tests.service.test_service import NotifySocket
+from tests.service.test_service import NotifySocket, wait_runs_ended
 
 
 @pytest.fixture
@@ -25,6 +26,34 @@ def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
         yield sock
     finally:
         sock.close()
+
+
+def test_a_service_on_a_symlink_to_a_served_database_is_refused(home: Home) -> None:
+    (home.flows / "drain.py").write_text(DRAIN)
+    first = home.serve()
+    first.wait_ready()
+    real = home.db
+    link = home.root / "elsewhere" / "alias.db"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    assert service_running(link)  # the CLI's check sees it through the link too
+
+    home.db = link  # the second service is given the link
+    try:
+        second = home.serve()
+        code = second.wait_exit(timeout=10)
+    finally:
+        home.db = real
+    assert code == 1, second.describe()
+    assert (
+        f"sluiceway: {link}: another sluiceway service (pid {first.pid}) is using this "
+        "database; stop it or pass another --db"
+    ) in second.log()
+    assert "service ready" not in second.log()
+    assert not (link.parent / "alias.db.lock").exists()
+    assert first.proc.poll() is None  # unharmed
+    run = home.trigger("quick")
+    assert wait_runs_ended(home, 1) == {run: "succeeded"}
 
 
 def test_a_locked_database_is_said_once_on_the_status_line_and_in_the_log(

@@ -1,5 +1,6 @@
 """Whose file it is: a database that is not Sluiceway's is refused before a byte is written,
-a new one is private (0600), and a reader opens read-only and writes nothing."""
+a new one is private (0600), a reader opens read-only and writes nothing, and the service's
+lock is taken on the file's real path."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.store import connect_reader, open_store, schema
+from runtime.store.lock import DatabaseLock
 from tests.store.rows import new_run, peek
 
 
@@ -151,3 +153,25 @@ async def test_a_reader_opens_read_only_and_switches_no_journal_mode(tmp_path: P
         conn.close()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     assert peek(path, "PRAGMA journal_mode") == [("delete",)]
+
+
+def test_the_lock_is_taken_on_the_real_path(tmp_path: Path) -> None:
+    real = tmp_path / "state" / "history.db"
+    real.parent.mkdir()
+    (tmp_path / "alias").symlink_to(real.parent)
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    first = DatabaseLock(real)
+    first.acquire()
+    try:
+        for other in (link, tmp_path / "alias" / "history.db", tmp_path / "state/../link.db"):
+            with pytest.raises(StoreError, match=f"pid {os.getpid()}") as info:
+                DatabaseLock(other).acquire()
+            assert str(info.value).startswith(f"{other}: another sluiceway service")
+    finally:
+        first.release()
+    assert sorted(p.name for p in real.parent.iterdir()) == ["history.db.lock"]
+    assert not (tmp_path / "link.db.lock").exists()
+    second = DatabaseLock(link)  # free again: through the link now
+    second.acquire()
+    second.release()
