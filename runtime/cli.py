@@ -149,6 +149,7 @@ def _config(args: argparse.Namespace) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sluiceway`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    configure_logging("WARNING")  # for what reading the config says; its level comes next
     try:
         config = _config(args)
     except ConfigError as exc:

@@ -13,6 +13,9 @@ from typing import Any
 from runtime.durations import parse_duration
 from runtime.errors import ConfigError
 
+log = logging.getLogger("sluiceway.runtime.config")
+_warned: set[str] = set()  # unknown SLUICEWAY_* variables already logged by this process
+
 CONFIG_FILE = "sluiceway.toml"
 ENV_PREFIX = "SLUICEWAY_"
 ENV_CONFIG = "SLUICEWAY_CONFIG"
@@ -162,7 +165,17 @@ def load_config(
         elif key in _KEYS:
             values[key] = _check(f"environment {var}", _KEYS[key], value)
         else:
-            raise ConfigError(f"environment {var}: unknown setting {key!r}")
+            # other tools share the prefix (a user's own SLUICEWAY_TOKEN): say it, go on
+            if var not in _warned:
+                _warned.add(var)
+                names = [ENV_CONFIG, *(f"{ENV_PREFIX}{k.upper()}" for k in _KEYS)]
+                names += [f"{ENV_PREFIX}{s.upper()}_<NAME>" for s in _SECTIONS]
+                log.warning(
+                    "environment %s is not a Sluiceway setting; ignored (known: %s)",
+                    var,
+                    ", ".join(names),
+                )
+            continue
         if f"environment {ENV_PREFIX}*" not in sources:
             sources.append(f"environment {ENV_PREFIX}*")
     return Config(**values, pools=pools, source=", ".join(sources) or "defaults")

@@ -1,6 +1,7 @@
 """The ``sluiceway`` command under faults, as real subprocesses: a run whose history cannot be
 committed before it must exit (another connection holds the write lock; a full disk), a
-database that is not Sluiceway's, and a history only readable."""
+database that is not Sluiceway's, a history only readable, and a variable of another tool
+that shares the prefix."""
 
 from __future__ import annotations
 
@@ -225,7 +226,7 @@ def test_a_run_whose_disk_fills_up_says_so_and_exits_non_zero(home: Home) -> Non
         assert home.query("SELECT COUNT(*) FROM logs WHERE name = 'after'") == [(0,)]
 
 
-# --- item 9: a database that is not Sluiceway's; a read-only history ---
+# --- item 9: a database that is not Sluiceway's; a read-only history; SLUICEWAY_* ---
 
 
 def _digest(path: Path) -> str:
@@ -346,3 +347,15 @@ def test_a_user_who_may_only_read_reads_the_history(home: Home, how: str) -> Non
         read([2, 1])
     finally:
         live.close()
+
+
+def test_an_unknown_sluiceway_variable_is_a_warning_not_an_error(home: Home) -> None:
+    assert home.cli("run", "ok").returncode == 0
+    done = home.cli("runs", SLUICEWAY_TOKEN="s3cret-for-my-script")
+    assert done.returncode == 0, done.stderr
+    assert "ok" in done.stdout
+    warnings = [line for line in done.stderr.splitlines() if "SLUICEWAY_TOKEN" in line]
+    assert len(warnings) == 1, done.stderr
+    assert "WARNING" in warnings[0]
+    assert "is not a Sluiceway setting; ignored" in warnings[0]
+    assert "s3cret" not in done.stderr

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from runtime import config as config_module
 from runtime.config import Config, load_config
 from runtime.errors import ConfigError
 
@@ -177,10 +179,25 @@ def test_environment_alone_is_enough(tmp_path: Path) -> None:
     assert config.source == "environment SLUICEWAY_*"
 
 
-def test_unknown_environment_variable_is_an_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        load_config(env={"SLUICEWAY_COLOUR": "blue"}, cwd=tmp_path)
-    assert str(info.value) == "environment SLUICEWAY_COLOUR: unknown setting 'colour'"
+def test_unknown_environment_variable_is_a_warning_naming_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # other tools share the prefix: a user's own script reads SLUICEWAY_TOKEN
+    monkeypatch.setattr(config_module, "_warned", set())
+    env = {"SLUICEWAY_TOKEN": "s3cret", "SLUICEWAY_COLOUR": "blue", "SLUICEWAY_DB": "env.db"}
+    with caplog.at_level(logging.WARNING, logger="sluiceway.runtime.config"):
+        first = load_config(env=env, cwd=tmp_path)
+        again = load_config(env=env, cwd=tmp_path)
+    assert first == again
+    assert first.db == Path("env.db")  # the variables it knows still apply
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(";")[0] for line in lines] == [
+        "environment SLUICEWAY_COLOUR is not a Sluiceway setting",
+        "environment SLUICEWAY_TOKEN is not a Sluiceway setting",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert "SLUICEWAY_COMMIT_TIMEOUT" in lines[0]  # it lists the known ones
+    assert not any("s3cret" in line for line in lines)  # never the value: it may be a secret
 
 
 def test_store_timeouts_from_the_file_and_the_environment(tmp_path: Path) -> None:
