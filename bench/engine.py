@@ -41,12 +41,12 @@ from report import Figure, machine, table, to_json
 
 from runtime.clock import SystemClock
 from runtime.config import Config
-from runtime.flow import Flow
+from runtime.define.flow import Flow
 from runtime.store.schema import PRAGMAS
 from runtime.testing import open_test_runner
 
 if TYPE_CHECKING:
-    from runtime.runner import Runner
+    from runtime.engine.runner import Runner
 
 DEFAULTS = Config()
 FLUSH = DEFAULTS.flush_interval  # the floor's batch interval; ours gets the same (the default)

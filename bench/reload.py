@@ -24,8 +24,8 @@ from time import perf_counter
 
 import anyio
 
-from runtime.loader import flow_files, load_flows, load_flows_off_loop
-from runtime.probe import probe_files
+from runtime.define.loader import flow_files, load_flows, load_flows_off_loop
+from runtime.define.probe import probe_files
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = """

@@ -48,13 +48,13 @@ from scheduler import SERVE_FLOW, time_to_ready
 from runtime import codec
 from runtime.clock import FakeClock
 from runtime.config import Config
-from runtime.flow import Flow
-from runtime.loader import load_flows
-from runtime.scheduler import Agenda, tick
-from runtime.service import ServiceContext
+from runtime.define.flow import Flow
+from runtime.define.loader import load_flows
+from runtime.define.triggers import every
+from runtime.scheduling.ticker import Agenda, tick
+from runtime.service.serve import ServiceContext
 from runtime.store import connect_reader, open_store, queries
 from runtime.testing import open_test_runner
-from runtime.triggers import every
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SUPER = 10**1.5  # per x10: n^1.5 or worse is flagged

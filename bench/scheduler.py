@@ -41,12 +41,12 @@ import anyio
 
 from runtime import codec
 from runtime.clock import SystemClock
-from runtime.flow import Flow
-from runtime.scheduler import run_scheduler
-from runtime.service import ServiceContext
-from runtime.store import open_store, schedules
+from runtime.define.flow import Flow
+from runtime.define.triggers import every
+from runtime.scheduling.ticker import run_scheduler
+from runtime.service.serve import ServiceContext
+from runtime.store import cursors, open_store
 from runtime.testing import open_test_runner
-from runtime.triggers import every
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -315,7 +315,7 @@ def _spawn_serve(tmp: Path, flows: Path, db: Path, **env: str) -> subprocess.Pop
         if not k.startswith("SLUICEWAY_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")
     }
     script = Path(sys.executable).parent / "sluiceway"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "runtime.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "runtime.cli.main"]
     return subprocess.Popen(
         [*cmd, "serve", "--flows", str(flows), "--db", str(db)],
         cwd=tmp,
@@ -459,7 +459,7 @@ def blocked_pickup(tmp: Path, blocked: int, samples: int) -> str:
 
     async def prepare() -> None:
         async with open_store(db) as store:
-            await schedules.set_paused(store, "held", True, SystemClock().now())
+            await cursors.set_paused(store, "held", True, SystemClock().now())
             store.writer.put_op(partial(_queue_flow, flow="capped", count=1))
 
     anyio.run(prepare)
@@ -528,7 +528,7 @@ def _queue_flow(db: sqlite3.Connection, *, flow: str, count: int) -> int:
 
 
 def restart_to_ready(tmp: Path, runs: int) -> str:
-    service = importlib.import_module("runtime.service")
+    service = importlib.import_module("runtime.service.serve")
     if not hasattr(service, "serve"):
         return "n/a (service not available)"
     flows = tmp / "serve_flows"

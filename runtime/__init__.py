@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from runtime.context import Run
+from runtime.define.context import Run
+from runtime.define.flow import Branch, Flow
+from runtime.define.result import RunResult
+from runtime.define.triggers import cron, every
 from runtime.errors import Retry, Skip
-from runtime.flow import Branch, Flow
-from runtime.result import RunResult
-from runtime.triggers import cron, every
 
 __all__ = ["Branch", "Flow", "Retry", "Run", "RunResult", "Skip", "cron", "every"]

@@ -266,7 +266,7 @@ def _tag(value: Any) -> Any:
     if simple is not None:
         name, to_json = simple
         return _tagged(name, to_json(value))
-    task_module = sys.modules.get("runtime.task")  # no Branch exists before it is imported
+    task_module = sys.modules.get("runtime.define.task")  # no Branch exists before it is imported
     if task_module is not None and kind is task_module.Branch:
         return _tagged("branch", list(value.names))
     raise NotSerializable(f"{_type_name(kind)} is not a type Sluiceway stores")
@@ -330,7 +330,7 @@ def _untag_clock(kind: str, obj: dict[str, Any]) -> datetime | time:
 
 
 def _branch(names: Any) -> Any:
-    from runtime.task import Branch
+    from runtime.define.task import Branch
 
     return Branch(*names)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from runtime.clock import Clock, FakeClock
 from runtime.config import Config
-from runtime.events import EventBus
-from runtime.flow import Flow
-from runtime.result import RunResult
-from runtime.runner import Runner, open_runner
+from runtime.define.flow import Flow
+from runtime.define.result import RunResult
+from runtime.engine.events import EventBus
+from runtime.engine.runner import Runner, open_runner
 
 __all__ = ["FakeClock", "open_test_runner", "run_flow"]
 
@@ -27,7 +27,7 @@ async def open_test_runner(
     bus: EventBus | None = None,
     flush_interval: float = 0.01,
 ) -> AsyncIterator[Runner]:
-    """A :class:`~runtime.runner.Runner` on the SQLite file *db* (created if missing)."""
+    """A :class:`~runtime.engine.runner.Runner` on the SQLite file *db* (created if missing)."""
     config = Config(
         db=Path(db),
         pools=dict(pools or {}),

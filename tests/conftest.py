@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from runtime.clock import FakeClock
-from runtime.events import Event, EventBus
-from runtime.runner import Runner
+from runtime.engine.events import Event, EventBus
+from runtime.engine.runner import Runner
 from runtime.testing import open_test_runner
 
 MakeRunner = Callable[..., AbstractAsyncContextManager[Runner]]

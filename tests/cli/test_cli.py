@@ -22,7 +22,7 @@ from tests.cli.flows import BROKEN, DEMO, FINE
 
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
 TIMEOUT = 30  # seconds for any one command; they take a fraction of one
 
 

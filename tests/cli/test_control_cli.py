@@ -15,12 +15,12 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime.cli import main
-from runtime.loader import load_flows
+from runtime.cli.main import main
+from runtime.define.loader import load_flows
 from runtime.store import open_store
-from runtime.store.control import record_sla_miss
+from runtime.store.cursors import fire_scheduled
 from runtime.store.lock import DatabaseLock
-from runtime.store.schedules import fire_scheduled
+from runtime.store.requests import record_sla_miss
 
 FLOWS = """
 from pathlib import Path

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from runtime.cli import _COMMANDS, _LAZY, _lazy, build_parser
+from runtime.cli.main import _COMMANDS, _LAZY, _lazy, build_parser
 
 
 def _commands() -> set[str]:

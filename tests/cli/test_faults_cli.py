@@ -12,10 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from runtime.probe import probe_files
+from runtime.define.probe import probe_files
 
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
 GOOD = """
 from runtime import Flow
 
@@ -275,7 +275,7 @@ def test_os_exit_is_caught_only_in_the_importing_thread_of_the_importing_process
     folder = flows(tmp_path, exits="import os\nos._exit(5)\n", forks=FORKS)
     script = (
         "import json, sys\n"
-        "from runtime.loader import load_flows\n"
+        "from runtime.define.loader import load_flows\n"
         "loaded = load_flows(sys.argv[1])\n"
         "print(json.dumps({'flows': {n: f.params for n, f in loaded.flows.items()},"
         " 'problems': [p.splitlines()[0] for p in loaded.problems]}))\n"

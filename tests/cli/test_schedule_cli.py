@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
-from runtime.cli import main
+from runtime.cli.main import main
 from runtime.clock import SystemClock
 from runtime.store import open_store
 from tests.store.rows import peek

@@ -26,7 +26,7 @@ from tests.service.served import clean_env, wait_until
 from tests.store.test_faults import fill_disk, small_tmpfs
 
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
 TIMEOUT = 60
 
 # wait_gate waits for a file "gate" beside the flows folder; after() logs 50 lines

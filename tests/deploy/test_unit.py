@@ -118,7 +118,7 @@ try:
 except OSError:
     pass
 import aiosqlite, anyio
-import orjson, cronsim, runtime.planner, runtime.sdnotify
+import orjson, cronsim, runtime.scheduling.planner, runtime.service.sdnotify
 
 async def main():
     async with aiosqlite.connect(":memory:") as db:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from runtime.limits import Chain, Limits, Slots
+from runtime.engine.limits import Chain, Limits, Slots
 
 
 @contextmanager

@@ -20,18 +20,18 @@ import pytest
 
 from runtime import Flow, Retry, Run
 from runtime.clock import FakeClock
+from runtime.define.result import RunResult
+from runtime.define.retry import RetryPolicy
+from runtime.engine.events import Event, TaskRetrying
 from runtime.errors import RunNotFoundError
-from runtime.events import Event, TaskRetrying
-from runtime.result import RunResult
-from runtime.retry import RetryPolicy
-from runtime.sla import run_sla_monitor
+from runtime.scheduling.sla import run_sla_monitor
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
 from tests.runtime.test_sla import T0, Gate, Misses, WaitingClock, at, held_flow, start_run
 
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli"]
+SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
 
 
 def stored(db_path: Path, run_id: int) -> dict[str, Any] | None:

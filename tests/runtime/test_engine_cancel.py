@@ -10,9 +10,9 @@ import anyio
 
 from runtime import Flow, Run
 from runtime.clock import FakeClock
-from runtime.engine import RunHandle
-from runtime.events import Event, RunStarted, TaskStarted
-from runtime.result import RunResult
+from runtime.define.result import RunResult
+from runtime.engine.events import Event, RunStarted, TaskStarted
+from runtime.engine.execution import RunHandle
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from runtime import Flow, Run
-from runtime.events import Event, TaskEnded, TaskStarted
+from runtime.engine.events import Event, TaskEnded, TaskStarted
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner

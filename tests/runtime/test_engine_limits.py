@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from runtime import Flow, Run
-from runtime.engine import RunHandle
-from runtime.events import Event, RunStarted
-from runtime.limits import Limits
-from runtime.runner import Runner
+from runtime.engine.events import Event, RunStarted
+from runtime.engine.execution import RunHandle
+from runtime.engine.limits import Limits
+from runtime.engine.runner import Runner
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner

@@ -12,7 +12,7 @@ import anyio
 
 from runtime import Flow, Run
 from runtime.clock import FakeClock
-from runtime.events import Event, TaskRetrying, TaskStarted
+from runtime.engine.events import Event, TaskRetrying, TaskStarted
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner

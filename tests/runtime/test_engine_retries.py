@@ -13,7 +13,7 @@ import pytest
 
 from runtime import Flow, Retry, Run
 from runtime.clock import FakeClock
-from runtime.events import Event, TaskRetrying
+from runtime.engine.events import Event, TaskRetrying
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
@@ -404,7 +404,7 @@ async def test_retry_reruns_failed_tasks_and_reuses_the_others(
 
 
 async def test_retry_of_a_cancelled_run(make_runner: MakeRunner) -> None:
-    from runtime.engine import RunHandle
+    from runtime.engine.execution import RunHandle
 
     calls: dict[str, int] = {}
     flow = Flow("rerun-cancelled")

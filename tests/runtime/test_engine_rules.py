@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from runtime import Branch, Flow, Run, Skip
-from runtime.events import Event, TaskEnded
+from runtime.engine.events import Event, TaskEnded
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner

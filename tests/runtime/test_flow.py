@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from runtime import Branch, Flow, Run
+from runtime.define.loader import load_flows
 from runtime.errors import FlowValidationError, ParamError
-from runtime.loader import load_flows
 from runtime.states import RunState, TaskState
 from tests.conftest import MakeRunner
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from runtime.graph import build_graph, find_cycle, topological_order
+from runtime.define.graph import build_graph, find_cycle, topological_order
 
 
 def assert_is_cycle(path: list[str], upstream: dict[str, list[str]]) -> None:

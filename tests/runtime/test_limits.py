@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.limits import Chain, Lane, Limits, Slots
+from runtime.engine.limits import Chain, Lane, Limits, Slots
 from tests.runtime.counting import counted_takes
 
 

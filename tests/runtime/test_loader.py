@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli import main
-from runtime.loader import flow_files, load_flows
+from runtime.cli.main import main
+from runtime.define.loader import flow_files, load_flows
 
 GOOD = """\
 from runtime import Flow

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from runtime.config import Config, load_config
+from runtime.engine.loopwatch import LoopWatch
 from runtime.errors import ConfigError
-from runtime.loopwatch import LoopWatch
 
 
 def test_loop_block_threshold_defaults_to_a_second(tmp_path: Path) -> None:

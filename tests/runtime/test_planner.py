@@ -7,7 +7,9 @@ from itertools import takewhile
 
 import pytest
 
-from runtime.planner import (
+from runtime.define.triggers import ScheduleError, TimeTrigger, cron, every
+from runtime.scheduling.firetimes import fire_times
+from runtime.scheduling.planner import (
     DEFAULT_GRACE,
     CatchUp,
     Plan,
@@ -17,8 +19,6 @@ from runtime.planner import (
     plan_ticks,
     preview,
 )
-from runtime.schedule import fire_times
-from runtime.triggers import ScheduleError, TimeTrigger, cron, every
 
 HOURLY = cron("@hourly")
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from runtime import Flow
-from runtime.runner import _carry_for_resume
+from runtime.engine.runner import _carry_for_resume
 
 
 def make_flow() -> Flow:

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from runtime.flow import RULES
-from runtime.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.define.flow import RULES
+from runtime.engine.rules import decide, map_items, mapped_outcome, run_outcome
 from runtime.states import RunState, TaskState
 
 S = TaskState

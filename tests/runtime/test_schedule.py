@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from runtime.schedule import fire_times, instant_json, iso_utc, to_local
-from runtime.triggers import ScheduleError, TimeTrigger, cron, every
+from runtime.define.triggers import ScheduleError, TimeTrigger, cron, every
+from runtime.scheduling.firetimes import fire_times, instant_json, iso_utc, to_local
 
 AMS, NYC = "Europe/Amsterdam", "America/New_York"
 

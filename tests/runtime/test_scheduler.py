@@ -13,15 +13,15 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime import scheduler
 from runtime.clock import FakeClock
-from runtime.flow import Flow
-from runtime.planner import Plan
-from runtime.runner import Runner
-from runtime.scheduler import LEAD, MAX_WAIT, plan_startup, run_scheduler, tick
-from runtime.service import ServiceContext
-from runtime.store import open_store, schedules
-from runtime.triggers import TimeTrigger, cron, every
+from runtime.define.flow import Flow
+from runtime.define.triggers import TimeTrigger, cron, every
+from runtime.engine.runner import Runner
+from runtime.scheduling import ticker as scheduler
+from runtime.scheduling.planner import Plan
+from runtime.scheduling.ticker import LEAD, MAX_WAIT, plan_startup, run_scheduler, tick
+from runtime.service.serve import ServiceContext
+from runtime.store import cursors, open_store
 from tests.conftest import MakeRunner
 from tests.store.rows import peek
 
@@ -128,7 +128,7 @@ def cursor(db: Path, flow: str = "etl", key: str = KEY) -> str | None:
 
 
 async def seed_cursor(runner: Runner, flow: Flow, at: datetime, key: str = KEY) -> None:
-    await schedules.fire_scheduled(
+    await cursors.fire_scheduled(
         runner.store, flow=flow, trigger_key=key, instants=[], cursor=at, now=at
     )
 
@@ -162,7 +162,7 @@ async def test_started_after_the_start_up_runs_are_committed(
         )
     ]
     assert cursor(db_path) == iso(utc(10))
-    assert rows[0][3] == schedules.run_key(KEY, utc(10))  # the key backfill makes too
+    assert rows[0][3] == cursors.run_key(KEY, utc(10))  # the key backfill makes too
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ async def test_plan_startup_fires_nothing_for_a_paused_flow(make_runner: MakeRun
     flow = hourly_flow()
     async with make_runner() as runner:
         await seed_cursor(runner, flow, utc(6))
-        await schedules.set_paused(runner.store, "etl", True, utc(7))
+        await cursors.set_paused(runner.store, "etl", True, utc(7))
         plans = await plan_startup(runner.store, {flow.name: flow}, utc(10, 5))
     assert [(p.paused, p.plan, p.firing) for p in plans] == [(True, Plan(cursor=utc(6)), None)]
 
@@ -259,10 +259,10 @@ async def test_firing_the_same_instants_twice_makes_each_run_once(
     flow = hourly_flow()
     instants = [utc(9), utc(10)]
     async with make_runner() as runner:
-        first = await schedules.fire_scheduled(
+        first = await cursors.fire_scheduled(
             runner.store, flow=flow, trigger_key=KEY, instants=instants, cursor=utc(10), now=utc(10)
         )
-        again = await schedules.fire_scheduled(
+        again = await cursors.fire_scheduled(
             runner.store, flow=flow, trigger_key=KEY, instants=instants, cursor=utc(10), now=utc(10)
         )
     assert len(first) == 2
@@ -377,8 +377,8 @@ async def test_a_paused_flow_makes_no_runs_and_keeps_its_cursor(
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow, other)):
         # paused from another process (its own connection) while the loop sleeps
         async with open_store(db_path) as cli:
-            assert await schedules.set_paused(cli, "etl", True, clock.now())
-            assert not await schedules.set_paused(cli, "etl", True, clock.now())
+            assert await cursors.set_paused(cli, "etl", True, clock.now())
+            assert not await cursors.set_paused(cli, "etl", True, clock.now())
         await clock.step(3 * 3600)  # 13:00:00.5
     assert scheduled(db_path) == [iso(utc(10))]
     assert cursor(db_path) == iso(utc(10))
@@ -391,8 +391,8 @@ async def test_a_flow_paused_when_the_runs_commit_gets_none(
     flow = hourly_flow()
     async with make_runner() as runner:
         await seed_cursor(runner, flow, utc(8))
-        await schedules.set_paused(runner.store, "etl", True, utc(9))
-        made = await schedules.fire_scheduled(
+        await cursors.set_paused(runner.store, "etl", True, utc(9))
+        made = await cursors.fire_scheduled(
             runner.store, flow=flow, trigger_key=KEY, instants=[utc(9)], cursor=utc(9), now=utc(9)
         )
     assert made == []
@@ -412,10 +412,10 @@ async def test_unpause_applies_the_catch_up_policy(
     async with make_runner(clock=clock) as runner:
         ctx = context(runner, flow)
         async with scheduling(ctx):
-            await schedules.set_paused(runner.store, "etl", True, clock.now())
+            await cursors.set_paused(runner.store, "etl", True, clock.now())
             await clock.step(4 * 3600 + 300)  # 14:05:00.5, paused: 11..14 not fired
             assert scheduled(db_path) == [iso(utc(10))]
-            assert await schedules.set_paused(runner.store, "etl", False, clock.now())
+            assert await cursors.set_paused(runner.store, "etl", False, clock.now())
             await clock.step(MAX_WAIT)  # the next pass sees it unpaused
     assert scheduled(db_path) == [iso(utc(10))] + [iso(t) for t in expected]
     assert cursor(db_path) == iso(utc(14))
@@ -486,7 +486,7 @@ async def test_a_pass_plans_and_reads_only_the_triggers_that_are_due(
 
         async def counting_read(fn: Any, *args: Any, **kwargs: Any) -> Any:
             got = await read(fn, *args, **kwargs)
-            if isinstance(got, schedules.ScheduleState):
+            if isinstance(got, cursors.ScheduleState):
                 work["cursors read"] += len(got.cursors)
             return got
 
@@ -514,21 +514,21 @@ async def test_a_flow_paused_between_plan_and_commit_is_planned_again_once_unpau
     # Unpaused, the next pass must plan it again from the stored cursor, not wait for 12:00.
     flow = hourly_flow()
     clock = TickClock(utc(10, 0, 0.5))
-    fire_batch = schedules.fire_batch
+    fire_batch = cursors.fire_batch
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
         pause = True
 
         async def paused_meanwhile(store: Any, firings: Any, now: datetime) -> Any:
             if pause and firings:
-                await schedules.set_paused(store, "etl", True, now)
+                await cursors.set_paused(store, "etl", True, now)
             return await fire_batch(store, firings, now)
 
-        monkeypatch.setattr(schedules, "fire_batch", paused_meanwhile)
+        monkeypatch.setattr(cursors, "fire_batch", paused_meanwhile)
         await clock.step(3600)  # 11:00:00.5: planned, then paused before the commit
         assert scheduled(db_path) == [iso(utc(10))]
         assert cursor(db_path) == iso(utc(10))
         pause = False
-        assert await schedules.set_paused(runner.store, "etl", False, clock.now())
+        assert await cursors.set_paused(runner.store, "etl", False, clock.now())
         await clock.step(MAX_WAIT)  # the next pass sees it unpaused
     assert scheduled(db_path) == [iso(utc(10)), iso(utc(11))]
     assert cursor(db_path) == iso(utc(11))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.sdnotify import notify, watchdog_interval
+from runtime.service.sdnotify import notify, watchdog_interval
 
 
 @pytest.fixture

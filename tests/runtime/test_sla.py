@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from runtime import Flow, codec
-from runtime.events import Event
-from runtime.result import RunResult
-from runtime.runner import Runner
-from runtime.sla import SlaMissed, run_sla_monitor
+from runtime.define.result import RunResult
+from runtime.engine.events import Event
+from runtime.engine.runner import Runner
+from runtime.scheduling.sla import SlaMissed, run_sla_monitor
 from runtime.states import RunState
 from runtime.store import queries
 from tests.conftest import MakeRunner

@@ -19,12 +19,12 @@ import pytest
 
 from runtime import Branch, Flow, codec
 from runtime.config import Config
-from runtime.engine import RunHandle
+from runtime.engine.execution import RunHandle
+from runtime.engine.runner import open_runner
 from runtime.errors import ParamError
-from runtime.runner import open_runner
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
-from runtime.store.schedules import fire_scheduled
+from runtime.store.cursors import fire_scheduled
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
 from tests.runtime.test_codec import ISSUE, ROUND_TRIP, WHEN, same

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from runtime.errors import SluicewayError
-from runtime.triggers import (
+from runtime.define.triggers import (
     MACROS,
     CronTrigger,
     EveryTrigger,
@@ -16,6 +15,7 @@ from runtime.triggers import (
     every,
     load_zone,
 )
+from runtime.errors import SluicewayError
 
 MACRO_TABLE = [
     ("@hourly", "0 * * * *"),

@@ -20,7 +20,7 @@ from typing import Any, Self
 log = logging.getLogger("sluiceway.loop")
 
 # the asyncio task running each attempt -> (run id, flow, task label, attempt); kept by
-# runtime.attempts for every attempt, so a blocked loop can be blamed on the task's code
+# runtime.engine.attempts for every attempt, so a blocked loop can be blamed on the task's code
 attempts: dict[asyncio.Task[Any], tuple[int, str, str, int]] = {}
 
 

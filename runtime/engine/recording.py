@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from runtime import codec
+from runtime.engine.units import Unit
 from runtime.states import TaskState
 from runtime.store import Store
-from runtime.units import Unit
 
 log = logging.getLogger("sluiceway.runtime.recording")
 

@@ -9,15 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from runtime import codec
+from runtime.define.graph import Graph, build_graph, find_cycle
+from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, location
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
-from runtime.graph import Graph, build_graph, find_cycle
-from runtime.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, location
 
 __all__ = ["RULES", "RUN_PARAM", "Branch", "Flow", "Task"]
 
 if TYPE_CHECKING:
-    from runtime.result import RunResult
+    from runtime.define.result import RunResult
 
 # set by the loader while it imports a flow file, so every Flow made there is found
 _collector: list[Flow] | None = None
@@ -106,8 +106,8 @@ class Flow:
             _collector.append(self)
 
     def _init_schedule(self, sla: float | str | None, tz: str | None) -> None:
-        from runtime.planner import catchup_problems
-        from runtime.triggers import CronTrigger, EveryTrigger, load_zone
+        from runtime.define.triggers import CronTrigger, EveryTrigger, load_zone
+        from runtime.scheduling.planner import catchup_problems
 
         where = f"{self.where}: flow {self.name!r}"
         for trigger in self.triggers:
@@ -165,7 +165,7 @@ class Flow:
         """Declare a task; use bare (``@flow.task``) or with options (``@flow.task(retries=3)``).
 
         A parameter named after another task of the flow makes that task an upstream and
-        receives its result; ``run`` receives the :class:`~runtime.context.Run` context; a
+        receives its result; ``run`` receives the :class:`~runtime.define.context.Run` context; a
         parameter named after a flow param receives its value.
 
         :param name: task name (default: the function's name)
@@ -359,7 +359,7 @@ class Flow:
     async def arun(self, **params: Any) -> RunResult:
         """Like :meth:`run`, inside a running event loop."""
         from runtime.config import load_config
-        from runtime.runner import open_runner
+        from runtime.engine.runner import open_runner
 
         async with open_runner(load_config()) as runner:
             return await runner.run(self, params)

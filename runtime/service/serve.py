@@ -14,19 +14,19 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from runtime import sdnotify
 from runtime.clock import Clock
 from runtime.config import Config
-from runtime.engine import RunHandle
+from runtime.define.flow import Flow
+from runtime.define.loader import LoadedFlows, load_flows_off_loop
+from runtime.engine.events import EventBus
+from runtime.engine.execution import RunHandle
+from runtime.engine.runner import Runner, open_runner
 from runtime.errors import SluicewayError
-from runtime.events import EventBus
-from runtime.flow import Flow
-from runtime.loader import LoadedFlows, load_flows_off_loop
-from runtime.runner import Runner, open_runner
+from runtime.service import sdnotify
 from runtime.states import RunState
-from runtime.store import Store, control, queries, queue
+from runtime.store import Store, queries, queue, requests
+from runtime.store.cursors import paused_flows
 from runtime.store.lock import DatabaseLock
-from runtime.store.schedules import paused_flows
 
 log = logging.getLogger("sluiceway.runtime.service")
 
@@ -98,7 +98,7 @@ class Service:
             await outer.start(self._handle_signals, outer, name="signals")
             # the reasons an earlier service left are not this one's to show
             queue.clear_wait_reasons(self.ctx.store)
-            control.record_served(self.ctx.store, self.ctx.flows.values())
+            requests.record_served(self.ctx.store, self.ctx.flows.values())
             async with anyio.create_task_group() as runs:
                 self.runs = runs
                 await self._recover()
@@ -112,12 +112,12 @@ class Service:
                     if ready is not None:
                         ready.set()
             queue.clear_wait_reasons(self.ctx.store)  # no service decides them any more
-            control.record_served(self.ctx.store, [])
+            requests.record_served(self.ctx.store, [])
             outer.cancel_scope.cancel()  # the runs are done: stop listening for signals
 
     async def _start_feeders(self, feeders: TaskGroup) -> None:
-        from runtime.scheduler import run_scheduler
-        from runtime.sla import run_sla_monitor
+        from runtime.scheduling.sla import run_sla_monitor
+        from runtime.scheduling.ticker import run_scheduler
 
         ctx = self.ctx
         await feeders.start(run_scheduler, ctx, name="scheduler")
@@ -306,7 +306,7 @@ class Service:
 
         The files are imported off the event loop, so runs, the scheduler and the writer go
         on during a slow import; a child process imports them first, so a file that would end
-        or crash the service is reported and not imported (:mod:`runtime.probe`).
+        or crash the service is reported and not imported (:mod:`runtime.define.probe`).
         """
         async with self.reloading:  # one at a time, applied in the order they loaded
             config = self.ctx.config
@@ -359,7 +359,7 @@ class Service:
         for name in (*added, *changed):
             _record(ctx.runner, flows[name])
         ctx.replace_flows(flows)
-        control.record_served(ctx.store, flows.values())
+        requests.record_served(ctx.store, flows.values())
         ctx.wake_queue()
 
     def _folder_missing(self) -> None:

@@ -1,7 +1,7 @@
 """Import flow files in a child process first: find the files that end or crash the process.
 
 A flow file is Python, run at import. ``os._exit()`` there is caught in-process (the loader
-raises instead, :class:`runtime.loader.ExitAtImport`), but a segfault in an extension,
+raises instead, :class:`runtime.define.loader.ExitAtImport`), but a segfault in an extension,
 ``posix._exit``, a signal to itself or an import that never returns would end or wedge whatever
 process imports it: ``sluiceway validate`` would print nothing and exit 0, the service would
 vanish without a log line. So ``validate`` and the service import the files in a child process
@@ -38,7 +38,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 _TIMED_OUT = re.compile(r"^Timeout \(\d+:\d\d:\d\d(\.\d+)?\)!$", re.MULTILINE)  # faulthandler's
 _BOOT = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from runtime.probe import _child; _child(float(sys.argv[2]), sys.argv[3:])"
+    "from runtime.define.probe import _child; _child(float(sys.argv[2]), sys.argv[3:])"
 )
 
 
@@ -121,7 +121,7 @@ def _parse(text: str) -> _Outcome:
 
 
 def _describe(path: Path, code: int | None, stderr: str, timeout: float) -> str:
-    from runtime.loader import _rel
+    from runtime.define.loader import _rel
 
     line = _crash_line(path, stderr) or 1
     if code is None or (code == 1 and _TIMED_OUT.search(stderr)):
@@ -161,7 +161,7 @@ def _child(timeout: float, paths: Sequence[str]) -> None:  # pragma: no cover - 
     finished; then end at once (no atexit handlers, no waiting for threads a file started)."""
     import faulthandler
 
-    from runtime.loader import _real_exit, import_flow_file
+    from runtime.define.loader import _real_exit, import_flow_file
 
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # what the flow files print goes to stderr, away from the channel

@@ -154,7 +154,7 @@ class CronTrigger:
     def follows_wall_clock(self) -> bool:
         """True when minute and hour are both fixed (e.g. daily at 02:30): such a schedule
         fires once per matching local wall time. False (e.g. hourly, ``*/15``): it fires
-        at every real instant whose local wall time matches. See ``runtime.schedule``."""
+        at every real instant whose local wall time matches. See ``runtime.scheduling.firetimes``."""
         minute, hour = self.check().fields.split()[:2]
         return not minute.startswith("*") and not hour.startswith("*")
 
@@ -251,7 +251,7 @@ def cron(expr: str, tz: str = "UTC") -> CronTrigger:
     day-of-week, Debian cron syntax), or one of ``@hourly @daily @midnight @weekly @monthly
     @yearly @annually``. On DST changes a daily time that does not exist fires at the first
     valid instant after it, and one that happens twice fires once, on its first occurrence;
-    hourly schedules fire in every real hour (``runtime.schedule`` has the full policy).
+    hourly schedules fire in every real hour (``runtime.scheduling.firetimes`` has the full policy).
 
     :param expr: the cron expression or macro
     :param tz: the IANA zone the wall times are in

@@ -17,7 +17,7 @@ from runtime.store.lock import DatabaseLock
 from runtime.store.schema import INSERT_EVENT
 
 if TYPE_CHECKING:
-    from runtime.flow import Flow
+    from runtime.define.flow import Flow
 
 SLA_MISSED = "sla.missed"
 _CHUNK = 500  # keys per IN (...): far below SQLite's variable limit

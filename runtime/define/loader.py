@@ -16,8 +16,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from runtime import flow as flow_module
-from runtime.flow import Flow
+from runtime.define import flow as flow_module
+from runtime.define.flow import Flow
 
 _MODULE_PREFIX = "sluiceway_flows"
 _importing = threading.RLock()  # a flow file may load flows itself
@@ -82,7 +82,7 @@ def import_flow_file(path: Path) -> tuple[list[Flow], str | None]:
 
     ``os._exit()`` called while the file imports (in this thread) raises
     :class:`ExitAtImport` instead of ending the process; what a child process can only
-    find out by ending (a crash, ``posix._exit``, a signal) is :mod:`runtime.probe`'s job.
+    find out by ending (a crash, ``posix._exit``, a signal) is :mod:`runtime.define.probe`'s job.
     """
     os._exit = _guarded_exit  # transparent outside an import, so it stays
     name = _module_name(path)
@@ -154,7 +154,7 @@ def load_flows(
     """Import every flow file in *folder* and check every flow.
 
     :param pools: the configured pool names; tasks naming another pool are problems
-    :param isolate: import the files in a child process first (:mod:`runtime.probe`); a file
+    :param isolate: import the files in a child process first (:mod:`runtime.define.probe`); a file
         that ends or crashes it is a problem and is not imported here
     """
     folder = Path(folder)
@@ -165,7 +165,7 @@ def load_flows(
     files = flow_files(folder)
     fatal: dict[Path, str] = {}
     if isolate and files:
-        from runtime.probe import ProbeError, probe_files
+        from runtime.define.probe import ProbeError, probe_files
 
         try:
             fatal = probe_files(files)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.flow import Flow
-from runtime.store import connect_reader, open_store, schedules
+from runtime.define.flow import Flow
+from runtime.store import connect_reader, cursors, open_store
 
 AT = datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
 
@@ -25,9 +25,9 @@ def _flow(name: str) -> Flow:
 
 async def _seed(db_path: Path, n: int) -> None:
     async with open_store(db_path) as store:
-        firings = [schedules.Firing(_flow(f"f{i}"), "every('1h')", [], AT) for i in range(n)]
-        await schedules.fire_batch(store, firings, AT)
-        await schedules.set_paused(store, "f3", True, AT)
+        firings = [cursors.Firing(_flow(f"f{i}"), "every('1h')", [], AT) for i in range(n)]
+        await cursors.fire_batch(store, firings, AT)
+        await cursors.set_paused(store, "f3", True, AT)
 
 
 async def test_read_state_of_reads_only_the_keys_asked_for(db_path: Path) -> None:
@@ -35,12 +35,12 @@ async def test_read_state_of_reads_only_the_keys_asked_for(db_path: Path) -> Non
     conn = connect_reader(db_path)
     try:
         keys = [(f"f{i}", "every('1h')") for i in (1, 3, 999)] + [("gone", "every('1h')")]
-        state = schedules.read_state_of(conn, keys)
+        state = cursors.read_state_of(conn, keys)
         assert state.cursors == dict.fromkeys(keys[:3], AT)  # no row: left out
         assert state.paused == {"f3"}
-        everything = schedules.read_state_of(conn, [(f"f{i}", "every('1h')") for i in range(1000)])
-        assert everything.cursors == schedules.read_state(conn).cursors  # past one chunk
-        assert schedules.read_state_of(conn, []).cursors == {}
+        everything = cursors.read_state_of(conn, [(f"f{i}", "every('1h')") for i in range(1000)])
+        assert everything.cursors == cursors.read_state(conn).cursors  # past one chunk
+        assert cursors.read_state_of(conn, []).cursors == {}
     finally:
         conn.close()
 
@@ -50,7 +50,7 @@ async def test_the_keyed_cursor_read_searches_the_primary_key(db_path: Path) -> 
     await _seed(db_path, 100)
     conn = connect_reader(db_path)
     try:
-        sql = schedules.cursors_of_sql("(?, ?), (?, ?)")
+        sql = cursors.cursors_of_sql("(?, ?), (?, ?)")
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, ("a", "b", "c", "d"))]
     finally:
         conn.close()
@@ -74,10 +74,8 @@ async def test_a_cursor_only_firing_reads_no_flow_file(
 
     monkeypatch.setattr(flow, "source_hash", source_hash)
     async with open_store(db_path) as store:
-        await schedules.fire_batch(store, [schedules.Firing(flow, "every('1h')", [], AT)], AT)
+        await cursors.fire_batch(store, [cursors.Firing(flow, "every('1h')", [], AT)], AT)
         assert hashed == []
-        made = await schedules.fire_batch(
-            store, [schedules.Firing(flow, "every('1h')", [AT], AT)], AT
-        )
+        made = await cursors.fire_batch(store, [cursors.Firing(flow, "every('1h')", [AT], AT)], AT)
     assert hashed == ["f"]
     assert len(made[0]) == 1

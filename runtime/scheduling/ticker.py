@@ -2,7 +2,7 @@
 
 Each pass reads the stored cursors and paused flows, asks the pure planner what is due for
 each trigger (:func:`plan_trigger`), commits the runs and the new cursors in one transaction
-(:func:`runtime.store.schedules.fire_batch`), and wakes the run queue. The first pass, and the
+(:func:`runtime.store.cursors.fire_batch`), and wakes the run queue. The first pass, and the
 first after a reload, plans every trigger; later ones plan only the triggers whose next instant
 has come and read only their cursors (:class:`Agenda`, a heap), so a pass costs the same with
 10 or 10,000 schedules. It then sleeps until the
@@ -31,16 +31,16 @@ from anyio.abc import TaskStatus
 
 from runtime import codec
 from runtime.errors import SluicewayError
-from runtime.planner import CatchUp, Plan, plan_ticks
-from runtime.store import schedules
-from runtime.store.schedules import Firing, ScheduleState
+from runtime.scheduling.planner import CatchUp, Plan, plan_ticks
+from runtime.store import cursors
+from runtime.store.cursors import Firing, ScheduleState
 
 if TYPE_CHECKING:
-    # type-only: runtime.service imports this module to start the loop
-    from runtime.flow import Flow
-    from runtime.service import ServiceContext
+    # type-only: runtime.service.serve imports this module to start the loop
+    from runtime.define.flow import Flow
+    from runtime.define.triggers import TimeTrigger
+    from runtime.service.serve import ServiceContext
     from runtime.store import Store
-    from runtime.triggers import TimeTrigger
 
 __all__ = [
     "MAX_WAIT",
@@ -54,7 +54,7 @@ __all__ = [
     "triggers",
 ]
 
-log = logging.getLogger(f"sluiceway.{__name__}")
+log = logging.getLogger("sluiceway.runtime.scheduler")
 
 MAX_WAIT = 30.0  # seconds between passes at most, so a clock jump or suspend is noticed
 # a pass for an instant plans this long before it and commits at the instant: planning 1,000
@@ -128,7 +128,7 @@ def plan_flows(flows: Mapping[str, Flow], state: ScheduleState, now: datetime) -
 
 async def plan_startup(store: Store, flows: Mapping[str, Flow], now: datetime) -> list[TriggerPlan]:
     """What the start-up pass would fire and skip at *now*, without writing anything."""
-    state = await store.read(schedules.read_state)
+    state = await store.read(cursors.read_state)
     return plan_flows(flows, state, now)
 
 
@@ -224,7 +224,7 @@ async def tick(
     # cursors and pauses are written by ops, committed when their callers return: no need
     # to commit the engine's queued rows first (an fsync on the scheduler's path)
     if agenda is None or agenda.flows is not flows:
-        state = await ctx.store.read(schedules.read_state, flush=False)
+        state = await ctx.store.read(cursors.read_state, flush=False)
         todo = [
             ((name, key), flow, spec)
             for name, flow in flows.items()
@@ -240,9 +240,9 @@ async def tick(
         check, agenda.check = agenda.check, set()
         keys = due | again | check
         if len(keys) * 4 < len(agenda.waiting):
-            state = await ctx.store.read(schedules.read_state_of, keys, flush=False)
+            state = await ctx.store.read(cursors.read_state_of, keys, flush=False)
         else:  # most of them: one scan costs less than a lookup each
-            state = await ctx.store.read(schedules.read_state, flush=False)
+            state = await ctx.store.read(cursors.read_state, flush=False)
         todo = []
         for key in keys:
             entry = agenda.waiting[key]
@@ -270,7 +270,7 @@ async def tick(
         if changed.is_set():
             return at  # planned from flows that are gone: plan again, now
         now = ctx.clock.now()
-    made = await schedules.fire_batch(ctx.store, [f for _, f in firings], now)
+    made = await cursors.fire_batch(ctx.store, [f for _, f in firings], now)
     for (p, _), ids in zip(firings, made, strict=True):
         _report(p, ids)
     if any(made):

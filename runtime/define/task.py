@@ -12,11 +12,11 @@ from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any
 
+from runtime.define.retry import RetryPolicy
 from runtime.durations import parse_duration
-from runtime.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from runtime.flow import Flow
+    from runtime.define.flow import Flow
 
 RUN_PARAM = "run"
 RULES = ("all_succeeded", "all_done", "any_failed", "all_failed", "none_failed", "any_succeeded")

@@ -11,13 +11,13 @@ from typing import Any
 from runtime import codec
 from runtime.clock import Clock, SystemClock
 from runtime.config import Config
-from runtime.engine import Carry, Engine, RunHandle
+from runtime.define.flow import Flow
+from runtime.define.result import RunResult, TaskResult
+from runtime.engine.events import EventBus, RunEnded
+from runtime.engine.execution import Carry, Engine, RunHandle
+from runtime.engine.limits import Limits
+from runtime.engine.loopwatch import LoopWatch
 from runtime.errors import SluicewayError
-from runtime.events import EventBus, RunEnded
-from runtime.flow import Flow
-from runtime.limits import Limits
-from runtime.loopwatch import LoopWatch
-from runtime.result import RunResult, TaskResult
 from runtime.states import RunState, TaskState
 from runtime.store import Store, open_store, queries
 

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from runtime import codec
-from runtime.cli import (
+from runtime.cli.main import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -19,10 +19,10 @@ from runtime.cli import (
 )
 from runtime.clock import SystemClock
 from runtime.config import Config
+from runtime.define.flow import Flow
 from runtime.errors import FlowValidationError, ParamError, UnknownFlowError
-from runtime.flow import Flow
 from runtime.store import connect_reader, open_store
-from runtime.store.control import (
+from runtime.store.requests import (
     CancelOutcome,
     request_cancel,
     run_brief,

@@ -233,8 +233,8 @@ def _json(text: str) -> Any:
 
 
 def load_flow(config: Config, name: str) -> Any:
+    from runtime.define.loader import load_flows
     from runtime.errors import FlowValidationError
-    from runtime.loader import load_flows
 
     loaded = load_flows(config.flows, config.pools)
     if name in loaded.broken:
@@ -291,7 +291,7 @@ class _Progress:
             timer.cancel()
 
     def __call__(self, event: Any) -> None:
-        from runtime.events import RunStarted, TaskEnded, TaskRetrying, TaskStarted
+        from runtime.engine.events import RunStarted, TaskEnded, TaskRetrying, TaskStarted
 
         if self.quiet:
             return
@@ -354,10 +354,10 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
     import anyio
     from anyio.abc import TaskGroup, TaskStatus
 
-    from runtime.engine import RunHandle
-    from runtime.events import EventBus
-    from runtime.runner import open_runner
-    from runtime.sla import run_sla_monitor
+    from runtime.engine.events import EventBus
+    from runtime.engine.execution import RunHandle
+    from runtime.engine.runner import open_runner
+    from runtime.scheduling.sla import run_sla_monitor
     from runtime.states import RunState
 
     bus = EventBus()
@@ -418,7 +418,7 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
 
             async def on_cancel_requests() -> None:
                 # `sluiceway cancel RUN_ID` from another shell: the same soft cancel
-                from runtime.events import RunStarted
+                from runtime.engine.events import RunStarted
                 from runtime.store import queries
 
                 started: list[int] = []
@@ -509,19 +509,19 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "run": _cmd_run,
     "retry": _cmd_retry,
 }
-# the other commands live in runtime/commands/<module>.py as cmd_<command>, imported when run
+# the other commands live in runtime/cli/<module>.py as cmd_<command>, imported when run
 _LAZY = {
     "validate": "history",
     "flows": "history",
     "runs": "history",
     "show": "history",
     "logs": "history",
-    "serve": "schedule",
-    "next": "schedule",
-    "pause": "schedule",
-    "unpause": "schedule",
-    "trigger": "control",
-    "cancel": "control",
+    "serve": "serving",
+    "next": "serving",
+    "pause": "serving",
+    "unpause": "serving",
+    "trigger": "trigger",
+    "cancel": "trigger",
     "backfill": "backfill",
 }
 
@@ -531,7 +531,7 @@ def _lazy(module: str, name: str) -> Callable[[argparse.Namespace, Config], int]
     import importlib
 
     handler: Callable[[argparse.Namespace, Config], int] = getattr(
-        importlib.import_module(f"runtime.commands.{module}"), name
+        importlib.import_module(f"runtime.cli.{module}"), name
     )
     return handler
 

@@ -7,13 +7,13 @@ import heapq
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from runtime.cli import EXIT_FAILED, EXIT_OK, err, out
+from runtime.cli.main import EXIT_FAILED, EXIT_OK, err, out
 from runtime.config import Config
 from runtime.errors import ParamError
 
 if TYPE_CHECKING:
-    from runtime.flow import Flow
-    from runtime.scheduler import TriggerPlan
+    from runtime.define.flow import Flow
+    from runtime.scheduling.ticker import TriggerPlan
 
 
 def _now() -> datetime:
@@ -23,7 +23,7 @@ def _now() -> datetime:
 
 
 def _flow(config: Config, name: str) -> Flow:
-    from runtime.cli import load_flow
+    from runtime.cli.main import load_flow
 
     flow: Flow = load_flow(config, name)
     return flow
@@ -36,17 +36,17 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway serve [--dry-run]``."""
     if args.dry_run:
         return _dry_run(config)
-    from runtime.service import serve
+    from runtime.service.serve import serve
 
     return serve(config)
 
 
 def _dry_run(config: Config) -> int:
     """Print what the start-up pass would fire and skip now; write nothing, not even a db."""
-    from runtime.loader import load_flows
-    from runtime.scheduler import plan_flows
+    from runtime.define.loader import load_flows
+    from runtime.scheduling.ticker import plan_flows
     from runtime.store import connect_reader
-    from runtime.store.schedules import ScheduleState, read_state
+    from runtime.store.cursors import ScheduleState, read_state
 
     loaded = load_flows(config.flows, config.pools)
     for problem in loaded.problems:
@@ -76,7 +76,7 @@ def _dry_run(config: Config) -> int:
 
 
 def _describe(p: TriggerPlan) -> list[str]:
-    from runtime.schedule import to_local
+    from runtime.scheduling.firetimes import to_local
 
     tz = p.flow.tz
 
@@ -109,7 +109,7 @@ def _describe(p: TriggerPlan) -> list[str]:
 
 
 def _iso(instant: datetime) -> str:
-    from runtime.schedule import iso_utc
+    from runtime.scheduling.firetimes import iso_utc
 
     return iso_utc(instant)
 
@@ -120,9 +120,9 @@ def _iso(instant: datetime) -> str:
 def cmd_next(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway next FLOW [-n 10] [--json]``: the next fire instants of all its triggers."""
     from runtime import codec
-    from runtime.planner import preview
-    from runtime.schedule import instant_json, to_local
-    from runtime.scheduler import triggers
+    from runtime.scheduling.firetimes import instant_json, to_local
+    from runtime.scheduling.planner import preview
+    from runtime.scheduling.ticker import triggers
 
     if args.n < 1:
         raise ParamError(f"-n must be at least 1, not {args.n}")
@@ -165,7 +165,7 @@ def _set_paused(config: Config, name: str, *, paused: bool) -> int:
     import anyio
 
     from runtime.store import open_store
-    from runtime.store.schedules import set_paused
+    from runtime.store.cursors import set_paused
 
     flow = _flow(config, name)
     now = _now()

@@ -31,11 +31,11 @@ from anyio.abc import TaskStatus
 
 from runtime import codec
 from runtime.clock import Clock
+from runtime.define.flow import Flow
+from runtime.engine.events import Event, EventBus, RunEnded, RunStarted, TaskEnded, TaskStarted
 from runtime.errors import StoreError
-from runtime.events import Event, EventBus, RunEnded, RunStarted, TaskEnded, TaskStarted
-from runtime.flow import Flow
 from runtime.store import Store
-from runtime.store.control import record_sla_miss, run_brief
+from runtime.store.requests import record_sla_miss, run_brief
 
 __all__ = ["EXEMPT_TRIGGERS", "SlaMissed", "run_sla_monitor"]
 

@@ -44,7 +44,7 @@ from datetime import UTC, datetime, tzinfo
 
 from cronsim import CronSim
 
-from runtime.triggers import CronTrigger, EveryTrigger, TimeTrigger, load_zone
+from runtime.define.triggers import CronTrigger, EveryTrigger, TimeTrigger, load_zone
 
 __all__ = ["fire_times", "instant_json", "iso_utc", "to_local"]
 

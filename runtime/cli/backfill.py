@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from runtime import codec
-from runtime.cli import (
+from runtime.cli.main import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
@@ -22,21 +22,21 @@ from runtime.cli import (
     err,
     out,
 )
+from runtime.cli.trigger import _flow
 from runtime.clock import SystemClock
-from runtime.commands.control import _flow
 from runtime.config import Config
+from runtime.define.flow import Flow
+from runtime.define.triggers import CronTrigger, EveryTrigger, TimeTrigger, load_zone
 from runtime.errors import ParamError, SluicewayError, StoreError
-from runtime.flow import Flow
-from runtime.planner import instants_between
-from runtime.schedule import to_local
+from runtime.scheduling.firetimes import to_local
+from runtime.scheduling.planner import instants_between
 from runtime.store import Store, connect_reader, open_store
-from runtime.store.control import (
+from runtime.store.lock import DatabaseLock
+from runtime.store.requests import (
     latest_reruns,
     runs_by_keys,
     service_running,
 )
-from runtime.store.lock import DatabaseLock
-from runtime.triggers import CronTrigger, EveryTrigger, TimeTrigger, load_zone
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +57,9 @@ class Item:
 
 def schedule_key(spec: TimeTrigger, instant: datetime) -> str:
     """The idempotency key of the scheduled run of *spec* at *instant*: the scheduler
-    (``runtime.store.schedules``) makes the same, so a backfilled instant is never scheduled
+    (``runtime.store.cursors``) makes the same, so a backfilled instant is never scheduled
     again, nor a scheduled one backfilled."""
-    from runtime.store.schedules import run_key
+    from runtime.store.cursors import run_key
 
     return run_key(str(spec), instant)
 
@@ -261,10 +261,10 @@ def _execute(
     """Run *todo* here, at most *max_active* at once, with a progress bar on stderr."""
     from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
-    from runtime.engine import RunHandle
-    from runtime.events import EventBus
-    from runtime.runner import open_runner
-    from runtime.sla import run_sla_monitor
+    from runtime.engine.events import EventBus
+    from runtime.engine.execution import RunHandle
+    from runtime.engine.runner import open_runner
+    from runtime.scheduling.sla import run_sla_monitor
 
     if config.log_level != "DEBUG":
         # the bar and the result lines say what the engine's own log lines would

@@ -37,8 +37,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from itertools import islice
 
-from runtime.schedule import fire_times
-from runtime.triggers import EveryTrigger, ScheduleError, TimeTrigger
+from runtime.define.triggers import EveryTrigger, ScheduleError, TimeTrigger
+from runtime.scheduling.firetimes import fire_times
 
 __all__ = [
     "DEFAULT_GRACE",

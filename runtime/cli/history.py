@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from runtime import codec
-from runtime.cli import EXIT_FAILED, EXIT_OK, err, out
+from runtime.cli.main import EXIT_FAILED, EXIT_OK, err, out
 from runtime.config import Config
 from runtime.errors import ParamError
 
@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 def cmd_validate(args: argparse.Namespace, config: Config) -> int:
-    from runtime.loader import load_flows
+    from runtime.define.loader import load_flows
 
     # each file is imported in a child process first: one that ends the process is named
     loaded = load_flows(config.flows, config.pools, isolate=True)
@@ -33,11 +33,11 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_flows(args: argparse.Namespace, config: Config) -> int:
-    from runtime.loader import load_flows
+    from runtime.define.loader import load_flows
     from runtime.store import connect_reader, queries
 
     loaded = load_flows(config.flows, config.pools)
-    from runtime.store.schedules import paused_flows
+    from runtime.store.cursors import paused_flows
 
     summaries: dict[str, dict[str, Any]] = {}
     paused: set[str] = set()

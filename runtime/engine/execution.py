@@ -14,19 +14,19 @@ from typing import Any
 import anyio
 
 from runtime import codec
-from runtime.attempts import run_attempt
 from runtime.clock import Clock
-from runtime.context import TriggerInfo
-from runtime.events import EventBus, RunEnded, RunStarted, TaskEnded
-from runtime.flow import Branch, Flow
-from runtime.limits import Chain, Lane, Limits, Slots
-from runtime.recording import Recorder
-from runtime.result import RunResult, TaskResult
-from runtime.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.define.context import TriggerInfo
+from runtime.define.flow import Branch, Flow
+from runtime.define.result import RunResult, TaskResult
+from runtime.engine.attempts import run_attempt
+from runtime.engine.events import EventBus, RunEnded, RunStarted, TaskEnded
+from runtime.engine.limits import Chain, Lane, Limits, Slots
+from runtime.engine.recording import Recorder
+from runtime.engine.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.engine.threads import ThreadCall
+from runtime.engine.units import Node, Unit
 from runtime.states import RunState, TaskState
 from runtime.store import Store
-from runtime.threads import ThreadCall
-from runtime.units import Node, Unit
 
 log = logging.getLogger("sluiceway.runtime.engine")
 

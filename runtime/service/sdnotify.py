@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 __all__ = ["notify", "watchdog_interval"]
 
-log = logging.getLogger(f"sluiceway.{__name__}")
+log = logging.getLogger("sluiceway.runtime.sdnotify")
 
 
 def notify(state: str, *, env: Mapping[str, str] | None = None) -> bool:

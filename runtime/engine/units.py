@@ -8,8 +8,8 @@ from typing import Any
 
 import anyio
 
-from runtime.flow import Task
-from runtime.limits import Lane
+from runtime.define.flow import Task
+from runtime.engine.limits import Lane
 from runtime.states import TaskState
 
 S = TaskState

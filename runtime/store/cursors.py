@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from runtime import codec
 
 if TYPE_CHECKING:
-    from runtime.flow import Flow
+    from runtime.define.flow import Flow
     from runtime.store import Store
 
 __all__ = [

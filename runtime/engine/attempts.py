@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runtime import loopwatch
-from runtime.context import Run, TaskLogger
+from runtime.define.context import Run, TaskLogger
+from runtime.define.task import Branch, Task
 from runtime.durations import parse_duration
+from runtime.engine import loopwatch
+from runtime.engine.events import TaskRetrying, TaskStarted
+from runtime.engine.recording import describe_error, format_error
+from runtime.engine.threads import ThreadCall
+from runtime.engine.units import Unit
 from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
-from runtime.events import TaskRetrying, TaskStarted
-from runtime.recording import describe_error, format_error
 from runtime.states import TaskState
-from runtime.task import Branch, Task
-from runtime.threads import ThreadCall
-from runtime.units import Unit
 
 if TYPE_CHECKING:
-    from runtime.engine import Execution
+    from runtime.engine.execution import Execution
 
 log = logging.getLogger("sluiceway.runtime.engine")
 

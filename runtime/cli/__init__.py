@@ -1,0 +1,1 @@
+"""The ``sluiceway`` command: the parser, output helpers and every command."""

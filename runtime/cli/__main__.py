@@ -1,0 +1,9 @@
+"""``python -m runtime.cli.main``: the same as the ``sluiceway`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from runtime.cli.main import main
+
+sys.exit(main())

@@ -1,1 +1,0 @@
-"""Handlers of the service's CLI commands, imported only when their command runs."""

@@ -1,0 +1,1 @@
+"""Time: fire times and the DST policy, catch-up planning, the ticker, SLA timers."""
