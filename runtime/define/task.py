@@ -12,6 +12,7 @@ from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import CodeType, FunctionType
 from typing import TYPE_CHECKING, Any
 
+from runtime import codec
 from runtime.define.retry import RetryPolicy
 from runtime.durations import parse_duration
 
@@ -35,6 +36,10 @@ class Branch:
 
     def __repr__(self) -> str:
         return f"Branch({', '.join(map(repr, self.names))})"
+
+
+# a task may return a Branch, so results store it: {"__sluiceway__": "branch", "value": [names]}
+codec.register("branch", Branch, lambda branch: list(branch.names), lambda names: Branch(*names))
 
 
 def location(path: str, line: int) -> str:
