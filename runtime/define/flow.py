@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ __all__ = ["RULES", "RUN_PARAM", "Branch", "Flow", "Task"]
 if TYPE_CHECKING:
     from runtime.define.result import RunResult
 
-# set by the loader while it imports a flow file, so every Flow made there is found
+# set by runtime.define.importing while it imports a flow file, so every Flow made there is found
 _collector: list[Flow] | None = None
 
 
@@ -349,23 +350,23 @@ class Flow:
         The store and limits come from ``sluiceway.toml`` / ``SLUICEWAY_*`` (default
         ``./sluiceway.db``). Keyword arguments override the flow's params.
         """
-        import anyio
-
-        async def main() -> RunResult:
-            return await self.arun(**params)
-
-        return anyio.run(main)
+        result: RunResult = _standalone().run_flow(self, params)
+        return result
 
     async def arun(self, **params: Any) -> RunResult:
         """Like :meth:`run`, inside a running event loop."""
-        from runtime.config import load_config
-        from runtime.engine.runner import open_runner
-
-        async with open_runner(load_config()) as runner:
-            return await runner.run(self, params)
+        result: RunResult = await _standalone().arun_flow(self, params)
+        return result
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r} tasks={list(self.tasks)}>"
+
+
+def _standalone() -> Any:
+    """:mod:`runtime.engine.standalone`, imported when a flow is run from Python: the
+    definition layer never imports the engine (which imports it), and ``import runtime``
+    stays free of the engine and the store."""
+    return importlib.import_module("runtime.engine.standalone")
 
 
 def _unstorable(value: Any) -> str | None:
