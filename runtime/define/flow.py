@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Any, overload
 from runtime import codec
 from runtime.define.graph import Graph, build_graph, find_cycle
 from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, location
+from runtime.define.triggers import (
+    DEFAULT_MAX_CATCHUP,
+    CatchupPolicy,
+    CronTrigger,
+    EveryTrigger,
+    catchup_problems,
+    load_zone,
+)
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
 
@@ -53,8 +61,8 @@ class Flow:
         max_active_runs: int | None = None,
         description: str | None = None,
         triggers: Iterable[Any] = (),
-        catchup: str = "latest",
-        max_catchup: int = 100,
+        catchup: CatchupPolicy = "latest",
+        max_catchup: int = DEFAULT_MAX_CATCHUP,
         sla: float | str | None = None,
         tz: str | None = None,
     ) -> None:
@@ -72,7 +80,7 @@ class Flow:
         self._checked_pools: frozenset[str] | None = None
         self._source_hash: str | None = None
         self.triggers: tuple[Any, ...] = tuple(triggers)
-        self.catchup = catchup
+        self.catchup: str = catchup  # as given: _init_schedule checks it
         self.max_catchup = max_catchup
         self.sla: float | None = None
         self._init_schedule(sla, tz)
@@ -107,9 +115,6 @@ class Flow:
             _collector.append(self)
 
     def _init_schedule(self, sla: float | str | None, tz: str | None) -> None:
-        from runtime.define.triggers import CronTrigger, EveryTrigger, load_zone
-        from runtime.scheduling.planner import catchup_problems
-
         where = f"{self.where}: flow {self.name!r}"
         for trigger in self.triggers:
             if isinstance(trigger, CronTrigger | EveryTrigger):
