@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from runtime.define.context import Run
-from runtime.define.flow import Branch, Flow
+from runtime.define.flow import Flow
+from runtime.define.options import OnCrash, RunIf, TaskOptions
 from runtime.define.result import RunResult
-from runtime.define.triggers import cron, every
+from runtime.define.task import Branch
+from runtime.define.triggers import CatchupPolicy, cron, every
 from runtime.errors import Retry, Skip
 
-__all__ = ["Branch", "Flow", "Retry", "Run", "RunResult", "Skip", "cron", "every"]
+__all__ = [
+    "Branch",
+    "CatchupPolicy",
+    "Flow",
+    "OnCrash",
+    "Retry",
+    "Run",
+    "RunIf",
+    "RunResult",
+    "Skip",
+    "TaskOptions",
+    "cron",
+    "every",
+]

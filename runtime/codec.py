@@ -17,22 +17,44 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
-from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from pathlib import Path, PosixPath, WindowsPath
+from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from runtime.codec_types import decoder_for, encoder_for, int_text, register
+
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
+
+__all__ = [
+    "LEGACY_BRANCH_KEY",
+    "TAG",
+    "NotSerializable",
+    "TooLarge",
+    "Undecodable",
+    "decode",
+    "decode_result",
+    "dumps",
+    "dumps_str",
+    "encode",
+    "encode_str",
+    "from_json",
+    "iso",
+    "loads",
+    "parse_iso",
+    "pretty",
+    "readable",
+    "register",
+]
 
 _OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 TAG = "__sluiceway__"
-# how `Branch` results were stored before tagged values: {"__sluiceway_branch__": [names]}
+# how `Branch` results were stored before tagged values: {"__sluiceway_branch__": [names]},
+# read as the registered kind "branch"
 LEGACY_BRANCH_KEY = "__sluiceway_branch__"
+_LEGACY_BRANCH_KIND = "branch"
 _MARK = '"__sluiceway__"'
 _MARK_BYTES = _MARK.encode()
 _RESERVED_PREFIX = b'"__sluiceway'  # a plain value mentioning it goes the careful way
@@ -87,7 +109,8 @@ def encode(value: Any, *, max_bytes: int | None = None) -> bytes:
     Plain JSON values (str, bool, None, ints within 64 bits, finite floats, lists, dicts with
     str keys) are stored as plain JSON. Tagged: datetime (naive, or aware with a fixed offset
     or a named ``ZoneInfo``), date, time, timedelta, tuple, set, frozenset, dicts with other
-    keys, Decimal, bytes, NaN and infinities, larger ints, UUID, Path, Branch.
+    keys, Decimal, bytes, NaN and infinities, larger ints, UUID, Path, and the types
+    registered with :func:`register` (``Branch``).
 
     :raises TooLarge: when the encoding is longer than *max_bytes*
     :raises NotSerializable: for any other value, naming what cannot be stored
@@ -131,7 +154,7 @@ def decode_result(data: bytes | str) -> Any:
     (``{"__sluiceway_branch__": [...]}``) is read back as a ``Branch`` too."""
     value = orjson.loads(data)
     if type(value) is dict and len(value) == 1 and LEGACY_BRANCH_KEY in value:
-        return _branch(value[LEGACY_BRANCH_KEY])
+        return _untag({TAG: _LEGACY_BRANCH_KIND, "value": value[LEGACY_BRANCH_KEY]})
     if _tagged_within(data):
         value = from_json(value)
     return value
@@ -245,7 +268,7 @@ def _tag(value: Any) -> Any:
     if kind in _LEAVES:
         return value
     if kind is int:
-        return value if _INT_MIN <= value <= _INT_MAX else _tagged("int", _int_text(value))
+        return value if _INT_MIN <= value <= _INT_MAX else _tagged("int", int_text(value))
     if kind is float:
         if math.isfinite(value):
             return value
@@ -262,13 +285,10 @@ def _tag(value: Any) -> Any:
         return _tagged(kind.__name__, [_tag(v) for v in value])
     if kind is datetime or kind is time:
         return _tag_clock(value)
-    simple = _encoders().get(kind)
-    if simple is not None:
-        name, to_json = simple
-        return _tagged(name, to_json(value))
-    task_module = sys.modules.get("runtime.define.task")  # no Branch exists before it is imported
-    if task_module is not None and kind is task_module.Branch:
-        return _tagged("branch", list(value.names))
+    found = encoder_for(kind)
+    if found is not None:
+        name, to_json = found
+        return _tagged(name, _tag(to_json(value)))
     raise NotSerializable(f"{_type_name(kind)} is not a type Sluiceway stores")
 
 
@@ -307,11 +327,9 @@ def _untag(obj: dict[str, Any]) -> Any:
             return frozenset(from_json(v) for v in value)
         if kind == "datetime" or kind == "time":
             return _untag_clock(kind, obj)
-        if kind == "branch":
-            return _branch(value)
-        from_text = _decoders().get(kind)
-        if from_text is not None:
-            return from_text(value)
+        from_value = decoder_for(kind)
+        if from_value is not None:
+            return from_value(from_json(value))
     except (TypeError, ValueError, KeyError) as exc:
         raise Undecodable(f"malformed stored {kind} value {repr(value)[:80]}: {exc}") from exc
     raise Undecodable(f"unknown stored value tag {kind!r} (written by a newer version?)")
@@ -329,83 +347,16 @@ def _untag_clock(kind: str, obj: dict[str, Any]) -> datetime | time:
     return value.replace(tzinfo=zone, fold=obj.get("fold", 0))
 
 
-def _branch(names: Any) -> Any:
-    from runtime.define.task import Branch
-
-    return Branch(*names)
-
-
 def _type_name(kind: type) -> str:
     module = kind.__module__
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
-def _float_from(text: str) -> float:
-    if text not in ("nan", "inf", "-inf"):
-        raise ValueError("expected nan, inf or -inf")
-    return float(text)
-
-
-def _path_from(text: str) -> Path:
-    return Path(text)
-
-
-def _int_text(value: int) -> str:
-    try:
-        return str(value)
-    except ValueError:  # more digits than int <-> str allows (sys.set_int_max_str_digits)
-        return hex(value)
-
-
-def _int_from(text: str) -> int:
-    return int(text, 0)  # decimal, or 0x... for the longest
-
-
-# the modules of the rarer types are imported on first use: `import runtime` stays cold-fast
-
-
 @functools.cache
 def _zone_type() -> type[ZoneInfo]:
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # on first use: `import runtime` stays cold-fast
 
     return ZoneInfo
-
-
-@functools.cache
-def _encoders() -> dict[type, tuple[str, Callable[[Any], Any]]]:
-    """Types stored as one tagged JSON value, by exact type: kind and how to write it."""
-    import base64
-    import uuid
-    from decimal import Decimal
-
-    return {
-        date: ("date", date.isoformat),
-        timedelta: ("timedelta", lambda v: [v.days, v.seconds, v.microseconds]),
-        Decimal: ("decimal", str),
-        bytes: ("bytes", lambda v: base64.b64encode(v).decode("ascii")),
-        uuid.UUID: ("uuid", str),
-        PosixPath: ("path", str),
-        WindowsPath: ("path", str),
-    }
-
-
-@functools.cache
-def _decoders() -> dict[str, Callable[[Any], Any]]:
-    """How to read each kind :func:`_encoders` writes (and large ints, NaN, infinities)."""
-    import base64
-    import uuid
-    from decimal import Decimal
-
-    return {
-        "int": _int_from,
-        "float": _float_from,
-        "date": date.fromisoformat,
-        "timedelta": lambda v: timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
-        "decimal": Decimal,
-        "bytes": lambda v: base64.b64decode(v.encode("ascii"), validate=True),
-        "uuid": uuid.UUID,
-        "path": _path_from,
-    }
 
 
 # --- timestamps ---

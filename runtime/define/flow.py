@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from runtime import codec
 from runtime.define.graph import Graph, build_graph, find_cycle
-from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, location
+from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, TaskOptions, location
+from runtime.define.triggers import (
+    DEFAULT_MAX_CATCHUP,
+    CatchupPolicy,
+    CronTrigger,
+    EveryTrigger,
+    catchup_problems,
+    load_zone,
+)
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
 
+# Branch, Task and RULES are defined in runtime.define.task; they stay importable from here
 __all__ = ["RULES", "RUN_PARAM", "Branch", "Flow", "Task"]
 
 if TYPE_CHECKING:
     from runtime.define.result import RunResult
 
-# set by the loader while it imports a flow file, so every Flow made there is found
+# set by runtime.define.importing while it imports a flow file, so every Flow made there is found
 _collector: list[Flow] | None = None
 
 
@@ -52,8 +62,8 @@ class Flow:
         max_active_runs: int | None = None,
         description: str | None = None,
         triggers: Iterable[Any] = (),
-        catchup: str = "latest",
-        max_catchup: int = 100,
+        catchup: CatchupPolicy = "latest",
+        max_catchup: int = DEFAULT_MAX_CATCHUP,
         sla: float | str | None = None,
         tz: str | None = None,
     ) -> None:
@@ -71,44 +81,46 @@ class Flow:
         self._checked_pools: frozenset[str] | None = None
         self._source_hash: str | None = None
         self.triggers: tuple[Any, ...] = tuple(triggers)
-        self.catchup = catchup
+        self.catchup: str = catchup  # as given: _init_schedule checks it
         self.max_catchup = max_catchup
         self.sla: float | None = None
         self._init_schedule(sla, tz)
+        self._check_options()
+        if _collector is not None:
+            _collector.append(self)
+
+    def _check_options(self) -> None:
+        """Record what is wrong with the flow's name, limits and params."""
+        where, name = self.where, self.name
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             self._problems.append(
-                f"{self.where}: flow name must be letters, digits, '_', '.', '-', not {name!r}"
+                f"{where}: flow name must be letters, digits, '_', '.', '-', not {name!r}"
             )
         for label, value in (
-            ("max_concurrency", max_concurrency),
-            ("max_active_runs", max_active_runs),
+            ("max_concurrency", self.max_concurrency),
+            ("max_active_runs", self.max_active_runs),
         ):
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1
             ):
                 self._problems.append(
-                    f"{self.where}: flow {name!r}: {label} must be a whole number >= 1, not {value!r}"
+                    f"{where}: flow {name!r}: {label} must be a whole number >= 1, not {value!r}"
                 )
         bad = [k for k in self.params if not isinstance(k, str) or not k.isidentifier()]
         if bad:
             self._problems.append(
-                f"{self.where}: flow {name!r}: param names must be identifiers, not {bad!r}"
+                f"{where}: flow {name!r}: param names must be identifiers, not {bad!r}"
             )
         if RUN_PARAM in self.params:
             self._problems.append(
-                f"{self.where}: flow {name!r}: 'run' is reserved and cannot be a param"
+                f"{where}: flow {name!r}: 'run' is reserved and cannot be a param"
             )
         for key, value in self.params.items():
             why = _unstorable(value)
             if why is not None:
-                self._problems.append(f"{self.where}: flow {name!r}: param {key!r}: {why}")
-        if _collector is not None:
-            _collector.append(self)
+                self._problems.append(f"{where}: flow {name!r}: param {key!r}: {why}")
 
     def _init_schedule(self, sla: float | str | None, tz: str | None) -> None:
-        from runtime.define.triggers import CronTrigger, EveryTrigger, load_zone
-        from runtime.scheduling.planner import catchup_problems
-
         where = f"{self.where}: flow {self.name!r}"
         for trigger in self.triggers:
             if isinstance(trigger, CronTrigger | EveryTrigger):
@@ -139,27 +151,9 @@ class Flow:
     def task(self, func: Callable[..., Any], /) -> Task: ...
 
     @overload
-    def task(
-        self,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        retry_delay: float | str = 1.0,
-        backoff: float = 2.0,
-        max_delay: float | str = 300.0,
-        jitter: bool = False,
-        retry_on: type[BaseException] | Iterable[type[BaseException]] = (Exception,),
-        timeout: float | str | None = None,
-        pool: str | None = None,
-        after: Iterable[object] = (),
-        run_if: str = "all_succeeded",
-        map: str | None = None,
-        max_concurrency: int | None = None,
-        sla: float | str | None = None,
-        on_crash: str = "retry",
-    ) -> Callable[[Callable[..., Any]], Task]: ...
+    def task(self, /, **options: Unpack[TaskOptions]) -> Callable[[Callable[..., Any]], Task]: ...
 
-    def task(  # type: ignore[misc]  # options are checked by name, with a clear message
+    def task(
         self, func: Callable[..., Any] | None = None, /, **options: Any
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Declare a task; use bare (``@flow.task``) or with options (``@flow.task(retries=3)``).
@@ -168,51 +162,13 @@ class Flow:
         receives its result; ``run`` receives the :class:`~runtime.define.context.Run` context; a
         parameter named after a flow param receives its value.
 
-        :param name: task name (default: the function's name)
-        :param retries: extra attempts after a failure
-        :param retry_delay: delay before the first retry (seconds or "30s")
-        :param backoff: factor applied to the delay after each failed attempt
-        :param max_delay: cap on the delay
-        :param jitter: draw each delay uniformly from [0, delay] ("full jitter")
-        :param retry_on: exception classes that are retried; others fail at once
-        :param timeout: limit on one attempt; a timeout is a failed attempt (retried when
-            ``retry_on`` covers ``TimeoutError``)
-        :param pool: named pool (sized in ``[pools]`` of the config) this task takes a slot of
-        :param after: tasks (functions or names) to wait for without taking their results
-        :param run_if: trigger rule: when to run given the upstream states
-        :param map: name of an upstream task parameter: run once per item of its result
-        :param max_concurrency: most instances of this (mapped) task running at once
-        :param sla: longest this task may run (over all its attempts) before an ``sla.missed``
-            event is recorded
-        :param on_crash: ``"retry"`` (default): an attempt interrupted by a crash or restart of
-            the service counts as a failed attempt and is retried per the policy; ``"fail"``:
-            the task fails instead of running again
+        :param options: see :class:`~runtime.define.options.TaskOptions` (retries, timeout,
+            pool, run_if, map, ...); a wrong or unknown option is a problem of the flow, with
+            the file and line of the task
         """
-        allowed = {
-            "name": None,
-            "retries": 0,
-            "retry_delay": 1.0,
-            "backoff": 2.0,
-            "max_delay": 300.0,
-            "jitter": False,
-            "retry_on": (Exception,),
-            "timeout": None,
-            "pool": None,
-            "after": (),
-            "run_if": "all_succeeded",
-            "map": None,
-            "max_concurrency": None,
-            "sla": None,
-            "on_crash": "retry",
-        }
-        unknown = sorted(set(options) - set(allowed))
 
         def decorate(fn: Callable[..., Any]) -> Task:
-            task = Task(
-                self, fn, **{**allowed, **{k: v for k, v in options.items() if k in allowed}}
-            )
-            for key in unknown:
-                task.problems.append(f"unknown option {key!r} (options: {', '.join(allowed)})")
+            task = Task(self, fn, options)
             if task.name in self.tasks:
                 other = self.tasks[task.name]
                 self._problems.append(
@@ -233,6 +189,8 @@ class Flow:
     def problems(self, pools: Iterable[str] | None = None) -> list[str]:
         """Every problem with this flow, each prefixed with the file and line it comes from.
 
+        Also reads each task's parameters as data dependencies, flow params or ``run``.
+
         :param pools: names of the configured pools; when given, unknown pools are problems
         """
         out = list(self._problems)
@@ -240,58 +198,63 @@ class Flow:
             out.append(f"{self.where}: flow {self.name!r} has no tasks")
         upstream: dict[str, tuple[str, ...]] = {}
         for task in self.tasks.values():
-            found = [f"{task.where}: task {task.name!r}: {p}" for p in task.problems]
-            data, fparams, wants_run = [], [], False
-            for pname in task.params:
-                if pname == RUN_PARAM:
-                    wants_run = True
-                elif pname in self.tasks:
-                    if pname in self.params:
-                        found.append(
-                            f"{task.where}: task {task.name!r}: parameter {pname!r} is both a "
-                            f"task and a flow param of {self.name!r}; rename one"
-                        )
-                    data.append(pname)
-                elif pname in self.params:
-                    fparams.append(pname)
-                else:
-                    found.append(
-                        f"{task.where}: task {task.name!r} has parameter {pname!r} that is not "
-                        f"a task, a param of flow {self.name!r}, or 'run'"
-                    )
-            found.extend(
-                f"{task.where}: task {task.name!r} depends on unknown task {dep!r}"
-                for dep in task.after
-                if dep not in self.tasks
-            )
-            task.data_deps, task.flow_params, task.wants_run = (
-                tuple(data),
-                tuple(fparams),
-                wants_run,
-            )
-            if task.map is not None and task.map not in data:
-                found.append(
-                    f"{task.where}: task {task.name!r}: map={task.map!r} must name a parameter "
-                    f"of {task.name!r} that is an upstream task"
-                )
-            if task.run_if != "all_succeeded" and not task.upstream:
-                found.append(
-                    f"{task.where}: task {task.name!r} has run_if={task.run_if!r} but no "
-                    f"upstream tasks"
-                )
-            if pools is not None and task.pool is not None and task.pool not in pools:
-                known = ", ".join(sorted(pools)) or "none"
-                found.append(
-                    f"{task.where}: task {task.name!r} uses pool {task.pool!r}, which is not "
-                    f"sized in [pools] of the config (configured: {known})"
-                )
-            out.extend(found)
+            out.extend(self._wire(task))
+            out.extend(self._task_problems(task, pools))
             upstream[task.name] = tuple(d for d in task.upstream if d in self.tasks)
         cycle = find_cycle(upstream)
         if cycle:
             first = self.tasks[cycle[0]]
             out.append(f"{first.where}: flow {self.name!r} has a cycle: {' -> '.join(cycle)}")
         return out
+
+    def _wire(self, task: Task) -> list[str]:
+        """Sort *task*'s parameters into upstream tasks, flow params and ``run``; the problems
+        of the task itself and of its parameters."""
+        found = [f"{task.where}: task {task.name!r}: {p}" for p in task.problems]
+        data, fparams, wants_run = [], [], False
+        for pname in task.params:
+            if pname == RUN_PARAM:
+                wants_run = True
+            elif pname in self.tasks:
+                if pname in self.params:
+                    found.append(
+                        f"{task.where}: task {task.name!r}: parameter {pname!r} is both a "
+                        f"task and a flow param of {self.name!r}; rename one"
+                    )
+                data.append(pname)
+            elif pname in self.params:
+                fparams.append(pname)
+            else:
+                found.append(
+                    f"{task.where}: task {task.name!r} has parameter {pname!r} that is not "
+                    f"a task, a param of flow {self.name!r}, or 'run'"
+                )
+        task.data_deps, task.flow_params, task.wants_run = tuple(data), tuple(fparams), wants_run
+        return found
+
+    def _task_problems(self, task: Task, pools: Iterable[str] | None) -> list[str]:
+        """What is wrong with *task* within this flow: unknown upstreams, a map or run_if
+        without upstreams to apply to, a pool the config does not size."""
+        where = f"{task.where}: task {task.name!r}"
+        found = [
+            f"{where} depends on unknown task {dep!r}"
+            for dep in task.after
+            if dep not in self.tasks
+        ]
+        if task.map is not None and task.map not in task.data_deps:
+            found.append(
+                f"{where}: map={task.map!r} must name a parameter of {task.name!r} that is an "
+                "upstream task"
+            )
+        if task.run_if != "all_succeeded" and not task.upstream:
+            found.append(f"{where} has run_if={task.run_if!r} but no upstream tasks")
+        if pools is not None and task.pool is not None and task.pool not in pools:
+            known = ", ".join(sorted(pools)) or "none"
+            found.append(
+                f"{where} uses pool {task.pool!r}, which is not sized in [pools] of the config "
+                f"(configured: {known})"
+            )
+        return found
 
     def validate(self, pools: Iterable[str] | None = None) -> Graph:
         """Check the flow and return its graph.
@@ -349,23 +312,23 @@ class Flow:
         The store and limits come from ``sluiceway.toml`` / ``SLUICEWAY_*`` (default
         ``./sluiceway.db``). Keyword arguments override the flow's params.
         """
-        import anyio
-
-        async def main() -> RunResult:
-            return await self.arun(**params)
-
-        return anyio.run(main)
+        result: RunResult = _standalone().run_flow(self, params)
+        return result
 
     async def arun(self, **params: Any) -> RunResult:
         """Like :meth:`run`, inside a running event loop."""
-        from runtime.config import load_config
-        from runtime.engine.runner import open_runner
-
-        async with open_runner(load_config()) as runner:
-            return await runner.run(self, params)
+        result: RunResult = await _standalone().arun_flow(self, params)
+        return result
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r} tasks={list(self.tasks)}>"
+
+
+def _standalone() -> Any:
+    """:mod:`runtime.engine.standalone`, imported when a flow is run from Python: the
+    definition layer never imports the engine (which imports it), and ``import runtime``
+    stays free of the engine and the store."""
+    return importlib.import_module("runtime.engine.standalone")
 
 
 def _unstorable(value: Any) -> str | None:

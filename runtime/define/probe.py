@@ -1,7 +1,7 @@
 """Import flow files in a child process first: find the files that end or crash the process.
 
 A flow file is Python, run at import. ``os._exit()`` there is caught in-process (the loader
-raises instead, :class:`runtime.define.loader.ExitAtImport`), but a segfault in an extension,
+raises instead, :class:`runtime.define.importing.ExitAtImport`), but a segfault in an extension,
 ``posix._exit``, a signal to itself or an import that never returns would end or wedge whatever
 process imports it: ``sluiceway validate`` would print nothing and exit 0, the service would
 vanish without a log line. So ``validate`` and the service import the files in a child process
@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.define.importing import import_flow_file, real_exit, shown_path
+
 __all__ = ["IMPORT_TIMEOUT", "ProbeError", "probe_files"]
 
 IMPORT_TIMEOUT = 60.0  # seconds one flow file may take to import before it counts as hung
@@ -48,6 +50,8 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
+    """What one child said: the files it started, in order, and those it finished."""
+
     started: list[str]
     finished: set[str]
 
@@ -121,8 +125,6 @@ def _parse(text: str) -> _Outcome:
 
 
 def _describe(path: Path, code: int | None, stderr: str, timeout: float) -> str:
-    from runtime.define.loader import _rel
-
     line = _crash_line(path, stderr) or 1
     if code is None or (code == 1 and _TIMED_OUT.search(stderr)):
         what = f"its import did not finish within {timeout:g}s"
@@ -130,7 +132,7 @@ def _describe(path: Path, code: int | None, stderr: str, timeout: float) -> str:
         what = f"importing it crashes the process ({_how(code, timeout)})"
     else:
         what = f"importing it ends the process (exit code {code})"
-    return f"{_rel(path)}:{line}: {what}; found in a child process, so it is not imported"
+    return f"{shown_path(path)}:{line}: {what}; found in a child process, so it is not imported"
 
 
 def _how(code: int | None, timeout: float) -> str:
@@ -161,8 +163,6 @@ def _child(timeout: float, paths: Sequence[str]) -> None:  # pragma: no cover - 
     finished; then end at once (no atexit handlers, no waiting for threads a file started)."""
     import faulthandler
 
-    from runtime.define.loader import _real_exit, import_flow_file
-
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # what the flow files print goes to stderr, away from the channel
     faulthandler.enable(file=sys.stderr)  # a crash dumps the file:line it happened at
@@ -176,7 +176,7 @@ def _child(timeout: float, paths: Sequence[str]) -> None:  # pragma: no cover - 
         channel.write(f"done\t{path}\n")
     channel.flush()
     sys.stderr.flush()
-    _real_exit(0)  # not the loader's os._exit guard
+    real_exit(0)  # not the os._exit guard of runtime.define.importing
 
 
 def _die_with_parent() -> None:  # pragma: no cover - a child

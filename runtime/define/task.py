@@ -7,21 +7,39 @@ import inspect
 import linecache
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import CodeType, FunctionType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from runtime import codec
+from runtime.define.options import (
+    NAME_PATTERN,
+    RULES,
+    RUN_PARAM,
+    OnCrash,
+    RunIf,
+    TaskOptions,
+    check_options,
+    task_name,
+    unknown_options,
+)
 from runtime.define.retry import RetryPolicy
-from runtime.durations import parse_duration
 
-if TYPE_CHECKING:
-    from runtime.define.flow import Flow
+__all__ = ["NAME_PATTERN", "RULES", "RUN_PARAM", "Branch", "Task", "TaskOptions", "location"]
 
-RUN_PARAM = "run"
-RULES = ("all_succeeded", "all_done", "any_failed", "all_failed", "none_failed", "any_succeeded")
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _DEF = re.compile(r"^\s*(async\s+)?def\s")
+
+
+class FlowRef(Protocol):
+    """What a task knows of the flow that declares it (a ``Flow``, which is made of tasks:
+    this module does not import it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def where(self) -> str: ...
 
 
 class Branch:
@@ -31,10 +49,14 @@ class Branch:
     __slots__ = ("names",)
 
     def __init__(self, *names: str | Callable[..., Any]) -> None:
-        self.names = tuple(_task_name(n) for n in names)
+        self.names = tuple(task_name(n) for n in names)
 
     def __repr__(self) -> str:
         return f"Branch({', '.join(map(repr, self.names))})"
+
+
+# a task may return a Branch, so results store it: {"__sluiceway__": "branch", "value": [names]}
+codec.register("branch", Branch, lambda branch: list(branch.names), lambda names: Branch(*names))
 
 
 def location(path: str, line: int) -> str:
@@ -64,134 +86,45 @@ def _def_line(code: CodeType) -> int:
     return first
 
 
-def _task_name(ref: object) -> str:
-    if isinstance(ref, str):
-        return ref
-    if isinstance(ref, Task):
-        return ref.name
-    return str(getattr(ref, "__name__", ref))
-
-
 class Task:
-    """One task of a flow: a function plus how to run it. Calling it calls the function."""
+    """One task of a flow: a function plus how to run it. Calling it calls the function.
 
-    def __init__(
-        self,
-        flow: Flow,
-        func: Callable[..., Any],
-        *,
-        name: str | None,
-        retries: int,
-        retry_delay: float | str,
-        backoff: float,
-        max_delay: float | str,
-        jitter: bool,
-        retry_on: type[BaseException] | Iterable[type[BaseException]],
-        timeout: float | str | None,
-        pool: str | None,
-        after: Iterable[object],
-        run_if: str,
-        map: str | None,
-        max_concurrency: int | None,
-        sla: float | str | None = None,
-        on_crash: str = "retry",
-    ) -> None:
+    Made by ``@flow.task(**options)``: each wrong or unknown option is a problem, listed in
+    :attr:`problems`, and a safe default is used in its place.
+    """
+
+    def __init__(self, flow: FlowRef, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
         self.flow = flow
         self.func = func
-        self.name = name or func.__name__
         code = getattr(func, "__code__", None)
         self.where = location(code.co_filename, _def_line(code)) if code else flow.where
         self.is_async = inspect.iscoroutinefunction(func)
+        values, problems = check_options({**options, "name": options.get("name") or func.__name__})
         # each problem is prefixed with "file:line: task 'name': " by Flow.problems
-        self.problems: list[str] = []
-        problem = self.problems.append
-        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
-            problem(f"name must be letters, digits, '_', '.', '-', not {self.name!r}")
-        elif self.name == RUN_PARAM:
-            problem("'run' is reserved for the run context and cannot name a task")
-        if isinstance(after, str) or callable(after):
-            after = (after,)  # after="load" means one task, not the letters of its name
-        try:
-            self.after = tuple(_task_name(a) for a in after)
-        except TypeError:
-            problem(f"after must be a list of tasks or task names, not {after!r}")
-            self.after = ()
-        self.pool = pool
-        self.run_if = run_if
-        self.map = map
-        self.max_concurrency = max_concurrency
-        self.on_crash = on_crash
-        self.sla: float | None = None
-        if sla is not None:
-            try:
-                self.sla = parse_duration(sla, what="sla")
-            except ValueError as exc:
-                self.problems.append(str(exc))
-        if on_crash not in ("retry", "fail"):
-            self.problems.append(f"on_crash must be 'retry' or 'fail', not {on_crash!r}")
-        self.timeout: float | None = None
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            problem(f"retries must be a whole number >= 0, not {retries!r}")
-            retries = 0
-        delays = {}
-        for label, value in (("retry_delay", retry_delay), ("max_delay", max_delay)):
-            try:
-                delays[label] = parse_duration(value, what=label)
-            except ValueError as exc:
-                problem(str(exc))
-                delays[label] = 0.0
-        # "not >= 1" also rejects NaN
-        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not backoff >= 1:
-            problem(f"backoff must be a number >= 1, not {backoff!r}")
-            backoff = 1.0
-        if not isinstance(jitter, bool):
-            problem(f"jitter must be True or False, not {jitter!r}")
-            jitter = False
-        kinds: tuple[object, ...]
-        if isinstance(retry_on, type | str):
-            kinds = (retry_on,)  # a str is one bad value, not a list of letters
-        else:
-            try:
-                kinds = tuple(retry_on)
-            except TypeError:
-                kinds = (retry_on,)
-        errors = tuple(k for k in kinds if isinstance(k, type) and issubclass(k, BaseException))
-        if len(errors) != len(kinds) or not errors:
-            bad = [k for k in kinds if k not in errors]
-            problem(f"retry_on must be exception classes, not {bad or retry_on!r}")
-            errors = (Exception,)
+        self.problems: list[str] = problems
+        self.name: str = values["name"]
+        self.after: tuple[str, ...] = values["after"]
+        self.pool: str | None = values["pool"]
+        self.run_if: RunIf = values["run_if"]
+        self.map: str | None = values["map"]
+        self.max_concurrency: int | None = values["max_concurrency"]
+        self.sla: float | None = values["sla"]
+        self.on_crash: OnCrash = values["on_crash"]
+        self.timeout: float | None = values["timeout"]
         self.retry = RetryPolicy(
-            retries=retries,
-            delay=delays["retry_delay"],
-            backoff=float(backoff),
-            max_delay=delays["max_delay"],
-            jitter=jitter,
-            retry_on=errors,
+            retries=values["retries"],
+            delay=values["retry_delay"],
+            backoff=values["backoff"],
+            max_delay=values["max_delay"],
+            jitter=values["jitter"],
+            retry_on=values["retry_on"],
         )
-        if timeout is not None:
-            try:
-                self.timeout = parse_duration(timeout, what="timeout")
-            except ValueError as exc:
-                problem(str(exc))
-            else:
-                if self.timeout == 0:
-                    problem("timeout must be longer than 0 seconds")
-        if pool is not None and (not isinstance(pool, str) or not NAME_PATTERN.match(pool)):
-            problem(f"pool must be a name like 'warehouse', not {pool!r}")
-        if run_if not in RULES:
-            problem(f"unknown run_if {run_if!r} (one of: {', '.join(RULES)})")
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int)
-            or isinstance(max_concurrency, bool)
-            or max_concurrency < 1
-        ):
-            problem(f"max_concurrency must be a whole number >= 1, not {max_concurrency!r}")
-            self.max_concurrency = None
         if not callable(func):
-            problem(f"{func!r} is not a function")
+            self.problems.append(f"{func!r} is not a function")
             self.params: tuple[str, ...] = ()
         else:
             self.params = self._read_signature(func)
+        self.problems.extend(unknown_options(options))
         # filled in by Flow.validate
         self.data_deps: tuple[str, ...] = ()
         self.flow_params: tuple[str, ...] = ()

@@ -1,11 +1,13 @@
-"""Time trigger specs, ``cron()`` and ``every()``: frozen data, validated when made; no I/O."""
+"""Time trigger specs, ``cron()`` and ``every()``, and a flow's catch-up options: frozen data,
+validated when made; no I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -14,11 +16,15 @@ from runtime.durations import parse_duration
 from runtime.errors import ScheduleError
 
 __all__ = [
+    "DEFAULT_MAX_CATCHUP",
     "MACROS",
+    "CatchUp",
+    "CatchupPolicy",
     "CronTrigger",
     "EveryTrigger",
     "ScheduleError",
     "TimeTrigger",
+    "catchup_problems",
     "cron",
     "every",
     "load_zone",
@@ -46,6 +52,30 @@ MIN_INTERVAL = timedelta(seconds=1)
 # a fixed reference for the parse check: cronsim only parses here, it never iterates
 _PARSE_AT = datetime(2000, 1, 1, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+CatchupPolicy = Literal["none", "latest", "all"]
+"""After downtime, which missed scheduled instants run: ``Flow(catchup=...)``."""
+DEFAULT_MAX_CATCHUP = 100
+
+
+class CatchUp(StrEnum):
+    """What to do with scheduled instants missed while the service was not ticking: the
+    values of :data:`CatchupPolicy`, as the planner decides with them."""
+
+    NONE = "none"
+    LATEST = "latest"
+    ALL = "all"
+
+
+def catchup_problems(catchup: object, max_catchup: object) -> list[str]:
+    """Return what is wrong with a flow's ``catchup=`` and ``max_catchup=`` options."""
+    problems = []
+    if catchup not in get_args(CatchupPolicy):
+        choices = ", ".join(repr(c) for c in get_args(CatchupPolicy))
+        problems.append(f"catchup must be one of {choices}, not {catchup!r}")
+    if not isinstance(max_catchup, int) or isinstance(max_catchup, bool) or max_catchup < 1:
+        problems.append(f"max_catchup must be a whole number >= 1, not {max_catchup!r}")
+    return problems
 
 
 def load_zone(name: str) -> tzinfo:

@@ -34,10 +34,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from itertools import islice
 
-from runtime.define.triggers import EveryTrigger, ScheduleError, TimeTrigger
+from runtime.define.triggers import (
+    DEFAULT_MAX_CATCHUP,
+    CatchUp,
+    EveryTrigger,
+    ScheduleError,
+    TimeTrigger,
+    catchup_problems,
+)
 from runtime.scheduling.firetimes import fire_times
 
 __all__ = [
@@ -52,16 +58,7 @@ __all__ = [
     "preview",
 ]
 
-DEFAULT_MAX_CATCHUP = 100
 DEFAULT_GRACE = timedelta(minutes=1)
-
-
-class CatchUp(StrEnum):
-    """What to do with scheduled instants missed while the service was not ticking."""
-
-    NONE = "none"
-    LATEST = "latest"
-    ALL = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +80,6 @@ class Plan:
     last_skipped: datetime | None = None
     cursor: datetime | None = None
     next: datetime | None = None
-
-
-def catchup_problems(catchup: object, max_catchup: object) -> list[str]:
-    """Return what is wrong with a flow's ``catchup=`` and ``max_catchup=`` options."""
-    problems = []
-    if catchup not in tuple(CatchUp):
-        choices = ", ".join(repr(c.value) for c in CatchUp)
-        problems.append(f"catchup must be one of {choices}, not {catchup!r}")
-    if not isinstance(max_catchup, int) or isinstance(max_catchup, bool) or max_catchup < 1:
-        problems.append(f"max_catchup must be a whole number >= 1, not {max_catchup!r}")
-    return problems
 
 
 def plan_ticks(

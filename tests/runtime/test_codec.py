@@ -295,3 +295,77 @@ def test_too_large_is_refused_under_a_limit() -> None:
 def test_a_tag_that_cannot_be_read_is_an_error_not_a_wrong_value(stored: bytes) -> None:
     with pytest.raises(codec.Undecodable):
         codec.decode(stored)
+
+
+# --- types registered by other modules (Branch, from runtime.define.task) ---
+
+
+class Point:
+    """A type of a layer above the codec, registered the way ``Branch`` is."""
+
+    def __init__(self, x: int, at: datetime) -> None:
+        self.x, self.at = x, at
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Point and (self.x, self.at) == (other.x, other.at)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+codec.register("test.point", Point, lambda p: (p.x, p.at), lambda v: Point(*v))
+
+
+def test_a_registered_type_is_stored_tagged_and_reads_back() -> None:
+    value = {"p": Point(3, WHEN)}
+    stored = codec.encode(value)
+    assert stored == (
+        b'{"p":{"__sluiceway__":"test.point","value":{"__sluiceway__":"tuple","value":'
+        b'[3,{"__sluiceway__":"datetime","value":"2026-01-02T03:04:05.123456+00:00"}]}}}'
+    )  # what to_json returns is encoded in turn: the tuple and the datetime stay themselves
+    assert codec.decode(stored) == value
+    assert codec.readable(codec.loads(stored)).startswith('{"p":<tests.runtime.test_codec.Point')
+
+
+def test_a_subclass_of_a_registered_type_is_not_stored() -> None:
+    class Point3(Point):
+        pass
+
+    with pytest.raises(codec.NotSerializable, match="Point3 is not a type Sluiceway stores"):
+        codec.encode(Point3(1, WHEN))
+
+
+def test_branch_is_registered_by_the_definition_layer_not_known_to_the_codec() -> None:
+    assert codec.encode(Branch("a", "b")) == b'{"__sluiceway__":"branch","value":["a","b"]}'
+    with open(codec.__file__) as source:
+        assert "runtime.define" not in source.read()
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("date", "codec kind 'date' is built in and cannot be registered"),
+        ("tuple", "codec kind 'tuple' is built in and cannot be registered"),
+        ("branch", "codec kind 'branch' is already registered for <class 'runtime.define"),
+    ],
+)
+def test_a_kind_already_taken_cannot_be_registered(kind: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        codec.register(kind, Point, lambda p: p.x, lambda v: Point(v, WHEN))
+
+
+def test_the_same_class_registered_again_replaces_it() -> None:
+    """A reloaded module makes a new class of the same name; it takes the kind over."""
+
+    def make() -> type:
+        class Again:
+            def __init__(self, x: int) -> None:
+                self.x = x
+
+        return Again
+
+    old, new = make(), make()
+    codec.register("test.again", old, lambda a: a.x, old)
+    codec.register("test.again", new, lambda a: a.x, new)
+    assert type(codec.decode(codec.encode(new(1)))) is new
+    with pytest.raises(codec.NotSerializable):
+        codec.encode(old(1))

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime import Branch, Flow, Run, Skip
+from runtime import Branch, Flow, Run, RunIf, Skip
 from runtime.engine.events import Event, TaskEnded
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
@@ -36,7 +36,7 @@ def ending(kind: str) -> Callable[[], Awaitable[str]]:
     return up
 
 
-def rule_flow(rule: str, upstream: str) -> Flow:
+def rule_flow(rule: RunIf, upstream: str) -> Flow:
     """Upstreams u0, u1... ending as *upstream* says (s = succeeded, f = failed, k = skipped)
     and a task ``t`` with ``run_if=rule`` after all of them."""
     flow = Flow(f"rule-{rule}-{upstream}")
@@ -69,7 +69,7 @@ CASES = [
 
 @pytest.mark.parametrize(("rule", "upstream", "expected"), CASES)
 async def test_rule_against_upstream_states(
-    make_runner: MakeRunner, rule: str, upstream: str, expected: str | TaskState
+    make_runner: MakeRunner, rule: RunIf, upstream: str, expected: str | TaskState
 ) -> None:
     flow = rule_flow(rule, upstream)
     async with make_runner() as runner:
@@ -311,7 +311,7 @@ async def test_skip_spreads_through_a_diamond(make_runner: MakeRunner) -> None:
     [("all_succeeded", S.SKIPPED), ("none_failed", S.SUCCEEDED), ("all_done", S.SUCCEEDED)],
 )
 async def test_join_after_a_branch(
-    make_runner: MakeRunner, join_rule: str, expected: TaskState
+    make_runner: MakeRunner, join_rule: RunIf, expected: TaskState
 ) -> None:
     flow = Flow(f"branch-join-{join_rule}")
 

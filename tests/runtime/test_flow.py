@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime import Branch, Flow, Run
+from runtime import Branch, Flow, Run, TaskOptions
 from runtime.define.loader import load_flows
+from runtime.define.options import OPTIONS
 from runtime.errors import FlowValidationError, ParamError
 from runtime.states import RunState, TaskState
 from tests.conftest import MakeRunner
@@ -288,6 +289,29 @@ def test_bad_task_option(flows_dir: Path, options: str, message: str) -> None:
     [problem] = problems_of(flows_dir, source)
     where = f"flows/etl.py:{line_of(source, 'def load')}"
     assert problem.startswith(f"{where}: task 'load': {message}")
+
+
+def test_task_options_are_typed_and_checked_from_one_table() -> None:
+    """``TaskOptions`` (the types of ``@flow.task``'s keywords) and ``OPTIONS`` (their defaults
+    and checks) name the same options, in the same order."""
+    assert list(TaskOptions.__annotations__) == list(OPTIONS)
+
+
+def test_several_wrong_options_are_listed_in_the_documented_order(flows_dir: Path) -> None:
+    source = flow_file(
+        """
+        @flow.task(on_crash="never", retires=1, timeout=0, retries=-1)
+        def load():
+            return 1
+        """
+    )
+    where = f"flows/etl.py:{line_of(source, 'def load')}: task 'load'"
+    assert problems_of(flows_dir, source) == [
+        f"{where}: retries must be a whole number >= 0, not -1",
+        f"{where}: timeout must be longer than 0 seconds",
+        f"{where}: on_crash must be 'retry' or 'fail', not 'never'",
+        f"{where}: unknown option 'retires' (options: {', '.join(OPTIONS)})",
+    ]
 
 
 @pytest.mark.parametrize(

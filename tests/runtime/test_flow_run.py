@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import runtime
 from runtime import Flow, Run
 from runtime.errors import ParamError
 from runtime.states import RunState, TaskState
@@ -61,3 +66,45 @@ async def test_arun_inside_a_loop_honours_sluiceway_db(
 def test_run_rejects_an_unknown_param(in_tmp: Path) -> None:
     with pytest.raises(ParamError, match="flow 'orders' has no param 'regoin'"):
         make_flow().run(regoin="us")
+
+
+# run in a fresh interpreter: a flow file's `import runtime` and `Flow(...)` leave the engine
+# unimported (the definition layer never imports it); `flow.run()` imports it when it runs
+FRESH = """
+import json, sys
+from runtime import Flow
+
+flow = Flow("fresh", params={"n": 2})
+
+@flow.task
+def double(n):
+    return n * 2
+
+engine = "runtime.engine.execution"
+before = engine in sys.modules
+result = flow.run(n=21)
+print(json.dumps({"before": before, "after": engine in sys.modules,
+                  "state": str(result.state), "double": result["double"]}))
+"""
+
+
+def test_run_works_from_a_fresh_interpreter_that_never_imported_the_engine(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+    env["PYTHONPATH"] = str(Path(runtime.__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "before": False,
+        "after": True,
+        "state": "succeeded",
+        "double": 42,
+    }
+    assert (tmp_path / "sluiceway.db").exists()

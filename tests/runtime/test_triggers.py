@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import get_args
 
 import pytest
 
 from runtime.define.triggers import (
     MACROS,
+    CatchUp,
+    CatchupPolicy,
     CronTrigger,
     EveryTrigger,
     ScheduleError,
@@ -295,3 +298,8 @@ def test_str_and_to_dict() -> None:
         "start": "2026-01-01T00:00:00+00:00",
     }
     assert isinstance(every("1m"), EveryTrigger)
+
+
+def test_the_catchup_policies_are_the_same_as_type_and_as_enum() -> None:
+    """``Flow(catchup=...)`` is typed with the Literal; the planner decides with the enum."""
+    assert get_args(CatchupPolicy) == tuple(c.value for c in CatchUp)
