@@ -14,15 +14,15 @@ from typing import Any
 import anyio
 
 from runtime import codec
-from runtime.cli.main import (
+from runtime.cli.output import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     err,
     out,
+    valid_flow,
 )
-from runtime.cli.trigger import _flow
 from runtime.clock import SystemClock
 from runtime.config import Config
 from runtime.define.flow import Flow
@@ -31,12 +31,8 @@ from runtime.errors import ParamError, SluicewayError, StoreError
 from runtime.scheduling.firetimes import to_local
 from runtime.scheduling.planner import instants_between
 from runtime.store import Store, connect_reader, open_store
-from runtime.store.lock import DatabaseLock
-from runtime.store.requests import (
-    latest_reruns,
-    runs_by_keys,
-    service_running,
-)
+from runtime.store.lock import DatabaseLock, service_running
+from runtime.store.requests import latest_reruns, runs_by_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +125,7 @@ def _describe(item: Item, tz: str) -> str:
 
 def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway backfill FLOW --start D --end D [--dry-run] [--max-active N] [--rerun R]``."""
-    flow = _flow(config, args.flow)
+    flow = valid_flow(config, args.flow)
     if flow is None:
         return EXIT_USAGE
     specs = [t for t in flow.triggers if isinstance(t, CronTrigger | EveryTrigger)]
