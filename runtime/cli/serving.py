@@ -12,7 +12,7 @@ from runtime.config import Config
 from runtime.errors import ParamError
 
 if TYPE_CHECKING:
-    from runtime.scheduling.ticker import TriggerPlan
+    from runtime.scheduling.agenda import TriggerPlan
 
 
 def _now() -> datetime:
@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def _dry_run(config: Config) -> int:
     """Print what the start-up pass would fire and skip now; write nothing, not even a db."""
     from runtime.define.loader import load_flows
-    from runtime.scheduling.ticker import plan_flows
+    from runtime.scheduling.agenda import plan_flows
     from runtime.store import connect_reader
     from runtime.store.cursors import ScheduleState, read_state
 
@@ -112,9 +112,9 @@ def _iso(instant: datetime) -> str:
 def cmd_next(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway next FLOW [-n 10] [--json]``: the next fire instants of all its triggers."""
     from runtime import codec
+    from runtime.scheduling.agenda import triggers
     from runtime.scheduling.firetimes import instant_json, to_local
     from runtime.scheduling.planner import preview
-    from runtime.scheduling.ticker import triggers
 
     if args.n < 1:
         raise ParamError(f"-n must be at least 1, not {args.n}")

@@ -120,7 +120,15 @@ class Service:
         from runtime.scheduling.ticker import run_scheduler
 
         ctx = self.ctx
-        await feeders.start(run_scheduler, ctx, name="scheduler")
+        await feeders.start(
+            run_scheduler,
+            ctx.store,
+            ctx.clock,
+            lambda: self.ctx.flows,  # the flows of the latest reload
+            lambda: self.ctx.flows_changed,
+            ctx.wake_queue,
+            name="scheduler",
+        )
         await feeders.start(self._run_queue, name="queue")
         await feeders.start(
             run_sla_monitor,
