@@ -44,7 +44,7 @@ from runtime.clock import SystemClock
 from runtime.define.flow import Flow
 from runtime.define.triggers import every
 from runtime.scheduling.ticker import run_scheduler
-from runtime.service.serve import ServiceContext
+from runtime.service.context import ServiceContext
 from runtime.store import cursors, open_store
 from runtime.testing import open_test_runner
 

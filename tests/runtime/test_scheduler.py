@@ -22,7 +22,7 @@ from runtime.scheduling import agenda
 from runtime.scheduling import ticker as scheduler
 from runtime.scheduling.planner import Plan
 from runtime.scheduling.ticker import LEAD, MAX_WAIT, plan_startup, run_scheduler, tick
-from runtime.service.serve import ServiceContext
+from runtime.service.context import ServiceContext
 from runtime.store import cursors, open_store
 from tests.conftest import MakeRunner
 from tests.store.rows import peek
