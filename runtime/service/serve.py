@@ -44,7 +44,7 @@ class Service:
         self.ctx = ctx
         self.runs = ActiveRuns(ctx, on_end=self._say_status)
         self.recovery = Recovery(ctx, self.runs)
-        self.queue = RunQueue(ctx, self.runs, self.recovery)
+        self.run_queue = RunQueue(ctx, self.runs, self.recovery)
         self.reloader = Reloader(ctx, files)
         self.feeders: anyio.CancelScope | None = None
         self.stopping = False
@@ -56,8 +56,8 @@ class Service:
             # the reasons an earlier service left are not this one's to show
             queue.clear_wait_reasons(self.ctx.store)
             requests.record_served(self.ctx.store, self.ctx.flows.values())
-            async with anyio.create_task_group() as runs:
-                self.runs.group = runs
+            async with anyio.create_task_group() as run_group:
+                self.runs.group = run_group
                 await self.recovery.recover()
                 async with anyio.create_task_group() as feeders:
                     self.feeders = feeders.cancel_scope
@@ -86,7 +86,7 @@ class Service:
             ctx.wake_queue,
             name="scheduler",
         )
-        await feeders.start(self.queue.run, name="queue")
+        await feeders.start(self.run_queue.run, name="queue")
         await feeders.start(
             run_sla_monitor,
             ctx.runner.bus,
