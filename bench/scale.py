@@ -51,8 +51,8 @@ from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.define.loader import load_flows
 from runtime.define.triggers import every
-from runtime.scheduling.ticker import Agenda, tick
-from runtime.service.serve import ServiceContext
+from runtime.scheduling.agenda import Agenda
+from runtime.scheduling.ticker import tick
 from runtime.store import connect_reader, open_store, queries
 from runtime.testing import open_test_runner
 
@@ -353,6 +353,10 @@ def spread_flows(n: int) -> dict[str, Flow]:
     return flows
 
 
+def _no_queue() -> None:
+    """No run queue to wake: the passes alone are measured."""
+
+
 async def planner_passes(db: Path, n: int, passes: int) -> tuple[float, float, float]:
     """The start-up pass, then *passes* passes each made at the instant the next trigger is
     due (as run_scheduler does), on a fake clock. Returns seconds: the start-up pass, and the
@@ -362,17 +366,16 @@ async def planner_passes(db: Path, n: int, passes: int) -> tuple[float, float, f
     clock = FakeClock(datetime(2026, 1, 1, 0, 0, 0, 500, tzinfo=UTC))
     flows = spread_flows(n)
     async with open_test_runner(db, clock=clock) as runner:
-        ctx = ServiceContext(config=runner.config, runner=runner, flows=flows, epoch=0)
         memory = Agenda()  # what run_scheduler keeps between passes
         start = perf_counter()
-        upcoming = await tick(ctx, memory)
+        upcoming = await tick(runner.store, clock, flows, _no_queue, memory)
         startup = perf_counter() - start
         times, cpu = [], []
         for _ in range(passes):
             assert upcoming is not None
             clock.advance((upcoming - clock.now()).total_seconds())
             start, used = perf_counter(), process_time()
-            upcoming = await tick(ctx, memory)
+            upcoming = await tick(runner.store, clock, flows, _no_queue, memory)
             times.append(perf_counter() - start)
             cpu.append(process_time() - used)
     return startup, statistics.median(times), statistics.median(cpu)

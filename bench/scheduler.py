@@ -44,7 +44,7 @@ from runtime.clock import SystemClock
 from runtime.define.flow import Flow
 from runtime.define.triggers import every
 from runtime.scheduling.ticker import run_scheduler
-from runtime.service.serve import ServiceContext
+from runtime.service.context import ServiceContext
 from runtime.store import cursors, open_store
 from runtime.testing import open_test_runner
 
@@ -145,7 +145,14 @@ async def fire_latency(tmp: Path, n: int, seconds: float, *, spread: bool) -> di
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
-            await tg.start(run_scheduler, ctx)
+            await tg.start(
+                run_scheduler,
+                ctx.store,
+                ctx.clock,
+                lambda: ctx.flows,
+                lambda: ctx.flows_changed,
+                ctx.wake_queue,
+            )
             begin = clock.now()  # after the start-up pass: only instants that come on time
             await anyio.sleep(seconds)
             tg.cancel_scope.cancel()

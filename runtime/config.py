@@ -134,26 +134,40 @@ def load_config(
         raise ConfigError(f"{file}: config file not found")
     if file.exists():
         sources.append(str(file))
-        try:
-            data = tomllib.loads(file.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot read: {exc}") from exc
-        for key, value in data.items():
-            if key in _SECTIONS:
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
-                for name, item in value.items():
-                    pools[name] = _check(f"{file}: [{key}] {name}", _SECTIONS[key], item)
-            elif key in _KEYS:
-                checked = _check(f"{file}: {key}", _KEYS[key], value)
-                if isinstance(checked, Path) and not checked.is_absolute():
-                    checked = file.parent / checked
-                values[key] = checked
-            else:
-                known = ", ".join([*_KEYS, *(f"[{s}]" for s in _SECTIONS)])
-                raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
+        _read_file(file, values, pools)
+    if _read_env(env, values, pools):
+        sources.append(f"environment {ENV_PREFIX}*")
+    return Config(**values, pools=pools, source=", ".join(sources) or "defaults")
+
+
+def _read_file(file: Path, values: dict[str, Any], pools: dict[str, int]) -> None:
+    """Add the settings of config file *file* to *values* and *pools*."""
+    try:
+        data = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc}") from exc
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
+            for name, item in value.items():
+                pools[name] = _check(f"{file}: [{key}] {name}", _SECTIONS[key], item)
+        elif key in _KEYS:
+            checked = _check(f"{file}: {key}", _KEYS[key], value)
+            if isinstance(checked, Path) and not checked.is_absolute():
+                checked = file.parent / checked
+            values[key] = checked
+        else:
+            known = ", ".join([*_KEYS, *(f"[{s}]" for s in _SECTIONS)])
+            raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
+
+
+def _read_env(env: Mapping[str, str], values: dict[str, Any], pools: dict[str, int]) -> bool:
+    """Apply the ``SLUICEWAY_*`` variables of *env* over *values* and *pools*; True when one
+    of them is a setting."""
+    applied = False
     for var, value in sorted(env.items()):
         if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
             continue
@@ -165,20 +179,22 @@ def load_config(
         elif key in _KEYS:
             values[key] = _check(f"environment {var}", _KEYS[key], value)
         else:
-            # other tools share the prefix (a user's own SLUICEWAY_TOKEN): say it, go on
-            if var not in _warned:
-                _warned.add(var)
-                names = [ENV_CONFIG, *(f"{ENV_PREFIX}{k.upper()}" for k in _KEYS)]
-                names += [f"{ENV_PREFIX}{s.upper()}_<NAME>" for s in _SECTIONS]
-                log.warning(
-                    "environment %s is not a Sluiceway setting; ignored (known: %s)",
-                    var,
-                    ", ".join(names),
-                )
+            _warn_unknown(var)
             continue
-        if f"environment {ENV_PREFIX}*" not in sources:
-            sources.append(f"environment {ENV_PREFIX}*")
-    return Config(**values, pools=pools, source=", ".join(sources) or "defaults")
+        applied = True
+    return applied
+
+
+def _warn_unknown(var: str) -> None:
+    """Other tools share the prefix (a user's own SLUICEWAY_TOKEN): say it once, go on."""
+    if var in _warned:
+        return
+    _warned.add(var)
+    names = [ENV_CONFIG, *(f"{ENV_PREFIX}{k.upper()}" for k in _KEYS)]
+    names += [f"{ENV_PREFIX}{s.upper()}_<NAME>" for s in _SECTIONS]
+    log.warning(
+        "environment %s is not a Sluiceway setting; ignored (known: %s)", var, ", ".join(names)
+    )
 
 
 def _check(where: str, check: Callable[[Any], Any], value: Any) -> Any:

@@ -1,135 +1,57 @@
-"""CLI: backfill — a run for every scheduled instant in a range, idempotent with the schedule."""
+"""CLI: backfill — a run for every scheduled instant in a range, idempotent with the schedule.
+
+What to do about each instant is decided in :mod:`runtime.cli.backfill_plan`; this module
+does it: queues the runs for a running service, or runs them here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runtime import codec
-from runtime.cli.main import (
+from runtime.cli.backfill_plan import (
+    Item,
+    describe,
+    parse_bound,
+    plan_backfill,
+    redo_params,
+    run_trigger,
+    scheduled_instants,
+)
+from runtime.cli.output import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     err,
     out,
+    valid_flow,
 )
-from runtime.cli.trigger import _flow
+from runtime.cli.signals import run_ctrl_c
 from runtime.clock import SystemClock
 from runtime.config import Config
 from runtime.define.flow import Flow
-from runtime.define.triggers import CronTrigger, EveryTrigger, TimeTrigger, load_zone
+from runtime.define.triggers import CronTrigger, EveryTrigger, load_zone
 from runtime.errors import ParamError, SluicewayError, StoreError
 from runtime.scheduling.firetimes import to_local
-from runtime.scheduling.planner import instants_between
 from runtime.store import Store, connect_reader, open_store
-from runtime.store.lock import DatabaseLock
-from runtime.store.requests import (
-    latest_reruns,
-    runs_by_keys,
-    service_running,
-)
+from runtime.store.lock import DatabaseLock, service_running
+from runtime.store.requests import latest_reruns, runs_by_keys
 
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One scheduled instant of a backfill and what to do about it.
-
-    :ivar action: ``run`` (no run yet), ``skip``, ``retry`` (its newest run failed or was
-        cancelled) or ``rerun`` (its newest run succeeded; ``--rerun all``)
-    :ivar run: the instant's newest run (``id``, ``state``, ``params``), when it has one
-    """
-
-    instant: datetime
-    key: str
-    schedule: str
-    action: str
-    run: Mapping[str, Any] | None = None
-
-
-def schedule_key(spec: TimeTrigger, instant: datetime) -> str:
-    """The idempotency key of the scheduled run of *spec* at *instant*: the scheduler
-    (``runtime.store.cursors``) makes the same, so a backfilled instant is never scheduled
-    again, nor a scheduled one backfilled."""
-    from runtime.store.cursors import run_key
-
-    return run_key(str(spec), instant)
-
-
-def scheduled_instants(
-    specs: Sequence[TimeTrigger], start: datetime, end: datetime
-) -> dict[datetime, list[tuple[str, str]]]:
-    """Each fire instant in ``[start, end)`` of any of *specs*, oldest first, with the
-    ``(spec, key)`` of every spec firing then (the first one names a new run)."""
-    merged: dict[datetime, list[tuple[str, str]]] = {}
-    for spec in specs:
-        for instant in instants_between(spec, start, end):
-            merged.setdefault(instant, []).append((str(spec), schedule_key(spec, instant)))
-    return dict(sorted(merged.items()))
-
-
-def plan_backfill(
-    instants: Mapping[datetime, Sequence[tuple[str, str]]],
-    newest: Mapping[str, Mapping[str, Any]],
-    rerun: str,
-) -> list[Item]:
-    """Decide per instant; *newest* maps a schedule key to the newest run of its instant."""
-    items = []
-    for instant, specs in instants.items():
-        schedule, key = specs[0]
-        run = next((newest[k] for _, k in specs if k in newest), None)
-        action = "run"
-        if run is not None:
-            state = run["state"]
-            if state in ("failed", "cancelled") and rerun in ("failed", "all"):
-                action = "retry"
-            elif state == "succeeded" and rerun == "all":
-                action = "rerun"
-            else:
-                action = "skip"
-        items.append(Item(instant, key, schedule, action, run))
-    return items
-
-
-def _bound(text: str, option: str, zone: tzinfo, *, end: bool) -> datetime:
-    """A date (the whole day, in *zone*) or an ISO date-time (in *zone* when naive)."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day + timedelta(days=1) if end else day, time(0), zone)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ParamError(
-            f"{option} {text!r}: not a date or date-time (like 2026-01-31 or 2026-01-31T02:00)"
-        ) from None
-    if moment.utcoffset() is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment + timedelta(microseconds=1) if end else moment  # an instant end is inclusive
-
-
-def _describe(item: Item, tz: str) -> str:
-    local = to_local(item.instant, tz).isoformat()
-    run = f"run {item.run['id']} {item.run['state']}" if item.run else ""
-    return f"  {item.action:<6} {local}  {run}".rstrip()
-
-
-# --- backfill: doing ---
+if TYPE_CHECKING:
+    from runtime.engine.execution import RunHandle
+    from runtime.engine.runner import Runner
 
 
 def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway backfill FLOW --start D --end D [--dry-run] [--max-active N] [--rerun R]``."""
-    flow = _flow(config, args.flow)
+    flow = valid_flow(config, args.flow)
     if flow is None:
         return EXIT_USAGE
     specs = [t for t in flow.triggers if isinstance(t, CronTrigger | EveryTrigger)]
@@ -139,8 +61,8 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     if args.max_active is not None and args.max_active < 1:
         raise ParamError(f"--max-active must be at least 1, not {args.max_active}")
     zone = load_zone(flow.tz)
-    start = _bound(args.start, "--start", zone, end=False)
-    end = _bound(args.end, "--end", zone, end=True)
+    start = parse_bound(args.start, "--start", zone, end=False)
+    end = parse_bound(args.end, "--end", zone, end=True)
     if start >= end:
         raise ParamError(f"--start {args.start!r} is after --end {args.end!r}")
     instants = scheduled_instants(specs, start, end)
@@ -153,7 +75,7 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     )
     for item in items:
         if args.dry_run or item.action == "skip":
-            out(_describe(item, flow.tz))
+            out(describe(item, flow.tz))
     if args.dry_run:
         where = "the running service" if service_running(config.db) else "this process"
         counts = {a: sum(i.action == a for i in items) for a in ("run", "retry", "rerun")}
@@ -195,22 +117,6 @@ def _newest_runs(
     return {key: newer.get(run["id"], run) for key, run in keyed.items()}
 
 
-def _params(flow: Flow, item: Item) -> dict[str, Any]:
-    """A redo keeps the params of the run it redoes (those the flow still declares)."""
-    old = codec.from_json(item.run["params"]) if item.run else {}  # stored as codec.encode
-    return flow.resolve_params({k: v for k, v in old.items() if k in flow.params})
-
-
-def _trigger(item: Item) -> dict[str, Any]:
-    if item.action == "run":
-        scheduled = codec.iso(item.instant)
-        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": "cli"}
-    assert item.run is not None
-    if item.action == "retry":
-        return {"kind": "retry", "run_id": item.run["id"]}
-    return {"kind": "backfill", "rerun_of": item.run["id"], "via": "cli"}
-
-
 def _queue(
     config: Config, flow: Flow, todo: Sequence[Item], skipped: int, max_active: int | None
 ) -> int:
@@ -224,8 +130,8 @@ def _queue(
         for item in todo:
             run_id, created = await store.create_run(
                 flow=flow.name,
-                params=_params(flow, item),
-                trigger=_trigger(item),
+                params=redo_params(flow, item),
+                trigger=run_trigger(item),
                 logical_date=item.instant,
                 created_at=now,
                 key=item.key if item.action == "run" else None,
@@ -259,112 +165,139 @@ def _execute(
     config: Config, flow: Flow, todo: Sequence[Item], skipped: int, max_active: int
 ) -> int:
     """Run *todo* here, at most *max_active* at once, with a progress bar on stderr."""
-    from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
-
-    from runtime.engine.events import EventBus
-    from runtime.engine.execution import RunHandle
-    from runtime.engine.runner import open_runner
-    from runtime.scheduling.sla import run_sla_monitor
-
     if config.log_level != "DEBUG":
         # the bar and the result lines say what the engine's own log lines would
         logging.getLogger("sluiceway.runtime").setLevel(logging.ERROR)
         logging.getLogger("sluiceway.task").setLevel(logging.WARNING)
-    counts = {"succeeded": 0, "failed": 0, "cancelled": 0}
-    state = {"stopping": False, "interrupted": False}
-    pending = iter(todo)
-    handles: set[RunHandle] = set()
-    # the bar redraws itself with carriage returns: only on a terminal; into a pipe or a log
-    # file each run is one plain line (with the count the bar would show)
-    live = sys.stderr.isatty()
-    bar = tqdm(
-        total=len(todo),
-        desc=f"backfill {flow.name}",
-        unit="run",
-        file=sys.stderr,
-        disable=not live,
-    )
+    backfill = _Backfill(config, flow, todo, max_active)
+    try:
+        anyio.run(backfill.run)
+    finally:
+        backfill.bar.close()
+    return backfill.summary(skipped)
 
-    def say(line: str) -> None:
-        if live:
-            bar.write(line, file=sys.stdout)
+
+class _Backfill:
+    """The runs of a backfill executed in this process, and what Ctrl-C does to them.
+
+    Each ended run is a line on stdout; on a terminal a progress bar on stderr counts them.
+    The first Ctrl-C cancels the running runs and starts no more, a second stops at once.
+    """
+
+    def __init__(self, config: Config, flow: Flow, todo: Sequence[Item], max_active: int) -> None:
+        from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
+
+        self.config = config
+        self.flow = flow
+        self.todo = todo
+        self.max_active = max_active
+        self.counts = {"succeeded": 0, "failed": 0, "cancelled": 0}
+        self.pending = iter(todo)  # one shared iterator: each item is taken once
+        self.handles: set[RunHandle] = set()
+        self.stopping = False  # the first Ctrl-C: no more runs start
+        self.interrupted = False  # a Ctrl-C came: the exit code says cancelled
+        self.scope: anyio.CancelScope | None = None  # what a second Ctrl-C cancels
+        # the bar redraws itself with carriage returns: only on a terminal; into a pipe or a
+        # log file each run is one plain line (with the count the bar would show)
+        self.live = sys.stderr.isatty()
+        self.bar = tqdm(
+            total=len(todo),
+            desc=f"backfill {flow.name}",
+            unit="run",
+            file=sys.stderr,
+            disable=not self.live,
+        )
+
+    def say(self, line: str) -> None:
+        if self.live:
+            self.bar.write(line, file=sys.stdout)
         else:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
-    def report(item: Item, run_id: int | None, outcome: str) -> None:
+    def report(self, item: Item, run_id: int | None, outcome: str) -> None:
+        counts = self.counts
         counts[outcome if outcome in counts else "failed"] += 1
-        local = to_local(item.instant, flow.tz).isoformat()
+        local = to_local(item.instant, self.flow.tz).isoformat()
         what = f"run {run_id}" if run_id is not None else "no run"
         line = f"  {item.action:<6} {local}  {what} {outcome}"
-        say(line if live else f"{line}  [{sum(counts.values())}/{len(todo)}]")
-        bar.set_postfix_str(f"{counts['succeeded']} ok, {counts['failed']} failed", refresh=False)
-        bar.update(1)
+        self.say(line if self.live else f"{line}  [{sum(counts.values())}/{len(self.todo)}]")
+        self.bar.set_postfix_str(
+            f"{counts['succeeded']} ok, {counts['failed']} failed", refresh=False
+        )
+        self.bar.update(1)
 
-    async def main() -> None:
+    def stop(self) -> None:
+        """The first Ctrl-C: cancel the running runs, start no more."""
+        self.interrupted = self.stopping = True
+        self.say("stopping: cancelling the running runs (again: at once)")
+        for handle in list(self.handles):
+            handle.cancel()
+
+    def stop_now(self) -> None:
+        """Every later Ctrl-C."""
+        self.interrupted = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def run(self) -> None:
+        from runtime.engine.events import EventBus
+        from runtime.engine.runner import open_runner
+        from runtime.scheduling.sla import run_sla_monitor
+
         bus = EventBus()
-        async with open_runner(config, bus=bus) as runner, anyio.create_task_group() as tg:
-            lookup = {flow.name: flow}.get
+        async with open_runner(self.config, bus=bus) as runner, anyio.create_task_group() as tg:
+            self.scope = tg.cancel_scope
+            lookup = {self.flow.name: self.flow}.get
             await tg.start(run_sla_monitor, bus, runner.store, runner.clock, lookup)
-
-            async def one(item: Item, handle: RunHandle) -> None:
-                try:
-                    if item.action == "retry":
-                        assert item.run is not None
-                        result = await runner.retry(flow, item.run["id"], handle=handle)
-                    else:
-                        result = await runner.run(
-                            flow,
-                            _params(flow, item),
-                            trigger=_trigger(item),
-                            logical_date=item.instant,
-                            key=item.key if item.action == "run" else None,
-                            handle=handle,
-                        )
-                except SluicewayError as exc:  # one run cannot start; the others go on
-                    report(item, None, f"failed: {exc}")
-                else:
-                    report(item, result.id, str(result.state))
-
-            async def worker() -> None:
-                for item in pending:  # one shared iterator: each item is taken once
-                    if state["stopping"]:
-                        return
-                    handle = RunHandle()
-                    handles.add(handle)
-                    try:
-                        await one(item, handle)
-                    finally:
-                        handles.discard(handle)
-
-            async def on_signals() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        state["interrupted"] = True
-                        if state["stopping"]:
-                            tg.cancel_scope.cancel()
-                            return
-                        state["stopping"] = True
-                        say("stopping: cancelling the running runs (again: at once)")
-                        for handle in list(handles):
-                            handle.cancel()
-
-            tg.start_soon(on_signals, name="signals")
+            await tg.start(run_ctrl_c, self.stop, self.stop_now, name="signals")
             async with anyio.create_task_group() as workers:
-                for number in range(min(max_active, len(todo))):
-                    workers.start_soon(worker, name=f"backfill worker {number}")
+                for number in range(min(self.max_active, len(self.todo))):
+                    workers.start_soon(self._worker, runner, name=f"backfill worker {number}")
             tg.cancel_scope.cancel()
 
-    try:
-        anyio.run(main)
-    finally:
-        bar.close()
-    ran = sum(counts.values())
-    late = f"; {len(todo) - ran} not started" if ran < len(todo) else ""
-    out(
-        f"backfill {flow.name}: {ran} run(s): {counts['succeeded']} succeeded, "
-        f"{counts['failed']} failed, {counts['cancelled']} cancelled; {skipped} skipped{late}"
-    )
-    if state["interrupted"]:
-        return EXIT_CANCELLED
-    return EXIT_OK if counts["succeeded"] == len(todo) else EXIT_FAILED
+    async def _worker(self, runner: Runner) -> None:
+        from runtime.engine.execution import RunHandle
+
+        for item in self.pending:
+            if self.stopping:
+                return
+            handle = RunHandle()
+            self.handles.add(handle)
+            try:
+                await self._one(runner, item, handle)
+            finally:
+                self.handles.discard(handle)
+
+    async def _one(self, runner: Runner, item: Item, handle: RunHandle) -> None:
+        flow = self.flow
+        try:
+            if item.action == "retry":
+                assert item.run is not None
+                result = await runner.retry(flow, item.run["id"], handle=handle)
+            else:
+                result = await runner.run(
+                    flow,
+                    redo_params(flow, item),
+                    trigger=run_trigger(item),
+                    logical_date=item.instant,
+                    key=item.key if item.action == "run" else None,
+                    handle=handle,
+                )
+        except SluicewayError as exc:  # one run cannot start; the others go on
+            self.report(item, None, f"failed: {exc}")
+        else:
+            self.report(item, result.id, str(result.state))
+
+    def summary(self, skipped: int) -> int:
+        """Print the totals; the exit code."""
+        counts, todo = self.counts, self.todo
+        ran = sum(counts.values())
+        late = f"; {len(todo) - ran} not started" if ran < len(todo) else ""
+        out(
+            f"backfill {self.flow.name}: {ran} run(s): {counts['succeeded']} succeeded, "
+            f"{counts['failed']} failed, {counts['cancelled']} cancelled; {skipped} skipped{late}"
+        )
+        if self.interrupted:
+            return EXIT_CANCELLED
+        return EXIT_OK if counts["succeeded"] == len(todo) else EXIT_FAILED

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from runtime import codec
-from runtime.cli.main import EXIT_FAILED, EXIT_OK, err, out
+from runtime.cli.output import EXIT_FAILED, EXIT_OK, err, out
 from runtime.config import Config
 from runtime.errors import ParamError
 

@@ -7,26 +7,18 @@ import heapq
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from runtime.cli.main import EXIT_FAILED, EXIT_OK, err, out
+from runtime.cli.output import EXIT_FAILED, EXIT_OK, err, load_flow, out
 from runtime.config import Config
 from runtime.errors import ParamError
 
 if TYPE_CHECKING:
-    from runtime.define.flow import Flow
-    from runtime.scheduling.ticker import TriggerPlan
+    from runtime.scheduling.agenda import TriggerPlan
 
 
 def _now() -> datetime:
     from runtime.clock import SystemClock
 
     return SystemClock().now()
-
-
-def _flow(config: Config, name: str) -> Flow:
-    from runtime.cli.main import load_flow
-
-    flow: Flow = load_flow(config, name)
-    return flow
 
 
 # --- serve ---
@@ -44,7 +36,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 def _dry_run(config: Config) -> int:
     """Print what the start-up pass would fire and skip now; write nothing, not even a db."""
     from runtime.define.loader import load_flows
-    from runtime.scheduling.ticker import plan_flows
+    from runtime.scheduling.agenda import plan_flows
     from runtime.store import connect_reader
     from runtime.store.cursors import ScheduleState, read_state
 
@@ -120,13 +112,13 @@ def _iso(instant: datetime) -> str:
 def cmd_next(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway next FLOW [-n 10] [--json]``: the next fire instants of all its triggers."""
     from runtime import codec
+    from runtime.scheduling.agenda import triggers
     from runtime.scheduling.firetimes import instant_json, to_local
     from runtime.scheduling.planner import preview
-    from runtime.scheduling.ticker import triggers
 
     if args.n < 1:
         raise ParamError(f"-n must be at least 1, not {args.n}")
-    flow = _flow(config, args.flow)
+    flow = load_flow(config, args.flow)
     if not flow.triggers:
         err(
             f"sluiceway: flow {flow.name!r} has no time triggers, so it never fires by itself "
@@ -167,7 +159,7 @@ def _set_paused(config: Config, name: str, *, paused: bool) -> int:
     from runtime.store import open_store
     from runtime.store.cursors import set_paused
 
-    flow = _flow(config, name)
+    flow = load_flow(config, name)
     now = _now()
 
     async def main() -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from runtime import codec
-from runtime.cli.main import (
+from runtime.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -19,30 +19,12 @@ from runtime.cli.main import (
 )
 from runtime.clock import SystemClock
 from runtime.config import Config
-from runtime.define.flow import Flow
 from runtime.errors import FlowValidationError, ParamError, UnknownFlowError
 from runtime.store import connect_reader, open_store
-from runtime.store.requests import (
-    CancelOutcome,
-    request_cancel,
-    run_brief,
-    served_flow,
-    service_running,
-)
+from runtime.store.lock import service_running
+from runtime.store.requests import CancelOutcome, request_cancel, run_brief, served_flow
 
 TRIGGER = {"kind": "manual", "via": "cli"}
-
-
-def _flow(config: Config, name: str) -> Flow | None:
-    """The named flow, validated; ``None`` after printing its problems."""
-    try:
-        flow: Flow = load_flow(config, name)
-        flow.validate(config.pools)
-    except FlowValidationError as exc:
-        for problem in exc.problems:
-            err(problem)
-        return None
-    return flow
 
 
 def _require_db(config: Config) -> None:
@@ -168,6 +150,3 @@ def cmd_cancel(args: argparse.Namespace, config: Config) -> int:
         err(f"sluiceway: {run} not found")
         return EXIT_FAILED
     return EXIT_OK
-
-
-# --- backfill: deciding ---

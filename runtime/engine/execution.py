@@ -111,6 +111,16 @@ class RunHandle:
         self._cancel_requested = False
         self._interrupt_requested = False
 
+    @property
+    def cancel_requested(self) -> bool:
+        """:meth:`cancel` was called (the run may still be finishing its ``all_done`` tasks)."""
+        return self._cancel_requested
+
+    @property
+    def interrupt_requested(self) -> bool:
+        """:meth:`interrupt` was called."""
+        return self._interrupt_requested
+
     def cancel(self) -> None:
         """Cancel running tasks; tasks with ``run_if="all_done"`` still run afterwards."""
         self._cancel_requested = True

@@ -70,6 +70,12 @@ class _Deadline:
 
 
 class _Monitor:
+    """The SLA monitor of one process: it owns the armed deadlines (one per run or task with
+    an SLA that is still going), the misses it has already checked, and the one timer that
+    sleeps until the earliest deadline. Its inputs are the events :func:`run_sla_monitor`
+    passes on; it writes nothing but ``sla.missed`` rows, and publishes :class:`SlaMissed`.
+    """
+
     def __init__(
         self, bus: EventBus, store: Store, clock: Clock, flows: Callable[[str], Flow | None]
     ) -> None:

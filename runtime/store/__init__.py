@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import aiosqlite
 import anyio
@@ -19,7 +18,10 @@ from runtime import codec
 from runtime.errors import StoreError
 from runtime.store import schema
 from runtime.store.lock import this_process
+from runtime.store.reader import connect_reader, identify
 from runtime.store.writer import BUSY_STEP, Writer
+
+__all__ = ["Store", "connect_reader", "open_store"]
 
 log = logging.getLogger("sluiceway.runtime.store")
 
@@ -179,87 +181,6 @@ class Store:
             return await anyio.to_thread.run_sync(fn, self._reader, *args)
 
 
-def connect_reader(path: Path) -> sqlite3.Connection:
-    """A read-only connection for queries (the CLI uses it without an event loop).
-
-    Opened with ``mode=ro`` and no pragma that writes (no journal mode switch), so a user
-    who may only read the file (or its folder) can read the history.
-
-    :raises StoreError: when the file is missing, unreadable or not a Sluiceway database
-    """
-    if not path.exists():
-        raise StoreError(f"{path}: no such database (run a flow first, or pass --db)")
-    uri = "file:" + quote(str(path.absolute()))
-    conn = _open_reader(path, uri + "?mode=ro")
-    try:
-        try:
-            ours = _identify(conn, path)
-        except sqlite3.OperationalError as exc:
-            # A WAL database in a folder this user cannot write (or a read-only mount), with
-            # no -shm file to read: SQLite cannot open it read-only. With no -wal file either,
-            # the main file holds every commit: reading it as immutable is exact.
-            cannot = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
-            if _code(exc) not in cannot or Path(f"{path}-wal").exists():
-                raise
-            conn.close()
-            conn = _open_reader(path, uri + "?mode=ro&immutable=1")
-            ours = _identify(conn, path)
-        if not ours:
-            raise StoreError(f"{path}: not a Sluiceway database (it is empty)")
-        for pragma in schema.READER_PRAGMAS:
-            conn.execute(pragma)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"{path}: cannot read database: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _open_reader(path: Path, uri: str) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open database: {exc}") from exc
-    conn.row_factory = sqlite3.Row
-    try:
-        conn.execute(schema.BUSY_TIMEOUT)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _code(exc: sqlite3.Error) -> int | None:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def _identify(conn: sqlite3.Connection, path: Path) -> bool:
-    """True for a Sluiceway database, False for an empty one (a new file).
-
-    Reads only: a database that is not Sluiceway's is refused before anything is written to
-    it (no tables, no switch to WAL).
-
-    :raises StoreError: naming the file, when it has tables but no Sluiceway schema_version
-    """
-    objects = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
-    tables = {name for kind, name in objects if kind == "table"}
-    versions: list[Any] = []
-    if "schema_version" in tables:
-        versions = conn.execute("SELECT version FROM schema_version").fetchall()
-    if not objects or (tables == {"schema_version"} and len(objects) == 1 and not versions):
-        return False  # new (or an older Sluiceway's first migration, interrupted)
-    if len(versions) == 1 and schema.FIRST_TABLES <= tables:
-        return True
-    found = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-    raise StoreError(
-        f"{path}: not a Sluiceway database (it has tables but no Sluiceway schema_version: "
-        f"{found or 'no tables'}); refusing to change it: pass another --db"
-    )
-
-
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
     async with db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
@@ -326,61 +247,79 @@ async def open_store(
     if path.parent and not path.parent.exists():
         raise StoreError(f"{path}: folder {path.parent} does not exist")
     _create_private(path)
-    try:
-        # shielded: a cancel during connect leaks the connection's thread, which then keeps
-        # the process from exiting; a connect is quick, and the finally below closes it
-        with anyio.CancelScope(shield=True):
-            db = await aiosqlite.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open database: {exc}") from exc
+    db = await _connect(path)
     reader: sqlite3.Connection | None = None
     try:
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if not (hasattr(db, "_execute") and hasattr(db, "_conn")):
-            raise StoreError(
-                f"aiosqlite {aiosqlite.__version__} lacks Connection._execute/_conn, which the "
-                "writer uses to commit a batch in one call; install aiosqlite<0.23"
-            )
-        try:
-            await db.execute(schema.busy_timeout(busy_timeout))
-            # before any pragma that writes: a file that is not Sluiceway's stays untouched
-            await db._execute(_identify, db._conn, path)  # type: ignore[no-untyped-call]
-            for pragma in schema.PRAGMAS:
-                if pragma != schema.BUSY_TIMEOUT:
-                    await db.execute(pragma)
-            await _migrate(db, path)
-            # from now on a write waits for a lock in short steps, each tried again by the
-            # writer until busy_timeout is over: close() can stop waiting between two steps
-            await db.execute(schema.busy_timeout(min(busy_timeout, BUSY_STEP)))
-        except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open or migrate database: {exc}") from exc
+        await _prepare(db, path, busy_timeout)
         reader = connect_reader(path)
         writer = Writer(db, interval=interval, path=path, busy_timeout=busy_timeout)
-        failure: BaseException | None = None
-        lost: StoreError | None = None
-        async with anyio.create_task_group() as tg:
-            await tg.start(writer.run)
-            try:
-                yield Store(path, writer, reader)
-            except BaseException as exc:  # noqa: BLE001 - re-raised just below
-                # raised again below, outside the task group: the caller sees its own
-                # ParamError or cancellation, not an ExceptionGroup around it
-                failure = exc
-            finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await writer.close(commit_timeout)
-                    except StoreError as exc:  # logged; raised below unless failure is
-                        lost = exc
-                tg.cancel_scope.cancel()
-        if failure is not None:
-            if lost is not None:  # the caller's own error goes on: say this one here
-                log.error("store: %s", lost)
-            raise failure
-        if lost is not None:
-            raise lost
+        async with _writing(writer, commit_timeout):
+            yield Store(path, writer, reader)
     finally:
         with anyio.CancelScope(shield=True):
             if reader is not None:
                 reader.close()
             await db.close()
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    try:
+        # shielded: a cancel during connect leaks the connection's thread, which then keeps
+        # the process from exiting; a connect is quick, and open_store's finally closes it
+        with anyio.CancelScope(shield=True):
+            db = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from exc
+    return db
+
+
+async def _prepare(db: aiosqlite.Connection, path: Path, busy_timeout: float) -> None:
+    """Check the file is Sluiceway's (or new), set the pragmas and migrate the schema."""
+    if not (hasattr(db, "_execute") and hasattr(db, "_conn")):
+        raise StoreError(
+            f"aiosqlite {aiosqlite.__version__} lacks Connection._execute/_conn, which the "
+            "writer uses to commit a batch in one call; install aiosqlite<0.23"
+        )
+    try:
+        await db.execute(schema.busy_timeout(busy_timeout))
+        # before any pragma that writes: a file that is not Sluiceway's stays untouched
+        await db._execute(identify, db._conn, path)  # type: ignore[no-untyped-call]
+        for pragma in schema.PRAGMAS:
+            if pragma != schema.BUSY_TIMEOUT:
+                await db.execute(pragma)
+        await _migrate(db, path)
+        # from now on a write waits for a lock in short steps, each tried again by the
+        # writer until busy_timeout is over: close() can stop waiting between two steps
+        await db.execute(schema.busy_timeout(min(busy_timeout, BUSY_STEP)))
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open or migrate database: {exc}") from exc
+
+
+@asynccontextmanager
+async def _writing(writer: Writer, commit_timeout: float) -> AsyncIterator[None]:
+    """Run *writer* while the body runs; on every exit, commit what is queued (retried for up
+    to *commit_timeout*), and raise :class:`StoreError` for what could not be."""
+    failure: BaseException | None = None
+    lost: StoreError | None = None
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        try:
+            yield
+        except BaseException as exc:  # noqa: BLE001 - re-raised just below
+            # raised again below, outside the task group: the caller sees its own
+            # ParamError or cancellation, not an ExceptionGroup around it
+            failure = exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await writer.close(commit_timeout)
+                except StoreError as exc:  # logged; raised below unless failure is
+                    lost = exc
+            tg.cancel_scope.cancel()
+    if failure is not None:
+        if lost is not None:  # the caller's own error goes on: say this one here
+            log.error("store: %s", lost)
+        raise failure
+    if lost is not None:
+        raise lost

@@ -1,4 +1,5 @@
-"""Who owns the database and its runs: the service's exclusive lock, and process identity."""
+"""Who owns the database and its runs: the service's exclusive lock (and whether a service
+holds it), and process identity."""
 
 from __future__ import annotations
 
@@ -46,6 +47,27 @@ class DatabaseLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def service_running(db: Path) -> bool:
+    """True when a service holds the lock on *db* (``<db>.lock``, see :class:`DatabaseLock`).
+
+    Takes the lock without waiting and releases it at once; never creates the lock file.
+    """
+    path = DatabaseLock(db).path
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _boot_id() -> str | None:

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime import codec
 from runtime.store import Store
-from runtime.store.lock import DatabaseLock
 from runtime.store.schema import INSERT_EVENT
 
 if TYPE_CHECKING:
@@ -193,24 +189,3 @@ def latest_reruns(
         if current != run_id:
             out[run_id] = runs[current]
     return out
-
-
-def service_running(db: Path) -> bool:
-    """True when a service holds the lock on *db* (``<db>.lock``, see :class:`DatabaseLock`).
-
-    Takes the lock without waiting and releases it at once; never creates the lock file.
-    """
-    path = DatabaseLock(db).path
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)

@@ -1,4 +1,4 @@
-"""Every command the parser knows has a handler, and lazy handlers import."""
+"""Every command the parser knows has a handler, and every handler imports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from runtime.cli.main import _COMMANDS, _LAZY, _lazy, build_parser
+from runtime.cli.main import COMMANDS, build_parser, handler
 
 
 def _commands() -> set[str]:
@@ -15,11 +15,10 @@ def _commands() -> set[str]:
     return set(sub.choices)
 
 
-def test_every_command_has_exactly_one_handler() -> None:
-    assert _commands() == set(_COMMANDS) | set(_LAZY)
-    assert not set(_COMMANDS) & set(_LAZY)
+def test_every_command_has_a_handler() -> None:
+    assert _commands() == set(COMMANDS)
 
 
-@pytest.mark.parametrize("command", sorted(_LAZY))
-def test_lazy_handlers_import(command: str) -> None:
-    assert callable(_lazy(_LAZY[command], f"cmd_{command}"))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_handlers_import(command: str) -> None:
+    assert callable(handler(command))

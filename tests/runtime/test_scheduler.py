@@ -3,8 +3,9 @@ cursor, exactly-once runs under repeats, races and restarts, pause/unpause, relo
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +18,11 @@ from runtime.clock import FakeClock
 from runtime.define.flow import Flow
 from runtime.define.triggers import TimeTrigger, cron, every
 from runtime.engine.runner import Runner
+from runtime.scheduling import agenda
 from runtime.scheduling import ticker as scheduler
 from runtime.scheduling.planner import Plan
 from runtime.scheduling.ticker import LEAD, MAX_WAIT, plan_startup, run_scheduler, tick
-from runtime.service.serve import ServiceContext
+from runtime.service.context import ServiceContext
 from runtime.store import cursors, open_store
 from tests.conftest import MakeRunner
 from tests.store.rows import peek
@@ -77,13 +79,6 @@ class TickClock(FakeClock):
         await self.wait_naps(naps + 1)
 
 
-@pytest.fixture(autouse=True)
-def no_lead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sleeps in these tests are whole waits; the lead is tested on its own (``lead`` mark)."""
-    if "lead" not in request.keywords:
-        monkeypatch.setattr(scheduler, "LEAD", 0.0)
-
-
 def hourly_flow(name: str = "etl", **options: Any) -> Flow:
     options.setdefault("triggers", [HOURLY])
     flow = Flow(name, params={"day": "today"}, **options)
@@ -101,14 +96,34 @@ def context(runner: Runner, *flows: Flow) -> ServiceContext:
     )
 
 
+def loop(ctx: ServiceContext, lead: float = 0.0) -> Callable[..., Coroutine[Any, Any, None]]:
+    """The tick loop on the service's flows, store and clock, to start with ``tg.start``.
+
+    No lead by default: sleeps in these tests are whole waits; the lead is tested on its own.
+    """
+    return functools.partial(
+        run_scheduler,
+        ctx.store,
+        ctx.clock,
+        lambda: ctx.flows,
+        lambda: ctx.flows_changed,
+        ctx.wake_queue,
+        lead=lead,
+    )
+
+
+async def one_pass(ctx: ServiceContext) -> None:
+    await tick(ctx.store, ctx.clock, ctx.flows, ctx.wake_queue)
+
+
 @asynccontextmanager
-async def scheduling(ctx: ServiceContext) -> AsyncIterator[None]:
+async def scheduling(ctx: ServiceContext, lead: float = 0.0) -> AsyncIterator[None]:
     """Run the loop; enter once the start-up pass is committed and the loop sleeps."""
     assert isinstance(ctx.clock, TickClock)
     naps = ctx.clock.naps
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            await tg.start(run_scheduler, ctx)
+            await tg.start(loop(ctx, lead))
             await ctx.clock.wait_naps(naps + 1)
             yield
             tg.cancel_scope.cancel()
@@ -146,7 +161,7 @@ async def test_started_after_the_start_up_runs_are_committed(
         queue_changed = ctx.queue_changed
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
-                await tg.start(run_scheduler, ctx)
+                await tg.start(loop(ctx))
                 # read on another connection: committed, not just queued in the writer
                 assert scheduled(db_path) == [iso(utc(10))]
                 tg.cancel_scope.cancel()
@@ -284,11 +299,11 @@ async def test_the_same_pass_twice_makes_no_second_run(
     flow = hourly_flow()
     async with make_runner(clock=TickClock(utc(10, 0, 1))) as runner:
         ctx = context(runner, flow)
-        await tick(ctx)
-        await tick(ctx)
+        await one_pass(ctx)
+        await one_pass(ctx)
         # a pass from a stale cursor (a crash before the cursor was read back) is still once
         await runner.store.writer.submit(lambda db: db.execute("DELETE FROM schedules"))
-        await tick(ctx)
+        await one_pass(ctx)
     assert scheduled(db_path) == [iso(utc(10))]
 
 
@@ -303,7 +318,7 @@ async def test_two_schedulers_on_one_database_race_to_one_run_per_instant(
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 for ctx in contexts:
-                    tg.start_soon(tick, ctx)
+                    tg.start_soon(one_pass, ctx)
     assert scheduled(db_path) == [iso(utc(h)) for h in range(6, 11)]
 
 
@@ -437,7 +452,6 @@ async def test_a_daily_zone_schedule_fires_once_on_the_autumn_change(
     assert scheduled(db_path, "ny") == ["2026-11-01T05:30:00Z"]
 
 
-@pytest.mark.lead
 async def test_a_pass_plans_ahead_and_commits_at_the_instant(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
@@ -445,7 +459,7 @@ async def test_a_pass_plans_ahead_and_commits_at_the_instant(
     # left at the instant is the commit
     clock = TickClock(utc(10, 0, 3))
     flow = hourly_flow(triggers=[every("10s")])
-    async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
+    async with make_runner(clock=clock) as runner, scheduling(context(runner, flow), LEAD):
         assert clock.sleeps == [pytest.approx(7.0 - LEAD)]
         await clock.step(7.0 - LEAD)  # the pass plans 10:00:10 and sleeps the lead
         assert clock.sleeps[-1] == pytest.approx(LEAD)
@@ -491,8 +505,9 @@ async def test_a_pass_plans_and_reads_only_the_triggers_that_are_due(
             return got
 
         monkeypatch.setattr(runner.store, "read", counting_read)
-        monkeypatch.setattr(scheduler, "plan_trigger", counted("planned", scheduler.plan_trigger))
-        monkeypatch.setattr(scheduler, "triggers", counted("listed", scheduler.triggers))
+        # patched where the loop looks them up
+        monkeypatch.setattr(scheduler, "plan_trigger", counted("planned", agenda.plan_trigger))
+        monkeypatch.setattr(scheduler, "triggers", counted("listed", agenda.triggers))
         async with scheduling(context(runner, *flows)):
             assert work["planned"] == n  # the start-up pass plans every trigger
             work.update(dict.fromkeys(work, 0))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.store.requests import service_running
+from runtime.store.lock import service_running
 from tests.service.flows import DRAIN, TICK
 from tests.service.served import Home, wait_until
 from tests.service.test_service import NotifySocket, wait_runs_ended

@@ -1,0 +1,116 @@
+"""CLI: backfill, deciding — the scheduled instants of a range and what to do about each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+from typing import Any
+
+from runtime import codec
+from runtime.define.flow import Flow
+from runtime.define.triggers import TimeTrigger
+from runtime.errors import ParamError
+from runtime.scheduling.firetimes import to_local
+from runtime.scheduling.planner import instants_between
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One scheduled instant of a backfill and what to do about it.
+
+    :ivar action: ``run`` (no run yet), ``skip``, ``retry`` (its newest run failed or was
+        cancelled) or ``rerun`` (its newest run succeeded; ``--rerun all``)
+    :ivar run: the instant's newest run (``id``, ``state``, ``params``), when it has one
+    """
+
+    instant: datetime
+    key: str
+    schedule: str
+    action: str
+    run: Mapping[str, Any] | None = None
+
+
+def schedule_key(spec: TimeTrigger, instant: datetime) -> str:
+    """The idempotency key of the scheduled run of *spec* at *instant*: the scheduler
+    (``runtime.store.cursors``) makes the same, so a backfilled instant is never scheduled
+    again, nor a scheduled one backfilled."""
+    from runtime.store.cursors import run_key
+
+    return run_key(str(spec), instant)
+
+
+def scheduled_instants(
+    specs: Sequence[TimeTrigger], start: datetime, end: datetime
+) -> dict[datetime, list[tuple[str, str]]]:
+    """Each fire instant in ``[start, end)`` of any of *specs*, oldest first, with the
+    ``(spec, key)`` of every spec firing then (the first one names a new run)."""
+    merged: dict[datetime, list[tuple[str, str]]] = {}
+    for spec in specs:
+        for instant in instants_between(spec, start, end):
+            merged.setdefault(instant, []).append((str(spec), schedule_key(spec, instant)))
+    return dict(sorted(merged.items()))
+
+
+def plan_backfill(
+    instants: Mapping[datetime, Sequence[tuple[str, str]]],
+    newest: Mapping[str, Mapping[str, Any]],
+    rerun: str,
+) -> list[Item]:
+    """Decide per instant; *newest* maps a schedule key to the newest run of its instant."""
+    items = []
+    for instant, specs in instants.items():
+        schedule, key = specs[0]
+        run = next((newest[k] for _, k in specs if k in newest), None)
+        action = "run"
+        if run is not None:
+            state = run["state"]
+            if state in ("failed", "cancelled") and rerun in ("failed", "all"):
+                action = "retry"
+            elif state == "succeeded" and rerun == "all":
+                action = "rerun"
+            else:
+                action = "skip"
+        items.append(Item(instant, key, schedule, action, run))
+    return items
+
+
+def parse_bound(text: str, option: str, zone: tzinfo, *, end: bool) -> datetime:
+    """A date (the whole day, in *zone*) or an ISO date-time (in *zone* when naive)."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day + timedelta(days=1) if end else day, time(0), zone)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ParamError(
+            f"{option} {text!r}: not a date or date-time (like 2026-01-31 or 2026-01-31T02:00)"
+        ) from None
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment + timedelta(microseconds=1) if end else moment  # an instant end is inclusive
+
+
+def describe(item: Item, tz: str) -> str:
+    local = to_local(item.instant, tz).isoformat()
+    run = f"run {item.run['id']} {item.run['state']}" if item.run else ""
+    return f"  {item.action:<6} {local}  {run}".rstrip()
+
+
+def redo_params(flow: Flow, item: Item) -> dict[str, Any]:
+    """A redo keeps the params of the run it redoes (those the flow still declares)."""
+    old = codec.from_json(item.run["params"]) if item.run else {}  # stored as codec.encode
+    return flow.resolve_params({k: v for k, v in old.items() if k in flow.params})
+
+
+def run_trigger(item: Item) -> dict[str, Any]:
+    if item.action == "run":
+        scheduled = codec.iso(item.instant)
+        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": "cli"}
+    assert item.run is not None
+    if item.action == "retry":
+        return {"kind": "retry", "run_id": item.run["id"]}
+    return {"kind": "backfill", "rerun_of": item.run["id"], "via": "cli"}

@@ -1,0 +1,55 @@
+"""What the service's parts share: config, runner, the flows of the latest reload, two events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+
+from runtime.clock import Clock
+from runtime.config import Config
+from runtime.define.flow import Flow
+from runtime.engine.runner import Runner
+from runtime.store import Store
+
+
+@dataclass(slots=True)
+class ServiceContext:
+    """What the service's children share.
+
+    :ivar flows: the flows that can run now, by name; a reload replaces the mapping (runs that
+        already started keep the Flow object they started with)
+    :ivar epoch: this process's epoch id; runs it claims carry it, so a restart finds orphans
+    :ivar flows_changed: set by the next reload (a new event after each)
+    :ivar queue_changed: set when a run was queued or ended in this process (a new event
+        after each)
+    :ivar stopping: the service is shutting down: no run starts any more
+    """
+
+    config: Config
+    runner: Runner
+    flows: Mapping[str, Flow]
+    epoch: int
+    flows_changed: anyio.Event = field(default_factory=anyio.Event)
+    queue_changed: anyio.Event = field(default_factory=anyio.Event)
+    stopping: bool = False
+
+    @property
+    def store(self) -> Store:
+        return self.runner.store
+
+    @property
+    def clock(self) -> Clock:
+        return self.runner.clock
+
+    def replace_flows(self, flows: Mapping[str, Flow]) -> None:
+        """Swap in a reloaded set of flows and wake whoever plans from them."""
+        self.flows = flows
+        self.flows_changed.set()
+        self.flows_changed = anyio.Event()
+
+    def wake_queue(self) -> None:
+        """A run was queued in this process: claim it now instead of at the next poll."""
+        self.queue_changed.set()
+        self.queue_changed = anyio.Event()
