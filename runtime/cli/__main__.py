@@ -1,4 +1,4 @@
-"""``python -m runtime.cli.main``: the same as the ``sluiceway`` command."""
+"""``python -m runtime.cli``: the same as the ``sluiceway`` command."""
 
 from __future__ import annotations
 
