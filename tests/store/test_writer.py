@@ -12,7 +12,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.store import Store, open_store
-from runtime.store.writer import _Waiter
+from runtime.store.writer import Op, _Waiter
 from tests.store.rows import at, attempt_row, create_run, log_row, new_run, peek, task_row
 
 
@@ -167,9 +167,9 @@ async def test_a_failing_op_rolls_back_only_itself(db_path: Path) -> None:
 
     outcome: dict[str, object] = {}
 
-    async def call(name: str, op: object) -> None:
+    async def call(name: str, op: Op) -> None:
         try:
-            outcome[name] = await store.writer.submit(op)  # type: ignore[arg-type]
+            outcome[name] = await store.writer.submit(op)
         except StoreError as exc:
             outcome[name] = exc
 
