@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from runtime.clock import FakeClock
 from runtime.engine.events import Event, EventBus
 from runtime.engine.runner import Runner
-from runtime.testing import open_test_runner
+from runtime.testing import FakeClock, open_test_runner
 
 MakeRunner = Callable[..., AbstractAsyncContextManager[Runner]]
 

@@ -19,7 +19,6 @@ import anyio
 import pytest
 
 from runtime import Flow, Retry, Run
-from runtime.clock import FakeClock
 from runtime.define.result import RunResult
 from runtime.define.retry import RetryPolicy
 from runtime.engine.events import Event, TaskRetrying
@@ -27,8 +26,9 @@ from runtime.errors import RunNotFoundError
 from runtime.scheduling.sla import run_sla_monitor
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
+from runtime.testing import BlockingClock, FakeClock
 from tests.conftest import MakeRunner
-from tests.runtime.test_sla import T0, Gate, Misses, WaitingClock, at, held_flow, start_run
+from tests.runtime.test_sla import T0, Gate, Misses, at, held_flow, start_run
 
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
 SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
@@ -138,7 +138,7 @@ def test_a_flow_sla_past_a_year_is_a_validation_problem() -> None:
 async def test_an_sla_past_the_year_9999_is_not_watched_and_the_monitor_goes_on(
     make_runner: MakeRunner,
 ) -> None:
-    clock = WaitingClock(T0)
+    clock = BlockingClock(T0)
     gate = Gate()
     huge = held_flow(gate, sla=60, task_sla=60)
     huge.sla = huge.tasks["hold"].sla = 1e12  # set past validation: the timer must survive it

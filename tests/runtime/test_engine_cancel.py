@@ -9,12 +9,12 @@ from typing import Any
 import anyio
 
 from runtime import Flow, Run
-from runtime.clock import FakeClock
 from runtime.define.result import RunResult
 from runtime.engine.events import Event, RunStarted, TaskStarted
 from runtime.engine.execution import RunHandle
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
+from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
 
 S = TaskState
@@ -117,17 +117,7 @@ async def test_cancel_before_the_run_starts(make_runner: MakeRunner) -> None:
 
 
 async def test_soft_cancel_while_waiting_to_retry(make_runner: MakeRunner) -> None:
-    class HeldClock(FakeClock):
-        def __init__(self) -> None:
-            super().__init__()
-            self.sleeping = anyio.Event()
-
-        async def sleep(self, seconds: float) -> None:
-            self.sleeps.append(seconds)
-            self.sleeping.set()
-            await anyio.Event().wait()
-
-    clock = HeldClock()
+    clock = BlockingClock()  # the retry's wait lasts until cancelled
     flow = Flow("cancel-retrying")
 
     @flow.task(retries=3)
@@ -148,7 +138,7 @@ async def test_soft_cancel_while_waiting_to_retry(make_runner: MakeRunner) -> No
                     out.append(await runner.run(flow, handle=handle))
 
                 tg.start_soon(run)
-                await clock.sleeping.wait()
+                await clock.wait_sleeping()
                 handle.cancel()
     (result,) = out
     assert result.state is RunState.CANCELLED
@@ -362,11 +352,6 @@ async def test_soft_cancel_reaches_a_task_dispatched_but_not_started(
 async def test_soft_cancel_reaches_a_task_about_to_wait_for_its_retry(
     make_runner: MakeRunner,
 ) -> None:
-    class ForeverClock(FakeClock):
-        async def sleep(self, seconds: float) -> None:
-            self.sleeps.append(seconds)
-            await anyio.Event().wait()
-
     flow = Flow("cancel-before-retry-wait")
     handle = RunHandle()
     listening, failing = anyio.Event(), anyio.Event()
@@ -383,7 +368,7 @@ async def test_soft_cancel_reaches_a_task_about_to_wait_for_its_retry(
         await failing.wait()
         handle.cancel()
 
-    async with make_runner(clock=ForeverClock()) as runner:
+    async with make_runner(clock=BlockingClock()) as runner:
         with anyio.fail_after(5):
             result = await runner.run(flow, handle=handle)
     assert result.state is RunState.CANCELLED

@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 
 from runtime import Flow, Run
-from runtime.clock import FakeClock
 from runtime.engine.events import Event, TaskRetrying, TaskStarted
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
+from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
 
 S = TaskState

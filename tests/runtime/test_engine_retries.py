@@ -12,10 +12,10 @@ import anyio
 import pytest
 
 from runtime import Flow, Retry, Run
-from runtime.clock import FakeClock
 from runtime.engine.events import Event, TaskRetrying
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
+from runtime.testing import BlockingClock, FakeClock
 from tests.conftest import MakeRunner
 
 
@@ -27,21 +27,6 @@ def stored_run(db_path: Path, run_id: int) -> dict[str, Any]:
 def stored_attempts(db_path: Path, run_id: int) -> list[dict[str, Any]]:
     with closing(connect_reader(db_path)) as conn:
         return queries.get_attempts(conn, run_id)
-
-
-class HeldClock(FakeClock):
-    """A fake clock whose sleeps wait until the test lets them go."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sleeping = anyio.Event()
-        self.wake = anyio.Event()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.sleeping.set()
-        await self.wake.wait()
-        self.advance(seconds)
 
 
 async def test_exponential_backoff_with_a_cap(make_runner: MakeRunner, clock: FakeClock) -> None:
@@ -159,7 +144,7 @@ async def test_retry_without_retries_left_fails(make_runner: MakeRunner) -> None
 async def test_retrying_state_is_stored_with_the_next_attempt_time(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
-    clock = HeldClock()
+    clock = BlockingClock()
     flow = Flow("retrying", params={})
 
     @flow.task(retries=1, retry_delay=90, pool="warehouse")
@@ -177,14 +162,14 @@ async def test_retrying_state_is_stored_with_the_next_attempt_time(
                     outcome["result"] = await runner.run(flow)
 
                 tg.start_soon(run)
-                await clock.sleeping.wait()
+                await clock.wait_sleeping()
                 # no slot is held while waiting for the next attempt
                 assert runner.limits.global_slots.used == 0
                 assert runner.limits.pools["warehouse"].used == 0
                 await runner.store.flush()
                 (listed,) = await runner.store.read(queries.list_runs, flow.name)
                 stored = await runner.store.read(queries.get_run, listed["id"])
-                clock.wake.set()
+                clock.advance(90)
     (task,) = stored["tasks"]
     assert stored["state"] == "running"
     assert task["state"] == "retrying"

@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime.clock import FakeClock
 from runtime.define.flow import Flow
 from runtime.define.triggers import TimeTrigger, cron, every
 from runtime.engine.runner import Runner
@@ -24,6 +23,7 @@ from runtime.scheduling.planner import Plan
 from runtime.scheduling.ticker import LEAD, MAX_WAIT, plan_startup, run_scheduler, tick
 from runtime.service.context import ServiceContext
 from runtime.store import cursors, open_store
+from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
 from tests.store.rows import peek
 
@@ -37,46 +37,6 @@ def utc(hour: int, minute: int = 0, second: float = 0, day: int = 10) -> datetim
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-class TickClock(FakeClock):
-    """A fake clock whose ``sleep`` blocks until :meth:`advance` moves time past its deadline.
-
-    :attr:`naps` counts sleeps begun, so a test can wait for the loop to finish a pass and go
-    back to sleep (:meth:`wait_naps`), and :meth:`step` moves time while the loop sleeps.
-    """
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__(start)
-        self.naps = 0
-        self._moved = anyio.Event()
-        self._napping = anyio.Event()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        deadline = self.now() + timedelta(seconds=seconds)
-        self.naps += 1
-        napping, self._napping = self._napping, anyio.Event()
-        napping.set()
-        while self.now() < deadline:
-            await self._moved.wait()
-
-    def advance(self, seconds: float) -> None:
-        super().advance(seconds)
-        moved, self._moved = self._moved, anyio.Event()
-        moved.set()
-
-    async def wait_naps(self, count: int) -> None:
-        """Return once *count* sleeps have begun."""
-        with anyio.fail_after(5):
-            while self.naps < count:
-                await self._napping.wait()
-
-    async def step(self, seconds: float) -> None:
-        """Advance while the loop sleeps; return when it has made a pass and sleeps again."""
-        naps = self.naps
-        self.advance(seconds)
-        await self.wait_naps(naps + 1)
 
 
 def hourly_flow(name: str = "etl", **options: Any) -> Flow:
@@ -119,7 +79,7 @@ async def one_pass(ctx: ServiceContext) -> None:
 @asynccontextmanager
 async def scheduling(ctx: ServiceContext, lead: float = 0.0) -> AsyncIterator[None]:
     """Run the loop; enter once the start-up pass is committed and the loop sleeps."""
-    assert isinstance(ctx.clock, TickClock)
+    assert isinstance(ctx.clock, BlockingClock)
     naps = ctx.clock.naps
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -154,7 +114,7 @@ async def seed_cursor(runner: Runner, flow: Flow, at: datetime, key: str = KEY) 
 async def test_started_after_the_start_up_runs_are_committed(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     flow = hourly_flow()
     async with make_runner(clock=clock) as runner:
         ctx = context(runner, flow)
@@ -202,7 +162,7 @@ async def test_start_up_catch_up_from_the_stored_cursor(
     monkeypatch.setattr(logging.getLogger("sluiceway"), "propagate", True)
     caplog.set_level(logging.INFO, logger="sluiceway.runtime.scheduler")
     flow = hourly_flow(catchup=catchup, max_catchup=3)
-    clock = TickClock(now)
+    clock = BlockingClock(now)
     async with make_runner(clock=clock) as runner:
         await seed_cursor(runner, flow, utc(5))
         async with scheduling(context(runner, flow)):
@@ -219,7 +179,7 @@ async def test_a_new_trigger_starts_its_cursor_at_start_so_later_downtime_is_cau
     make_runner: MakeRunner, db_path: Path
 ) -> None:
     flow = hourly_flow()
-    clock = TickClock(utc(10, 30))
+    clock = BlockingClock(utc(10, 30))
     async with make_runner(clock=clock) as runner:
         async with scheduling(context(runner, flow)):
             pass
@@ -234,7 +194,7 @@ async def test_a_new_trigger_starts_its_cursor_at_start_so_later_downtime_is_cau
 
 async def test_plan_startup_writes_nothing(make_runner: MakeRunner, db_path: Path) -> None:
     flow = hourly_flow(catchup="all", max_catchup=2)
-    async with make_runner(clock=TickClock(utc(10, 5))) as runner:
+    async with make_runner(clock=BlockingClock(utc(10, 5))) as runner:
         await seed_cursor(runner, flow, utc(6))
         plans = await plan_startup(runner.store, {flow.name: flow}, utc(10, 5))
         assert peek(db_path, "SELECT COUNT(*) FROM runs") == [(0,)]
@@ -297,7 +257,7 @@ async def test_the_same_pass_twice_makes_no_second_run(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
     flow = hourly_flow()
-    async with make_runner(clock=TickClock(utc(10, 0, 1))) as runner:
+    async with make_runner(clock=BlockingClock(utc(10, 0, 1))) as runner:
         ctx = context(runner, flow)
         await one_pass(ctx)
         await one_pass(ctx)
@@ -311,7 +271,7 @@ async def test_two_schedulers_on_one_database_race_to_one_run_per_instant(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
     flow = hourly_flow(catchup="all", max_catchup=10)
-    clock = TickClock(utc(10, 5))
+    clock = BlockingClock(utc(10, 5))
     async with make_runner(clock=clock) as first, make_runner(clock=clock) as second:
         await seed_cursor(first, flow, utc(5))
         contexts = [context(first, flow), context(second, flow)]
@@ -326,7 +286,7 @@ async def test_a_restart_continues_from_the_stored_cursor(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
     flow = hourly_flow(catchup="all")
-    clock = TickClock(utc(10, 0, 0.2))
+    clock = BlockingClock(utc(10, 0, 0.2))
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
         await clock.step(3600)  # 11:00:00.2
     assert scheduled(db_path) == [iso(utc(10)), iso(utc(11))]
@@ -342,7 +302,7 @@ async def test_a_restart_continues_from_the_stored_cursor(
 async def test_the_loop_sleeps_until_the_next_instant_but_at_most_max_wait(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
-    clock = TickClock(utc(10, 0, 3))
+    clock = BlockingClock(utc(10, 0, 3))
     flow = hourly_flow(triggers=[every("10s"), HOURLY])
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
         assert clock.sleeps == [7.0]
@@ -352,7 +312,7 @@ async def test_the_loop_sleeps_until_the_next_instant_but_at_most_max_wait(
     # both triggers fire at 10:00: a run's identity is (flow, instant), so one run
     assert scheduled(db_path) == [iso(utc(10, 0, s)) for s in (0, 10, 20)]
     hourly_only = hourly_flow("slow")
-    clock = TickClock(utc(10, 5))
+    clock = BlockingClock(utc(10, 5))
     async with make_runner(clock=clock) as runner, scheduling(context(runner, hourly_only)):
         assert clock.sleeps == [MAX_WAIT]
 
@@ -361,7 +321,7 @@ async def test_a_clock_jump_forward_goes_through_the_catch_up_policy(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
     flow = hourly_flow(catchup="all", max_catchup=4)
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
         assert clock.sleeps == [MAX_WAIT]
         await clock.step(24 * 3600 + 600)  # suspended for a day: 10:10 the day after
@@ -371,7 +331,7 @@ async def test_a_clock_jump_forward_goes_through_the_catch_up_policy(
 
 
 async def test_a_reload_wakes_the_loop(make_runner: MakeRunner, db_path: Path) -> None:
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     async with make_runner(clock=clock) as runner:
         ctx = context(runner)  # no flows yet: the loop sleeps MAX_WAIT
         async with scheduling(ctx):
@@ -388,7 +348,7 @@ async def test_a_paused_flow_makes_no_runs_and_keeps_its_cursor(
     make_runner: MakeRunner, db_path: Path
 ) -> None:
     flow, other = hourly_flow(), hourly_flow("other")
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow, other)):
         # paused from another process (its own connection) while the loop sleeps
         async with open_store(db_path) as cli:
@@ -423,7 +383,7 @@ async def test_unpause_applies_the_catch_up_policy(
     make_runner: MakeRunner, db_path: Path, catchup: str, expected: list[datetime]
 ) -> None:
     flow = hourly_flow(catchup=catchup, max_catchup=2)
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     async with make_runner(clock=clock) as runner:
         ctx = context(runner, flow)
         async with scheduling(ctx):
@@ -445,7 +405,7 @@ async def test_a_daily_zone_schedule_fires_once_on_the_autumn_change(
     spec: TimeTrigger = cron("30 1 * * *", tz="America/New_York")
     flow = hourly_flow("ny", triggers=[spec])
     # 2026-11-01 01:30 EDT is 05:30Z; 01:30 EST (06:30Z) must not fire again
-    clock = TickClock(datetime(2026, 11, 1, 5, 0, tzinfo=UTC))
+    clock = BlockingClock(datetime(2026, 11, 1, 5, 0, tzinfo=UTC))
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
         for _ in range(6):  # 05:00Z .. 08:00Z in half hours, through both 01:30s
             await clock.step(1800)
@@ -457,7 +417,7 @@ async def test_a_pass_plans_ahead_and_commits_at_the_instant(
 ) -> None:
     # 1,000 triggers take ~10 ms to plan: the pass plans LEAD before the instant, so what is
     # left at the instant is the commit
-    clock = TickClock(utc(10, 0, 3))
+    clock = BlockingClock(utc(10, 0, 3))
     flow = hourly_flow(triggers=[every("10s")])
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow), LEAD):
         assert clock.sleeps == [pytest.approx(7.0 - LEAD)]
@@ -494,7 +454,7 @@ async def test_a_pass_plans_and_reads_only_the_triggers_that_are_due(
 
         return wrapper
 
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     async with make_runner(clock=clock) as runner:
         read = runner.store.read
 
@@ -528,7 +488,7 @@ async def test_a_flow_paused_between_plan_and_commit_is_planned_again_once_unpau
     # the pass planned 11:00 and the commit found the flow paused: no run, the cursor stayed.
     # Unpaused, the next pass must plan it again from the stored cursor, not wait for 12:00.
     flow = hourly_flow()
-    clock = TickClock(utc(10, 0, 0.5))
+    clock = BlockingClock(utc(10, 0, 0.5))
     fire_batch = cursors.fire_batch
     async with make_runner(clock=clock) as runner, scheduling(context(runner, flow)):
         pause = True

@@ -16,51 +16,10 @@ from runtime.engine.runner import Runner
 from runtime.scheduling.sla import SlaMissed, run_sla_monitor
 from runtime.states import RunState
 from runtime.store import queries
+from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
 
 T0 = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
-
-
-class WaitingClock:
-    """A clock whose ``sleep`` waits until the test advances time past its end (FakeClock's
-    returns at once), and which lets a test wait for the set of pending sleeps to change."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._sleeps: list[tuple[datetime, anyio.Event]] = []
-        self._changed = anyio.Event()
-
-    def now(self) -> datetime:
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        entry = (self._now + timedelta(seconds=seconds), anyio.Event())
-        if entry[0] <= self._now:
-            await anyio.lowlevel.checkpoint()
-            return
-        self._sleeps.append(entry)
-        self._notify()
-        try:
-            await entry[1].wait()
-        finally:
-            self._sleeps.remove(entry)
-            self._notify()
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        for until, woken in self._sleeps:
-            if until <= self._now:
-                woken.set()
-
-    async def wait_for_sleeps(self, *until: datetime) -> None:
-        """Return once the pending sleeps end exactly at *until* (none: nobody sleeps)."""
-        while sorted(end for end, _ in self._sleeps) != sorted(until):
-            changed = self._changed
-            await changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
 
 
 @dataclass
@@ -84,8 +43,8 @@ def held_flow(gate: Gate, *, sla: float | None = None, task_sla: float | None = 
 
 
 @pytest.fixture
-def clock() -> WaitingClock:
-    return WaitingClock(T0)
+def clock() -> BlockingClock:
+    return BlockingClock(T0)
 
 
 class Misses:
@@ -148,7 +107,7 @@ def at(seconds: float) -> datetime:
 
 
 async def test_flow_sla_missed_while_running_is_recorded_once(
-    make_runner: MakeRunner, clock: WaitingClock
+    make_runner: MakeRunner, clock: BlockingClock
 ) -> None:
     gate = Gate()
     flow = held_flow(gate, sla=60, task_sla=600)
@@ -181,7 +140,7 @@ async def test_flow_sla_missed_while_running_is_recorded_once(
 
 
 async def test_run_ending_before_its_deadline_records_nothing(
-    make_runner: MakeRunner, clock: WaitingClock
+    make_runner: MakeRunner, clock: BlockingClock
 ) -> None:
     gate = Gate()
     flow = held_flow(gate, sla=60)
@@ -206,7 +165,7 @@ async def test_run_ending_before_its_deadline_records_nothing(
 
 
 async def test_task_sla_counts_from_the_task_start(
-    make_runner: MakeRunner, clock: WaitingClock
+    make_runner: MakeRunner, clock: BlockingClock
 ) -> None:
     gate = Gate()
     flow = Flow("tasks")
@@ -244,7 +203,7 @@ async def test_task_sla_counts_from_the_task_start(
 
 
 async def test_backfill_and_retry_runs_are_exempt_from_the_flow_sla(
-    make_runner: MakeRunner, clock: WaitingClock
+    make_runner: MakeRunner, clock: BlockingClock
 ) -> None:
     gate = Gate()
     gate.release.set()
