@@ -1,4 +1,6 @@
-"""Shared fixtures: a SQLite file in tmp_path, a fake clock, and a runner factory on both.
+"""Shared fixtures: a SQLite file in tmp_path, a fake clock, and a runner factory on both; and
+the rule that a test starting a process is marked ``slow``, so that ``pytest -m "not slow"``
+is a quick run that starts none.
 
 pytest-asyncio runs an async fixture's setup and teardown in different tasks, so a fixture
 cannot hold the store's task group open across ``yield``: tests open the runner themselves,
@@ -7,7 +9,8 @@ cannot hold the store's task group open across ``yield``: tests open the runner 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,30 @@ from runtime.engine.runner import Runner
 from runtime.testing import FakeClock, open_test_runner
 
 MakeRunner = Callable[..., AbstractAsyncContextManager[Runner]]
+
+
+@pytest.fixture(autouse=True)
+def _slow_if_it_starts_a_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Fail a test that starts a process (sluiceway, python, mount...) without the ``slow``
+    mark, at its teardown, naming the command."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+    real_init = subprocess.Popen.__init__
+
+    def spy(self: subprocess.Popen[Any], args: Any, *more: Any, **options: Any) -> None:
+        started.append(repr(args)[:200])
+        real_init(self, args, *more, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy)
+    yield
+    if started:
+        pytest.fail(
+            f"this test starts a process ({started[0]}): mark it @pytest.mark.slow", pytrace=False
+        )
 
 
 @pytest.fixture

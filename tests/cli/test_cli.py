@@ -20,6 +20,8 @@ import pytest
 
 from tests.cli.flows import BROKEN, DEMO, FINE
 
+pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
 SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]

@@ -12,7 +12,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from runtime.define.probe import probe_files
+
+pytestmark = pytest.mark.slow  # every test here starts sluiceway or python in a subprocess
 
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
 SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]

@@ -25,6 +25,8 @@ from tests.cli.flows import DEMO
 from tests.service.served import clean_env, wait_until
 from tests.store.test_faults import fill_disk, small_tmpfs
 
+pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
+
 _SCRIPT = Path(sys.executable).parent / "sluiceway"
 SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
 TIMEOUT = 60

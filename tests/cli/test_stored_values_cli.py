@@ -11,6 +11,8 @@ import pytest
 
 from tests.cli.test_cli import Cli
 
+pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
+
 FLOWS = """
 from __future__ import annotations
 

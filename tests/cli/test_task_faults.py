@@ -14,6 +14,8 @@ import pytest
 
 from tests.cli.test_cli import SLUICEWAY, TIMEOUT, _env
 
+pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
+
 FAULTS = """
 from __future__ import annotations
 

@@ -55,17 +55,20 @@ def verify(unit_text: str, tmp_path: Path) -> list[str]:
 
 
 @needs_analyze
+@pytest.mark.slow
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert verify(UNIT.read_text(), tmp_path) == []
 
 
 @needs_analyze
+@pytest.mark.slow
 def test_verify_would_report_a_mistake(tmp_path: Path) -> None:
     broken = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSystm=strict")
     assert any("Unknown key" in line for line in verify(broken, tmp_path))
 
 
 @needs_analyze
+@pytest.mark.slow
 def test_security_exposure_is_at_most_2() -> None:
     result = analyze("security", "--offline=true", str(UNIT))
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
@@ -129,6 +132,7 @@ anyio.run(main)
 """
 
 
+@pytest.mark.slow
 def test_cpython_runs_under_memory_deny_write_execute() -> None:
     """The kernel's PR_SET_MDWE applies the rule MemoryDenyWriteExecute= enforces."""
     result = subprocess.run(

@@ -242,6 +242,7 @@ async def test_a_timed_out_def_attempt_keeps_its_slots_until_its_thread_ends(
     assert run.result.tasks["next_in_pool"].state is TaskState.SUCCEEDED
 
 
+@pytest.mark.slow
 async def test_a_retry_waits_for_the_timed_out_attempts_thread_and_show_says_so(
     make_runner: MakeRunner, db_path: Path, tmp_path: Path
 ) -> None:

@@ -399,6 +399,7 @@ def wide_flow(name: str, count: int, **options: Any) -> Flow:
         ("behind a pool", {"max_concurrency": 32, "pool": "warehouse"}),
     ],
 )
+@pytest.mark.slow
 async def test_dispatch_work_per_started_task_is_bounded(
     make_runner: MakeRunner,
     monkeypatch: pytest.MonkeyPatch,
@@ -420,6 +421,7 @@ async def test_dispatch_work_per_started_task_is_bounded(
     assert takes[0] < 3 * n, f"{takes[0]} take() calls for {n} tasks ({shape})"
 
 
+@pytest.mark.slow
 async def test_mapped_instances_behind_a_task_limit_cost_a_bounded_dispatch(
     make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -442,6 +444,7 @@ async def test_mapped_instances_behind_a_task_limit_cost_a_bounded_dispatch(
     assert takes[0] < 3 * n
 
 
+@pytest.mark.slow
 async def test_many_runs_waiting_at_once_cost_a_bounded_dispatch(
     make_runner: MakeRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:

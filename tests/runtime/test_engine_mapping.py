@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from runtime import Flow, Run
 from runtime.engine.events import Event, TaskRetrying, TaskStarted
@@ -362,6 +363,7 @@ async def test_skipped_instances(make_runner: MakeRunner) -> None:
     assert result["report"] == "reported"
 
 
+@pytest.mark.slow
 async def test_10000_instances_with_bounded_dispatch(make_runner: MakeRunner) -> None:
     flow = Flow("map-10k")
     most_tasks = 0

@@ -88,6 +88,7 @@ print(json.dumps({"before": before, "after": engine in sys.modules,
 """
 
 
+@pytest.mark.slow
 def test_run_works_from_a_fresh_interpreter_that_never_imported_the_engine(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
     env["PYTHONPATH"] = str(Path(runtime.__file__).resolve().parent.parent)

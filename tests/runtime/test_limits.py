@@ -166,6 +166,7 @@ def test_a_raised_flow_limit_starts_what_waited() -> None:
 
 
 @pytest.mark.parametrize("shape", ["one lane", "one lane per unit", "pools", "runs"])
+@pytest.mark.slow
 def test_dispatch_work_per_started_unit_is_bounded(
     shape: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -414,6 +414,7 @@ def cli(flows_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+@pytest.mark.slow
 def test_validate_clean_folder_exits_0(cli: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(cli, "orders.py", GOOD.format(name="orders"))
     write(cli, "users.py", GOOD.format(name="users"))
@@ -423,6 +424,7 @@ def test_validate_clean_folder_exits_0(cli: Path, capsys: pytest.CaptureFixture[
     assert err == ""
 
 
+@pytest.mark.slow
 def test_validate_with_problems_exits_1(cli: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(cli, "good.py", GOOD.format(name="good"))
     write(cli, "bad.py", GOOD.format(name="bad").replace("(extract)", "(extrac)"))
@@ -438,6 +440,7 @@ def test_validate_with_problems_exits_1(cli: Path, capsys: pytest.CaptureFixture
     ]
 
 
+@pytest.mark.slow
 def test_validate_order_prints_each_flow(cli: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write(cli, "users.py", GOOD.format(name="users"))
     write(
@@ -478,6 +481,7 @@ def test_validate_order_prints_each_flow(cli: Path, capsys: pytest.CaptureFixtur
     assert err == ""
 
 
+@pytest.mark.slow
 def test_validate_order_with_problems_prints_the_good_flows(
     cli: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -489,6 +493,7 @@ def test_validate_order_with_problems_prints_the_good_flows(
     assert err.splitlines() == ["flows/empty.py:1: defines no Flow", "1 problem(s) in flows"]
 
 
+@pytest.mark.slow
 def test_validate_checks_pools_from_the_config(
     cli: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,6 +12,8 @@ import pytest
 from tests.service.flows import ALPHA, CRASH, QUEUE, TICK, TYPED
 from tests.service.served import Home
 
+pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
+
 BACKLOG = 1_001  # one more than the old queue query read
 RESTART = "interrupted by service restart"
 

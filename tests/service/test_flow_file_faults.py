@@ -12,6 +12,8 @@ import pytest
 from tests.service.flows import ALPHA, NEWFLOW
 from tests.service.served import Home, Served, wait_until
 
+pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
+
 # the last line of each ends the process that imports it
 OS_EXIT = "import os\n\nos._exit(0)\n"  # the loader's guard turns it into an import error
 SEGFAULT = "import ctypes\n\nctypes.string_at(0)\n"  # only a child process can find these

@@ -19,6 +19,8 @@ import pytest
 from tests.service.flows import ALPHA, BROKEN, CRASH, DRAIN, MAPPED, NEWFLOW, TICK
 from tests.service.served import SLUICEWAY, Home, clean_env, wait_until
 
+pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
+
 RESTART = "interrupted by service restart"
 SHUTDOWN = "interrupted by service shutdown"
 

@@ -16,6 +16,8 @@ from tests.service.flows import DRAIN, TICK
 from tests.service.served import Home, wait_until
 from tests.service.test_service import NotifySocket, wait_runs_ended
 
+pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
+
 
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:

@@ -7,8 +7,12 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.service.flows import _PRELUDE
 from tests.service.served import Home
+
+pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
 
 FAULTS = (
     _PRELUDE

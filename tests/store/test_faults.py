@@ -110,6 +110,7 @@ def assert_the_run_landed(path: Path, run_id: int, lines: int) -> None:
     assert peek(path, "SELECT kind, task FROM events") == [("task_started", "extract")]
 
 
+@pytest.mark.slow
 async def test_a_lock_held_past_the_busy_timeout_delays_every_row_and_loses_none(
     db_path: Path, store_log: _Records
 ) -> None:
@@ -282,6 +283,7 @@ def fill_disk(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 async def test_a_full_disk_keeps_the_rows_until_space_is_freed(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
         db_path = disk / "sluiceway.db"

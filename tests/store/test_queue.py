@@ -71,6 +71,7 @@ def _queue_pass(conn: sqlite3.Connection) -> tuple[list[str], dict[str, list[int
     return names, queue.oldest_claimable(conn, {"other": 1000, "busy": 10}, 999)
 
 
+@pytest.mark.slow
 async def test_a_queue_pass_does_the_same_work_with_100000_blocked_runs_as_with_3(
     tmp_path: Path,
 ) -> None:
