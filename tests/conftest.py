@@ -1,6 +1,6 @@
-"""Shared fixtures: a SQLite file in tmp_path, a fake clock, and a runner factory on both; and
-the rule that a test starting a process is marked ``slow``, so that ``pytest -m "not slow"``
-is a quick run that starts none.
+"""Shared fixtures: a SQLite file in tmp_path, a fake clock, a runner factory on both, and
+the scene for the CLI run in process; and the rule that a test starting a process is marked
+``slow``, so that ``pytest -m "not slow"`` is a quick run that starts none.
 
 pytest-asyncio runs an async fixture's setup and teardown in different tasks, so a fixture
 cannot hold the store's task group open across ``yield``: tests open the runner themselves,
@@ -9,6 +9,8 @@ cannot hold the store's task group open across ``yield``: tests open the runner 
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -20,6 +22,7 @@ import pytest
 from runtime.engine.events import Event, EventBus
 from runtime.engine.runner import Runner
 from runtime.testing import FakeClock, open_test_runner
+from tests.cli_helpers import CLI_LOGGERS
 
 MakeRunner = Callable[..., AbstractAsyncContextManager[Runner]]
 
@@ -77,3 +80,17 @@ def make_runner(db_path: Path, clock: FakeClock, events: list[Event]) -> MakeRun
         return open_test_runner(db_path, bus=bus, **options)
 
     return make
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For ``main([...])`` in process: the cwd is tmp_path (no sluiceway.toml unless the test
+    writes one), no SLUICEWAY_* variables, and the logging the CLI sets up is undone after."""
+    for var in [v for v in os.environ if v.startswith("SLUICEWAY_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    loggers = [logging.getLogger(name) for name in CLI_LOGGERS]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    yield tmp_path
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate

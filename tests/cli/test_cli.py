@@ -4,12 +4,9 @@ files in a temporary folder, with SLUICEWAY_* cleared."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -19,17 +16,12 @@ from typing import Any
 import pytest
 
 from tests.cli.flows import BROKEN, DEMO, FINE
+from tests.cli_helpers import killed_at_exit, sluiceway, spawn
+from tests.waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
 
 REPO = Path(__file__).resolve().parents[2]
-_SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
-TIMEOUT = 30  # seconds for any one command; they take a fraction of one
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
 
 
 class Cli:
@@ -41,15 +33,7 @@ class Cli:
         self.db = home / "history.db"
 
     def raw(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*SLUICEWAY, *args],
-            cwd=cwd or self.home,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
+        return sluiceway(*args, cwd=cwd or self.home)
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``sluiceway ARGS --flows FLOWS --db DB``."""
@@ -372,32 +356,30 @@ def _slow_run(cli: Cli) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     """`sluiceway run slow` as a subprocess, yielded once its task is waiting; killed after."""
     done_file = cli.home / "report.txt"
     errors = cli.home / "stderr.txt"
-    argv = [*SLUICEWAY, "run", "slow", "-p", f"done={done_file}", "--flows", str(cli.flows)]
-    with errors.open("w") as err:
-        proc = subprocess.Popen(
-            [*argv, "--db", str(cli.db)],
-            cwd=cli.home,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while "wait | waiting a long time" not in errors.read_text():
-                assert proc.poll() is None, errors.read_text()
-                assert time.monotonic() < deadline, errors.read_text()
-                time.sleep(0.02)  # polling the subprocess's output, not synchronising
-            yield proc, errors
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    args = [
+        "run",
+        "slow",
+        "-p",
+        f"done={done_file}",
+        "--flows",
+        str(cli.flows),
+        "--db",
+        str(cli.db),
+    ]
+    with killed_at_exit(spawn(*args, cwd=cli.home, stderr=errors)) as proc:
+
+        def waiting() -> bool:
+            assert proc.poll() is None, errors.read_text()
+            return "wait | waiting a long time" in errors.read_text()
+
+        wait_until(waiting, "the task waiting", details=errors.read_text)
+        yield proc, errors
 
 
 def test_sigint_cancels_the_run_and_all_done_tasks_still_run(cli: Cli) -> None:
     with _slow_run(cli) as (proc, errors):
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=15)
+        code = proc.wait(timeout=WAIT)
     stderr = errors.read_text()
     assert code == 130, stderr
     assert "cancelling the run" in stderr
@@ -416,7 +398,7 @@ def test_cancel_from_another_shell_reaches_a_foreground_run(cli: Cli) -> None:
     with _slow_run(cli) as (proc, errors):
         cancel = cli("cancel", "1")
         assert cancel.returncode == 0, cancel.stderr
-        code = proc.wait(timeout=15)
+        code = proc.wait(timeout=WAIT)
     stderr = errors.read_text()
     assert code == 130, stderr
     assert "run 1 cancel requested: cancelling" in stderr
@@ -462,15 +444,7 @@ def test_sample_etl_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_sample_flows_validate_clean() -> None:
-    done = subprocess.run(
-        [*SLUICEWAY, "validate", "--flows", "sample_flows"],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    done = sluiceway("validate", "--flows", "sample_flows", cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.startswith("4 flow(s) OK")

@@ -4,10 +4,7 @@ files in a temporary folder."""
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,12 +12,12 @@ from typing import Any
 import anyio
 import pytest
 
-from runtime.cli.main import main
 from runtime.define.loader import load_flows
 from runtime.store import open_store
 from runtime.store.cursors import fire_scheduled
 from runtime.store.lock import DatabaseLock
 from runtime.store.requests import record_sla_miss
+from tests.cli_helpers import main_output
 
 FLOWS = """
 from pathlib import Path
@@ -55,7 +52,7 @@ async def meet() -> int:
     else:
         partner = anyio.Event()
         waiting.append(partner)
-        with anyio.fail_after(5):
+        with anyio.fail_after(30):
             await partner.wait()
     await anyio.lowlevel.checkpoint()
     seen["active"] -= 1
@@ -84,10 +81,7 @@ class Cli:
         self._capsys = capsys
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
-        self._capsys.readouterr()
-        code = main([*args, "--flows", str(self.flows), "--db", str(self.db)])
-        out, err = self._capsys.readouterr()
-        return code, out, err
+        return main_output(self._capsys, *args, "--flows", str(self.flows), "--db", str(self.db))
 
     def runs(self) -> list[dict[str, Any]]:
         conn = sqlite3.connect(self.db)
@@ -100,21 +94,11 @@ class Cli:
 
 
 @pytest.fixture
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Cli]:
-    """The cwd is tmp_path (no sluiceway.toml, no SLUICEWAY_*); the loggers the CLI sets up
-    are restored afterwards."""
-    for var in [v for v in os.environ if v.startswith("SLUICEWAY_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "flows").mkdir()
-    (tmp_path / "flows" / "flows.py").write_text(FLOWS)
-    loggers = [logging.getLogger(n) for n in ("sluiceway", "sluiceway.runtime", "sluiceway.task")]
-    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
-    yield Cli(tmp_path, capsys)
-    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
-        logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+def cli(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """In tmp_path, the cwd (no sluiceway.toml, no SLUICEWAY_*): the flows folder."""
+    (cli_env / "flows").mkdir()
+    (cli_env / "flows" / "flows.py").write_text(FLOWS)
+    return Cli(cli_env, capsys)
 
 
 # --- trigger ---

@@ -5,7 +5,6 @@ task SLAs. Subprocesses on real files; SLUICEWAY_* cleared."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from runtime.define.probe import probe_files
+from tests import cli_helpers
+from tests.waiting import WAIT
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway or python in a subprocess
 
-_SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
 GOOD = """
 from runtime import Flow
 
@@ -32,18 +31,9 @@ def only() -> int:
 """
 
 
-def sluiceway(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def sluiceway(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``sluiceway ARGS --flows flows --db history.db`` in *home*, stdout and stderr piped."""
-    return subprocess.run(
-        [*SLUICEWAY, *args, "--flows", "flows", "--db", "history.db"],
-        cwd=home,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return cli_helpers.sluiceway(*args, "--flows", "flows", "--db", "history.db", cwd=home)
 
 
 def flows(home: Path, **files: str) -> Path:
@@ -105,15 +95,9 @@ def test_task_slas_apply_to_the_runs_backfill_executes(tmp_path: Path) -> None:
         assert json.loads(payload)["scope"] == "task"
         assert json.loads(payload)["sla"] == 0.2
         assert json.loads(trigger)["kind"] == "backfill"
-    shown = json.loads(
-        subprocess.run(
-            [*SLUICEWAY, "show", "1", "--json", "--db", str(db)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    )
+    done = cli_helpers.sluiceway("show", "1", "--json", "--db", str(db), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
     assert shown["sla_missed"] is True
 
 
@@ -289,7 +273,7 @@ def test_os_exit_is_caught_only_in_the_importing_thread_of_the_importing_process
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=WAIT,
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -4,11 +4,8 @@ and SQLite files in a temporary folder (no SLUICEWAY_* variables, no sluiceway.t
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 import sqlite3
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,9 +13,9 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
-from runtime.cli.main import main
 from runtime.clock import SystemClock
 from runtime.store import open_store
+from tests.cli_helpers import main_output
 from tests.store.rows import peek
 
 FLOWS = """
@@ -43,24 +40,14 @@ class Cli:
         self._capsys = capsys
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
-        code = main([*args, "--flows", str(self.flows), "--db", str(self.db)])
-        out, err = self._capsys.readouterr()
-        return code, out, err
+        return main_output(self._capsys, *args, "--flows", str(self.flows), "--db", str(self.db))
 
 
 @pytest.fixture
-def cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Iterator[Cli]:
-    for var in [v for v in os.environ if v.startswith("SLUICEWAY_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "flows").mkdir()
-    (tmp_path / "flows" / "schedules.py").write_text(FLOWS)
-    logger = logging.getLogger("sluiceway")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield Cli(tmp_path, capsys)
-    logger.handlers[:], logger.level, logger.propagate = saved
+def cli(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    (cli_env / "flows").mkdir()
+    (cli_env / "flows" / "schedules.py").write_text(FLOWS)
+    return Cli(cli_env, capsys)
 
 
 # --- next ---

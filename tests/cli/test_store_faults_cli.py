@@ -13,8 +13,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,11 @@ from typing import Any
 import pytest
 
 from tests.cli.flows import DEMO
-from tests.service.served import clean_env, wait_until
+from tests.cli_helpers import Wrap, killed_at_exit, sluiceway, spawn
 from tests.store.test_faults import fill_disk, small_tmpfs
+from tests.waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
-
-_SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
-TIMEOUT = 60
 
 # wait_gate waits for a file "gate" beside the flows folder; after() logs 50 lines
 GATED = """
@@ -61,9 +57,6 @@ def after(run: Run, wait_gate: int) -> int:
 """
 
 
-Wrap = Callable[[list[str]], list[str]]  # a command line, run as another user would
-
-
 class Home:
     """A folder with flows/ (DEMO and GATED) and history.db; runs ``sluiceway`` in it."""
 
@@ -78,29 +71,14 @@ class Home:
     def cli(
         self, *args: str, db: Path | None = None, wrap: Wrap = list, **env: str
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            wrap([*SLUICEWAY, *args, "--flows", str(self.flows), "--db", str(db or self.db)]),
-            cwd=self.root,
-            env=clean_env(**env),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
+        where = ["--flows", str(self.flows), "--db", str(db or self.db)]
+        return sluiceway(*args, *where, cwd=self.root, env=env, wrap=wrap)
 
     def spawn(self, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
         """Start ``sluiceway ARGS`` in the background; its stderr goes to a file."""
         err_path = self.root / "stderr.txt"
-        with err_path.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [*SLUICEWAY, *args, "--flows", str(self.flows), "--db", str(self.db)],
-                cwd=self.root,
-                env=clean_env(**env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        return proc, err_path
+        where = ["--flows", str(self.flows), "--db", str(self.db)]
+        return spawn(*args, *where, cwd=self.root, stderr=err_path, env=env), err_path
 
     def query(self, sql: str, *params: Any, db: Path | None = None) -> list[tuple[Any, ...]]:
         conn = sqlite3.connect(db or self.db, timeout=5)
@@ -120,16 +98,6 @@ class Home:
 @pytest.fixture
 def home(tmp_path: Path) -> Home:
     return Home(tmp_path)
-
-
-@contextmanager
-def killed_at_exit(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 # --- item 2: no success before the history is committed ---
@@ -153,14 +121,14 @@ def test_a_run_whose_history_is_locked_at_exit_says_so_and_exits_non_zero(
             assert proc.poll() is None, f"exited {proc.returncode} before {text!r}:\n{stderr()}"
             return False
 
-        wait_until(found, repr(text), timeout=TIMEOUT, details=stderr)
+        wait_until(found, repr(text), timeout=WAIT, details=stderr)
 
     with killed_at_exit(proc):
         try:
             wait_until(
                 lambda: home.has_rows("SELECT 1 FROM tasks WHERE name = 'wait_gate'"),
                 "wait_gate running",
-                timeout=TIMEOUT,
+                timeout=WAIT,
                 details=stderr,
             )
             lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -173,7 +141,7 @@ def test_a_run_whose_history_is_locked_at_exit_says_so_and_exits_non_zero(
                 proc.send_signal(signal.SIGINT)
             elif how == "released":
                 lock.execute("ROLLBACK")
-            code = proc.wait(timeout=TIMEOUT)
+            code = proc.wait(timeout=WAIT)
         finally:
             if lock.in_transaction:
                 lock.execute("ROLLBACK")
@@ -208,12 +176,12 @@ def test_a_run_whose_disk_fills_up_says_so_and_exits_non_zero(home: Home) -> Non
             wait_until(
                 lambda: home.has_rows("SELECT 1 FROM tasks WHERE name = 'wait_gate'"),
                 "wait_gate running",
-                timeout=TIMEOUT,
+                timeout=WAIT,
                 details=lambda: err_path.read_text(errors="replace"),
             )
             filler = fill_disk(disk)
             (home.root / "gate").touch()
-            code = proc.wait(timeout=TIMEOUT)
+            code = proc.wait(timeout=WAIT)
         filler.unlink()
         stderr = err_path.read_text(errors="replace")
         lines = stderr.splitlines()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_cli import SLUICEWAY, TIMEOUT, _env
+from tests import cli_helpers
 
 pytestmark = pytest.mark.slow  # every test here runs the sluiceway command as a subprocess
 
@@ -152,15 +152,8 @@ def home(tmp_path: Path) -> Path:
 
 
 def sluiceway(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SLUICEWAY, *args, "--flows", str(home / "flows"), "--db", str(home / "history.db")],
-        cwd=home,
-        env={**_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    flows, db = str(home / "flows"), str(home / "history.db")
+    return cli_helpers.sluiceway(*args, "--flows", flows, "--db", db, cwd=home, env=env)
 
 
 def rows(home: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -6,8 +6,6 @@ in the SLA timer, survived."""
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +25,10 @@ from runtime.scheduling.sla import run_sla_monitor
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from runtime.testing import BlockingClock, FakeClock
+from tests.cli_helpers import SLUICEWAY, clean_env
 from tests.conftest import MakeRunner
 from tests.runtime.test_sla import T0, Gate, Misses, at, held_flow, start_run
-
-_SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
+from tests.waiting import WAIT
 
 
 def stored(db_path: Path, run_id: int) -> dict[str, Any] | None:
@@ -154,13 +151,13 @@ async def test_an_sla_past_the_year_9999_is_not_watched_and_the_monitor_goes_on(
     async with make_runner(clock=clock) as runner, anyio.create_task_group() as tg:
         runner.bus.subscribe(misses)
         await tg.start(run_sla_monitor, runner.bus, runner.store, clock, flows.get)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             gate.release.set()
             first = await runner.run(huge)
         assert first.state is RunState.SUCCEEDED
         gate.release = anyio.Event()
         second = start_run(tg, runner, prompt)  # the same monitor still watches
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await clock.wait_for_sleeps(at(60))  # only the prompt run's deadline is armed
             clock.advance(61)
             await misses.wait(1)
@@ -177,7 +174,7 @@ async def wait_stored(
     db_path: Path, run_id: int, check: Callable[[dict[str, Any]], bool], what: str
 ) -> dict[str, Any]:
     """Poll the stored run until *check* holds (the writer commits within its interval)."""
-    deadline = anyio.current_time() + 10
+    deadline = anyio.current_time() + WAIT
     while True:
         run = stored(db_path, run_id)
         if run is not None and check(run):
@@ -218,7 +215,7 @@ async def test_a_timed_out_def_attempt_keeps_its_slots_until_its_thread_ends(
     run = Background()
     try:
         async with make_runner() as runner:
-            with anyio.fail_after(20):
+            with anyio.fail_after(WAIT):
                 async with anyio.create_task_group() as tg:
                     run.start(tg, lambda: runner.run(flow))
                     seen = await wait_stored(
@@ -263,16 +260,17 @@ async def test_a_retry_waits_for_the_timed_out_attempts_thread_and_show_says_so(
     run = Background()
     try:
         async with make_runner() as runner:
-            with anyio.fail_after(20):
+            with anyio.fail_after(WAIT):
                 async with anyio.create_task_group() as tg:
                     run.start(tg, lambda: runner.run(flow))
                     seen = await wait_stored(
                         db_path, 1, lambda r: task_row(r, "flaky").get("reason") == reason, reason
                     )
                     assert task_row(seen, "flaky")["state"] == "retrying"
-                    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
                     show = await anyio.run_process(
-                        [*SLUICEWAY, "show", "1", "--db", str(db_path)], cwd=tmp_path, env=env
+                        [*SLUICEWAY, "show", "1", "--db", str(db_path)],
+                        cwd=tmp_path,
+                        env=clean_env(),
                     )
                     line = next(
                         line for line in show.stdout.decode().splitlines() if "flaky" in line

@@ -16,6 +16,7 @@ from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
+from tests.waiting import WAIT
 
 S = TaskState
 
@@ -67,7 +68,7 @@ async def test_soft_cancel(make_runner: MakeRunner, db_path: Path, events: list[
     handle = RunHandle()
     out: list[RunResult] = []
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -109,7 +110,7 @@ async def test_cancel_before_the_run_starts(make_runner: MakeRunner) -> None:
     handle = RunHandle()
     handle.cancel()
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow, handle=handle)
     assert result.state is RunState.CANCELLED
     assert result.tasks["first"].state is S.CANCELLED
@@ -131,7 +132,7 @@ async def test_soft_cancel_while_waiting_to_retry(make_runner: MakeRunner) -> No
     handle = RunHandle()
     out: list[RunResult] = []
     async with make_runner(clock=clock) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -180,7 +181,7 @@ async def test_soft_cancel_runs_all_done_task_blocked_by_another_run(
 
     async with make_runner() as runner:
         runner.bus.subscribe(on_event)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(runner.run, holder)
                 await holding.wait()
@@ -204,7 +205,7 @@ async def test_hard_cancel_records_cancelled_states(
     ran: list[str] = []
     flow = cancellable_flow(started, ran)
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(runner.run, flow)
                 await started.wait()
@@ -240,7 +241,7 @@ async def test_hard_cancel_of_a_scope_around_the_runner(
     # a service stopping: the runner and its store's writer are inside the cancelled scope
     started = anyio.Event()
     flow = cancellable_flow(started, [])
-    with anyio.fail_after(5):
+    with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tg:
 
             async def serve() -> None:
@@ -273,7 +274,7 @@ async def test_hard_cancel_while_queued_for_max_active_runs(
         await anyio.Event().wait()
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(runner.run, flow)
                 await started.wait()
@@ -341,7 +342,7 @@ async def test_soft_cancel_reaches_a_task_dispatched_but_not_started(
         raise AssertionError("must not run")
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow, handle=handle)
     assert result.state is RunState.CANCELLED
     assert result.tasks["other"].state is S.CANCELLED
@@ -369,7 +370,7 @@ async def test_soft_cancel_reaches_a_task_about_to_wait_for_its_retry(
         handle.cancel()
 
     async with make_runner(clock=BlockingClock()) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow, handle=handle)
     assert result.state is RunState.CANCELLED
     assert result.tasks["flaky"].state is S.CANCELLED
@@ -400,7 +401,7 @@ async def test_soft_cancel_of_a_mapped_task(make_runner: MakeRunner, db_path: Pa
 
     out: list[RunResult] = []
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:

@@ -16,6 +16,7 @@ from runtime.engine.events import Event, TaskEnded, TaskStarted
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
+from tests.waiting import WAIT
 
 
 def stored_run(db_path: Path, run_id: int) -> dict[str, Any]:
@@ -87,7 +88,7 @@ async def test_slow_branch_does_not_delay_an_independent_chain(make_runner: Make
         return f"{slow}-{fast3}"
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result["join"] == "slow-3"
 
@@ -122,7 +123,7 @@ async def test_task_starts_when_its_last_upstream_finishes(
         return a + b
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result["c"] == "ab"
     assert seen == ["a", "watcher", "b", "c"]
@@ -157,7 +158,7 @@ async def test_after_orders_without_passing_data(make_runner: MakeRunner) -> Non
         return "archived"
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result.state is RunState.SUCCEEDED
     assert seen == ["other", "load", "notify", "archive"]
@@ -304,7 +305,7 @@ async def test_failure_marks_downstream_upstream_failed_while_others_go_on(
         independent_may_finish.set()
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
 
     states = {name: t.state for name, t in result.tasks.items()}

@@ -19,6 +19,7 @@ from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
 from tests.runtime.counting import counted_takes
+from tests.waiting import WAIT
 
 
 class Gauge:
@@ -57,7 +58,7 @@ async def test_global_limit(make_runner: MakeRunner) -> None:
     gauge = Gauge(3)
     add_tasks(flow, 12, gauge)
     async with make_runner(max_concurrency=3) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result.state is RunState.SUCCEEDED
     assert gauge.visits == 12
@@ -70,7 +71,7 @@ async def test_global_limit_holds_across_runs(make_runner: MakeRunner) -> None:
     for flow in flows:
         add_tasks(flow, 4, gauge)
     async with make_runner(max_concurrency=4) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 for flow in flows:
                     tg.start_soon(runner.run, flow)
@@ -83,7 +84,7 @@ async def test_flow_max_concurrency(make_runner: MakeRunner) -> None:
     gauge = Gauge(2)
     add_tasks(flow, 8, gauge)
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await runner.run(flow)
     assert gauge.visits == 8
     assert gauge.peak == 2
@@ -94,7 +95,7 @@ async def test_flow_max_concurrency_holds_across_its_runs(make_runner: MakeRunne
     gauge = Gauge(3)
     add_tasks(flow, 3, gauge)
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 for _ in range(3):
                     tg.start_soon(runner.run, flow)
@@ -114,7 +115,7 @@ async def test_pool_size(make_runner: MakeRunner) -> None:
 
         flow.task(name=f"free{i}")(unpooled)
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await runner.run(flow)
     assert in_pool.peak == 2  # warehouse = 2
     assert free.peak == 4  # tasks outside the pool are not held back by it
@@ -125,7 +126,7 @@ async def test_pool_size_one_serialises(make_runner: MakeRunner) -> None:
     gauge = Gauge(1)
     add_tasks(flow, 4, gauge, pool="single")
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await runner.run(flow)
     assert gauge.visits == 4
     assert gauge.peak == 1
@@ -145,7 +146,7 @@ async def test_task_max_concurrency_on_a_mapped_task(make_runner: MakeRunner) ->
         return items
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result["load"] == list(range(20))
     assert gauge.peak == 3
@@ -165,7 +166,7 @@ async def test_smallest_limit_of_the_chain_wins(make_runner: MakeRunner) -> None
         await gauge.visit()
 
     async with make_runner(max_concurrency=8) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await runner.run(flow)
     assert gauge.peak == 2
 
@@ -204,7 +205,7 @@ async def test_max_active_runs(make_runner: MakeRunner, db_path: Path) -> None:
         order.append(("end", run.id))
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(runner.run, flow)
                 await first_started.wait()
@@ -277,7 +278,7 @@ async def test_slots_are_given_back(make_runner: MakeRunner, db_path: Path, path
 
     handle = RunHandle()
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
 
                 async def start_run() -> None:
@@ -314,7 +315,7 @@ async def test_slot_given_back_lets_the_next_task_run(make_runner: MakeRunner) -
         return "ran"
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
         assert runner.limits.pools["single"].used == 0
     assert result["last"] == "ran"
@@ -338,7 +339,7 @@ async def test_slots_back_after_many_runs_of_mixed_outcome(
         pass
 
     async with make_runner(max_concurrency=3) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 for _ in range(10):
                     tg.start_soon(runner.run, flow)
@@ -365,7 +366,7 @@ async def test_a_task_waiting_for_a_full_pool_says_so(
 
     async with make_runner() as runner, anyio.create_task_group() as tg:
         tg.start_soon(runner.run, flow)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await holding.wait()
             await runner.store.flush()
         with closing(connect_reader(db_path)) as conn:
@@ -492,7 +493,7 @@ async def test_a_pool_blocked_task_does_not_stop_a_task_of_another_pool(
         release.set()  # only reached if the pool-blocked tasks did not stop it
 
     async with make_runner(max_concurrency=4) as runner:
-        with anyio.fail_after(10):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result.state is RunState.SUCCEEDED
     assert started[:2] == ["single0", "other"]

@@ -17,6 +17,7 @@ from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
+from tests.waiting import WAIT
 
 S = TaskState
 
@@ -99,7 +100,7 @@ async def test_map_1000_items_under_a_limit_of_5(make_runner: MakeRunner) -> Non
         return extract * 2
 
     async with make_runner() as runner:
-        with anyio.fail_after(10):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert peak == 5
     assert result["load"] == [i * 2 for i in range(1000)]
@@ -126,7 +127,7 @@ async def test_results_are_in_item_order_whatever_the_finish_order(
         return f"item{extract}"
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert finished == [4, 3, 2, 1, 0]
     assert result["load"] == ["item0", "item1", "item2", "item3", "item4"]
@@ -214,7 +215,7 @@ async def test_a_failing_instance_with_retries(
         return sum(load)
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert calls == {0: 1, 1: 1, 2: 3, 3: 1}
     mapped = result.tasks["load"]
@@ -329,7 +330,7 @@ async def test_iterating_the_upstream_result_fails_clearly(make_runner: MakeRunn
 
     flow, _ = mapped_flow("map-broken-iter", broken_items())
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     load = result.tasks["load"]
     assert load.state is S.FAILED

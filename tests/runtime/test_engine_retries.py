@@ -17,6 +17,7 @@ from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from runtime.testing import BlockingClock, FakeClock
 from tests.conftest import MakeRunner
+from tests.waiting import WAIT
 
 
 def stored_run(db_path: Path, run_id: int) -> dict[str, Any]:
@@ -154,7 +155,7 @@ async def test_retrying_state_is_stored_with_the_next_attempt_time(
         return "ok"
 
     async with make_runner(clock=clock) as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 outcome: dict[str, Any] = {}
 
@@ -250,7 +251,7 @@ async def test_timeout_is_a_failed_attempt_retried_under_timeout_error(
         await anyio.Event().wait()
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     task = result.tasks["hangs"]
     assert task.state is TaskState.FAILED
@@ -269,7 +270,7 @@ async def test_timeout_not_in_retry_on_fails_at_once(make_runner: MakeRunner) ->
         await anyio.Event().wait()
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result.tasks["hangs"].attempts == 1
     assert result.tasks["hangs"].state is TaskState.FAILED
@@ -293,7 +294,7 @@ async def test_def_task_that_times_out(make_runner: MakeRunner) -> None:
 
     try:
         async with make_runner() as runner:
-            with anyio.fail_after(5):
+            with anyio.fail_after(WAIT):
                 result = await runner.run(flow)
     finally:
         let_go.set()
@@ -314,7 +315,7 @@ async def test_timeout_applies_per_attempt(make_runner: MakeRunner) -> None:
         return run.attempt
 
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             result = await runner.run(flow)
     assert result["slow_first"] == 2
 
@@ -411,7 +412,7 @@ async def test_retry_of_a_cancelled_run(make_runner: MakeRunner) -> None:
 
     handle = RunHandle()
     async with make_runner() as runner:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 results: list[Any] = []
 

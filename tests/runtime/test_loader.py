@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import logging
-import os
 import sys
 import textwrap
 import typing
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -403,15 +400,10 @@ def test_loading_twice_gives_fresh_flows(flows_dir: Path) -> None:
 
 
 @pytest.fixture
-def cli(flows_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """No SLUICEWAY_* variables; the cwd (tmp_path) has no sluiceway.toml unless a test
-    writes one; the CLI's logging setup is undone afterwards."""
-    for var in [v for v in os.environ if v.startswith("SLUICEWAY_")]:
-        monkeypatch.delenv(var)
-    logger = logging.getLogger("sluiceway")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield flows_dir
-    logger.handlers[:], logger.level, logger.propagate = saved
+def cli(cli_env: Path, flows_dir: Path) -> Path:
+    """The flows folder; no SLUICEWAY_* variables, the cwd (tmp_path) has no sluiceway.toml
+    unless a test writes one, the CLI's logging setup is undone afterwards (``cli_env``)."""
+    return flows_dir
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from runtime.store import cursors, open_store
 from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
 from tests.store.rows import peek
+from tests.waiting import WAIT
 
 HOURLY = every("1h")
 KEY = str(HOURLY)
@@ -81,7 +82,7 @@ async def scheduling(ctx: ServiceContext, lead: float = 0.0) -> AsyncIterator[No
     """Run the loop; enter once the start-up pass is committed and the loop sleeps."""
     assert isinstance(ctx.clock, BlockingClock)
     naps = ctx.clock.naps
-    with anyio.fail_after(5):
+    with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tg:
             await tg.start(loop(ctx, lead))
             await ctx.clock.wait_naps(naps + 1)
@@ -119,7 +120,7 @@ async def test_started_after_the_start_up_runs_are_committed(
     async with make_runner(clock=clock) as runner:
         ctx = context(runner, flow)
         queue_changed = ctx.queue_changed
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 await tg.start(loop(ctx))
                 # read on another connection: committed, not just queued in the writer
@@ -275,7 +276,7 @@ async def test_two_schedulers_on_one_database_race_to_one_run_per_instant(
     async with make_runner(clock=clock) as first, make_runner(clock=clock) as second:
         await seed_cursor(first, flow, utc(5))
         contexts = [context(first, flow), context(second, flow)]
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 for ctx in contexts:
                     tg.start_soon(one_pass, ctx)

@@ -18,6 +18,7 @@ from runtime.states import RunState
 from runtime.store import queries
 from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
+from tests.waiting import WAIT
 
 T0 = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
 
@@ -73,7 +74,7 @@ class Started:
     result: RunResult | None = None
 
     async def wait(self) -> RunResult:
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await self.ended.wait()
         assert self.result is not None
         return self.result
@@ -116,11 +117,11 @@ async def test_flow_sla_missed_while_running_is_recorded_once(
         # a second monitor on the same store: the miss is detected twice, recorded once
         await tg.start(run_sla_monitor, runner.bus, runner.store, clock, {flow.name: flow}.get)
         run = start_run(tg, runner, flow)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await gate.started.wait()
             await clock.wait_for_sleeps(at(60), at(60))
         clock.advance(61)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             # both monitors handled the miss and now sleep until the task's deadline
             await clock.wait_for_sleeps(at(600), at(600))
         (event,) = misses.seen
@@ -133,7 +134,7 @@ async def test_flow_sla_missed_while_running_is_recorded_once(
         assert stored["sla_missed"] is True
         gate.release.set()
         assert (await run.wait()).state is RunState.SUCCEEDED
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await clock.wait_for_sleeps()  # the run ended: no deadline is left
         tg.cancel_scope.cancel()
     assert len(misses.seen) == 1
@@ -147,12 +148,12 @@ async def test_run_ending_before_its_deadline_records_nothing(
     async with make_runner(clock=clock) as runner, anyio.create_task_group() as tg:
         misses = await start_monitor(tg, runner, flow)
         run = start_run(tg, runner, flow)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await clock.wait_for_sleeps(at(60))
         clock.advance(30)
         gate.release.set()
         result = await run.wait()
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await clock.wait_for_sleeps()  # RunEnded took the deadline away
         clock.advance(3600)
         tg.cancel_scope.cancel()
@@ -184,11 +185,11 @@ async def test_task_sla_counts_from_the_task_start(
         misses = await start_monitor(tg, runner, flow)
         clock.advance(5)
         run = start_run(tg, runner, flow)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await gate.started.wait()
             await clock.wait_for_sleeps(at(35))  # quick ended in time: slow's deadline is left
         clock.advance(31)
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await misses.wait(1)
         (event,) = misses.seen
         assert (event.task, event.scope, event.sla) == ("slow", "task", 30)
@@ -213,7 +214,7 @@ async def test_backfill_and_retry_runs_are_exempt_from_the_flow_sla(
         misses = await start_monitor(tg, runner, flow)
         backfilled = await runner.run(flow, trigger={"kind": "backfill"}, logical_date=week_ago)
         late = await runner.run(flow, logical_date=week_ago)  # a manual run, late already
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await misses.wait(1)  # the monitor handles runs in order: backfilled came first
         tg.cancel_scope.cancel()
     assert [e.run_id for e in misses.seen] == [late.id]

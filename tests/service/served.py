@@ -1,58 +1,22 @@
 """The real ``sluiceway serve`` as a subprocess, and bounded waits on its log and database.
 
-Every wait has a deadline and fails with the service's log; :class:`Home` kills whatever
-service it started when the test ends, passed or not.
+Every wait has a generous deadline (tests.waiting.WAIT) and fails with the service's log;
+:class:`Home` kills whatever service it started when the test ends, passed or not.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from runtime.store import connect_reader, queries
-
-T = TypeVar("T")
-
-_SCRIPT = Path(sys.executable).parent / "sluiceway"
-SLUICEWAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "runtime.cli.main"]
-POLL = 0.05
-# systemd's variables: a test run under systemd (or from a service's shell) must not leak them
-_SYSTEMD = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "LISTEN_FDS")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without SLUICEWAY_* and systemd's variables, plus *extra*."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_") and k not in _SYSTEMD
-    }
-    env.update(extra)
-    return env
-
-
-def wait_until(
-    check: Callable[[], T | None],
-    what: str,
-    *,
-    timeout: float = 10.0,
-    details: Callable[[], str] = lambda: "",
-) -> T:
-    """Poll *check* until it returns something truthy; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{details()}")
-        time.sleep(POLL)
+from tests.cli_helpers import sluiceway, spawn
+from tests.waiting import WAIT, wait_until
 
 
 class Served:
@@ -73,7 +37,7 @@ class Served:
         state = "running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
         return f"--- service pid {self.pid} ({state}), {self.log_path.name}:\n{self.log()}"
 
-    def wait_log(self, text: str, *, timeout: float = 10.0, after: int = 0) -> int:
+    def wait_log(self, text: str, *, timeout: float = WAIT, after: int = 0) -> int:
         """Wait until *text* is in the log (from character *after* on); returns its offset.
 
         Fails at once if the process exits first.
@@ -89,7 +53,7 @@ class Served:
 
         return wait_until(found, f"log line {text!r}", timeout=timeout, details=self.describe) - 1
 
-    def wait_ready(self, timeout: float = 10.0) -> None:
+    def wait_ready(self, timeout: float = WAIT) -> None:
         self.wait_log("service ready", timeout=timeout)
 
     def send(self, sig: signal.Signals) -> None:
@@ -97,7 +61,7 @@ class Served:
 
     def kill9(self) -> None:
         self.proc.kill()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=WAIT)
 
     def wait_exit(self, timeout: float) -> int:
         """The exit code, within *timeout* seconds (else the test fails)."""
@@ -124,29 +88,15 @@ class Home:
     def serve(self, **env: str) -> Served:
         """Start ``sluiceway serve --flows flows --db history.db`` with *env* added."""
         log_path = self.root / f"serve-{len(self.services) + 1}.log"
-        with log_path.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [*SLUICEWAY, "serve", "--flows", str(self.flows), "--db", str(self.db)],
-                cwd=self.root,
-                env=clean_env(**env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
+        where = ["--flows", str(self.flows), "--db", str(self.db)]
+        proc = spawn("serve", *where, cwd=self.root, stderr=log_path, env=env)
         served = Served(proc, log_path)
         self.services.append(served)
         return served
 
     def cli(self, *args: str, flows: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*SLUICEWAY, *args, "--flows", str(flows or self.flows), "--db", str(self.db)],
-            cwd=self.root,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        where = ["--flows", str(flows or self.flows), "--db", str(self.db)]
+        return sluiceway(*args, *where, cwd=self.root)
 
     def trigger(self, flow: str, *, flows: Path | None = None) -> int:
         """``sluiceway trigger FLOW``; returns the queued run's id."""
@@ -159,7 +109,7 @@ class Home:
             if served.proc.poll() is None:
                 served.proc.kill()
             try:
-                served.proc.wait(timeout=10)
+                served.proc.wait(timeout=WAIT)
             except subprocess.TimeoutExpired:  # pragma: no cover - a stuck zombie
                 pass
 
@@ -184,7 +134,7 @@ class Home:
         *params: Any,
         what: str,
         until: Callable[[list[tuple[Any, ...]]], bool] = bool,
-        timeout: float = 10.0,
+        timeout: float = WAIT,
     ) -> list[tuple[Any, ...]]:
         """Poll *sql* until *until* holds for its rows (default: there are some)."""
 
@@ -205,7 +155,7 @@ class Home:
         finally:
             conn.close()
 
-    def wait_reason(self, run_id: int, reason: str | None, *, timeout: float = 10.0) -> None:
+    def wait_reason(self, run_id: int, reason: str | None, *, timeout: float = WAIT) -> None:
         """Wait until ``show`` gives *reason* as the wait reason of run *run_id*."""
         wait_until(
             lambda: self.run(run_id)["wait_reason"] == reason,
@@ -263,7 +213,7 @@ class Home:
         path = self.root / name
         return path.read_text().splitlines() if path.exists() else []
 
-    def wait_lines(self, name: str, *expected: str, timeout: float = 10.0) -> list[str]:
+    def wait_lines(self, name: str, *expected: str, timeout: float = WAIT) -> list[str]:
         """Wait until the file *name* holds every one of the *expected* lines."""
 
         def complete() -> list[str] | None:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.service.flows import ALPHA, CRASH, QUEUE, TICK, TYPED
 from tests.service.served import Home
+from tests.waiting import WAIT
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
 
@@ -196,7 +197,7 @@ def test_trigger_queues_a_run_of_a_served_flow_whose_file_is_broken(home: Home) 
     assert "flow 'typed' has no param 'nope' (params: n, tag)" in bad.stderr
     # no service, no last good version: the broken file is an error, as before
     served.send(signal.SIGTERM)
-    assert served.wait_exit(timeout=10) == 0
+    assert served.wait_exit(timeout=WAIT) == 0
     stopped = home.cli("trigger", "typed")
     assert stopped.returncode == 2, stopped.stderr
     assert "does not load from" not in stopped.stderr

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.service.flows import ALPHA, NEWFLOW
-from tests.service.served import Home, Served, wait_until
+from tests.service.served import Home, Served
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
 

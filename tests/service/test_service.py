@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import killed_at_exit, spawn
 from tests.service.flows import ALPHA, BROKEN, CRASH, DRAIN, MAPPED, NEWFLOW, TICK
-from tests.service.served import SLUICEWAY, Home, clean_env, wait_until
+from tests.service.served import Home
+from tests.waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
 
@@ -38,7 +39,7 @@ def wait_task_running(home: Home, task: str, *, count: int = 1, attempt: int = 1
     return [r[0] for r in rows]
 
 
-def wait_runs_ended(home: Home, count: int, timeout: float = 10.0) -> dict[int, str]:
+def wait_runs_ended(home: Home, count: int, timeout: float = WAIT) -> dict[int, str]:
     home.wait_rows(
         "SELECT id FROM runs WHERE state IN ('succeeded', 'failed', 'cancelled')",
         what=f"{count} run(s) ended",
@@ -306,7 +307,7 @@ class NotifySocket:
         self.messages.append(message)
         return message
 
-    def wait_for(self, field: str, *, timeout: float = 10.0) -> list[str]:
+    def wait_for(self, field: str, *, timeout: float = WAIT) -> list[str]:
         """Collect datagrams until one has the line *field*; returns that datagram's lines."""
 
         def arrived() -> list[str] | None:
@@ -367,7 +368,7 @@ def test_sd_notify_ready_after_recovery_then_watchdog_status_and_stopping(
     served.send(signal.SIGTERM)
     stopping = notify_socket.wait_for("STOPPING=1")
     assert stopping == ["STOPPING=1", "STATUS=stopping, 1 run(s)"]
-    assert served.wait_exit(timeout=5) == 0
+    assert served.wait_exit(timeout=WAIT) == 0
     assert home.run_states() == {run: "running"}  # interrupted again: resumes next time
     assert home.task(run, "nap")["attempts"] == 2
 
@@ -414,7 +415,6 @@ def test_a_broken_flow_file_at_start_is_reported_and_the_others_run(home: Home) 
         "SELECT id FROM runs WHERE flow = 'tick' AND state = 'succeeded'",
         what="two scheduled runs of tick",
         until=lambda rows: len(rows) >= 2,
-        timeout=5,
     )
 
 
@@ -429,9 +429,9 @@ def test_scheduled_runs_fire_once_per_instant_across_a_restart(home: Home) -> No
 
     first = home.serve()
     first.wait_ready()
-    home.wait_rows("SELECT id FROM runs", what="3 runs", until=lambda r: len(r) >= 3, timeout=6)
+    home.wait_rows("SELECT id FROM runs", what="3 runs", until=lambda r: len(r) >= 3)
     first.send(signal.SIGTERM)
-    assert first.wait_exit(timeout=5) == 0
+    assert first.wait_exit(timeout=WAIT) == 0
     before = runs()
 
     second = home.serve()
@@ -441,10 +441,9 @@ def test_scheduled_runs_fire_once_per_instant_across_a_restart(home: Home) -> No
         before[-1][0],
         what="2 runs after the restart",
         until=lambda r: len(r) >= 2,
-        timeout=6,
     )
     second.send(signal.SIGTERM)
-    assert second.wait_exit(timeout=5) == 0
+    assert second.wait_exit(timeout=WAIT) == 0
 
     after = runs()
     dates = [d for _, d, _ in after]
@@ -512,25 +511,16 @@ def test_a_foreground_run_beside_the_service_is_never_run_twice(home: Home) -> N
     (home.flows / "crash.py").write_text(CRASH)
     served = home.serve()
     served.wait_ready()
-    cli = subprocess.Popen(
-        [*SLUICEWAY, "run", "chain", "--flows", str(home.flows), "--db", str(home.db)],
-        cwd=home.root,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    where = ["--flows", str(home.flows), "--db", str(home.db)]
+    errors = home.root / "run.log"
+    with killed_at_exit(spawn("run", "chain", *where, cwd=home.root, stderr=errors)) as cli:
         home.wait_lines("started.txt", "1 a 1", "1 b 1")
-        restarted = None
         served.send(signal.SIGTERM)  # and a service started now finds a live owner
-        assert served.wait_exit(timeout=5) == 0
+        assert served.wait_exit(timeout=WAIT) == 0
         restarted = home.serve()
         restarted.wait_ready()
         home.open_gate()
-        assert cli.wait(timeout=15) == 0
-    finally:
-        if cli.poll() is None:
-            cli.kill()
+        assert cli.wait(timeout=WAIT) == 0, errors.read_text()
     assert home.run_states() == {1: "succeeded"}
     assert sorted(home.lines("started.txt")) == ["1 a 1", "1 b 1", "1 c 1"]
     assert "recovery" not in restarted.log()

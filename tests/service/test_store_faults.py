@@ -13,8 +13,9 @@ import pytest
 
 from runtime.store.lock import service_running
 from tests.service.flows import DRAIN, TICK
-from tests.service.served import Home, wait_until
+from tests.service.served import Home
 from tests.service.test_service import NotifySocket, wait_runs_ended
+from tests.waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
 
@@ -43,7 +44,7 @@ def test_a_service_on_a_symlink_to_a_served_database_is_refused(home: Home) -> N
     home.db = link  # the second service is given the link
     try:
         second = home.serve()
-        code = second.wait_exit(timeout=10)
+        code = second.wait_exit(timeout=WAIT)
     finally:
         home.db = real
     assert code == 1, second.describe()

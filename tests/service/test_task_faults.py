@@ -11,6 +11,7 @@ import pytest
 
 from tests.service.flows import _PRELUDE
 from tests.service.served import Home
+from tests.waiting import WAIT
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
 
@@ -109,7 +110,7 @@ def test_sys_exit_in_a_task_fails_its_run_and_the_service_keeps_serving(home: Ho
     wait_run(home, later, "succeeded")
     assert home.lines("ledger.txt") == [f"{later} works 1"]
     served.send(signal.SIGTERM)
-    assert served.wait_exit(timeout=15) == 0, served.describe()
+    assert served.wait_exit(timeout=WAIT) == 0, served.describe()
     assert "service stopped" in served.log()
 
 
@@ -128,7 +129,7 @@ def test_a_base_exception_in_one_run_does_not_touch_a_run_in_flight(home: Home) 
     assert home.lines("ledger.txt") == [f"{waiting} waits 1"]
     assert served.proc.poll() is None, served.describe()
     served.send(signal.SIGTERM)
-    assert served.wait_exit(timeout=15) == 0, served.describe()
+    assert served.wait_exit(timeout=WAIT) == 0, served.describe()
 
 
 def test_a_def_task_still_running_after_the_grace_does_not_delay_the_exit(home: Home) -> None:
@@ -139,7 +140,7 @@ def test_a_def_task_still_running_after_the_grace_does_not_delay_the_exit(home: 
     home.wait_lines("started.txt", f"{run_id} sleeps 1")
     stopping = time.monotonic()
     served.send(signal.SIGTERM)
-    code = served.wait_exit(timeout=12)
+    code = served.wait_exit(timeout=WAIT)
     took = time.monotonic() - stopping
     assert code == 0, served.describe()
     # 1 s of grace, then the thread is left behind: it sleeps 15 s on a daemon thread
