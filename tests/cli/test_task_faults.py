@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,7 @@ stuck = Flow("stuck")
 
 @stuck.task(timeout=1)
 def sleeps() -> None:
-    time.sleep(15)
+    time.sleep(600)  # far past any wait of the test: the process must not wait for it
 
 
 @stuck.task(after=[sleeps], run_if="all_done")
@@ -223,12 +222,12 @@ def test_validate_reports_durations_out_of_range_with_file_and_line(home: Path) 
 
 
 def test_a_timed_out_def_task_does_not_keep_the_process_alive(home: Path) -> None:
-    began = time.monotonic()
-    done = sluiceway(home, "run", "stuck")
-    took = time.monotonic() - began
+    try:
+        done = sluiceway(home, "run", "stuck")  # the task's thread sleeps 10 minutes
+    except subprocess.TimeoutExpired:
+        pytest.fail("the abandoned thread kept the process alive")
     assert done.returncode == 1, done.stderr
     assert "TaskTimeoutError: attempt 1 timed out after 1s" in done.stderr
-    assert took < 8, f"took {took:.1f}s: the abandoned thread kept the process alive"
     states = dict(rows(home, "SELECT name, state FROM tasks"))
     assert states == {"sleeps": "failed", "after_it": "succeeded"}
 

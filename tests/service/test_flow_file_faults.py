@@ -126,7 +126,7 @@ def mark(what: str) -> None:
 
 
 mark("start")
-time.sleep(3)  # a slow import: a big library, a network call at import
+time.sleep(4)  # a slow import: a big library, a network call at import
 mark("end")
 
 slow = Flow("slow")
@@ -156,11 +156,13 @@ def test_a_slow_flow_file_import_does_not_stall_runs_or_the_scheduler(home: Home
         if int(pid) == served.pid
     }
     start, end = marks["start"], marks["end"]
-    assert end - start >= 3
+    assert end - start >= 4
     beats = [t for t in map(float, home.lines("pulse.txt")) if start < t < end]
     points = [start, *beats, end]
     worst = max(b - a for a, b in itertools.pairwise(points))
-    assert worst < 1.5, f"the loop stalled {worst:.2f}s during the import; beats {beats}"
+    # beats every 50 ms; an import on the loop would stop them for all 4 s, a loaded machine
+    # delays some of them a little
+    assert worst < 2, f"the loop stalled {worst:.2f}s during the import; beats {beats}"
     assert len(beats) >= 10, beats
     # scheduled runs were created, run and ended while the file imported
     ended = [

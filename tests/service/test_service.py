@@ -122,24 +122,22 @@ def test_a_task_interrupted_by_kill_9_fails_when_it_may_not_run_again(
 
 def test_sigterm_lets_a_short_task_finish_within_the_grace(home: Home) -> None:
     (home.flows / "drain.py").write_text(DRAIN)
-    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="5s")
+    # a grace far longer than the wait for the exit: exiting in time means not waiting for it
+    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="300s")
     served.wait_ready()
     run = home.trigger("quick")
     wait_task_running(home, "brief")
 
     served.send(signal.SIGTERM)
-    began = time.monotonic()
-    code = served.wait_exit(timeout=8)
-    took = time.monotonic() - began
+    code = served.wait_exit(timeout=WAIT)  # the stop waited for the run, not the grace
 
     assert code == 0, served.describe()
-    assert "SIGTERM: stopping; 1 run(s) get 5s to finish" in served.log()
+    assert "SIGTERM: stopping; 1 run(s) get 300s to finish" in served.log()
     assert "interrupting" not in served.log()
     assert "WARNING" not in served.log()  # a clean stop: no false alarm from the watcher
     assert "service stopped" in served.log()
     assert home.run_states() == {run: "succeeded"}
     assert home.lines("ledger.txt") == [f"{run} brief 1"]
-    assert took < 3, f"took {took:.1f}s: the stop waited for more than the run\n{served.log()}"
 
 
 def test_sigterm_interrupts_a_long_task_after_the_grace_and_the_next_start_resumes_it(
@@ -153,11 +151,11 @@ def test_sigterm_interrupts_a_long_task_after_the_grace_and_the_next_start_resum
 
     first.send(signal.SIGTERM)
     began = time.monotonic()
-    code = first.wait_exit(timeout=6)
+    code = first.wait_exit(timeout=WAIT)  # nap sleeps 60 s: it was interrupted
     took = time.monotonic() - began
 
     assert code == 0, first.describe()
-    assert 1 <= took < 4, f"stopped after {took:.1f}s with a 1s grace\n{first.log()}"
+    assert took >= 1, f"stopped after {took:.1f}s with a 1s grace\n{first.log()}"
     assert "shutdown grace over: interrupting 1 run(s)" in first.log()
     assert f"run={run} flow=long interrupted; it resumes at the next start" in first.log()
     assert home.run_states() == {run: "running"}
@@ -178,20 +176,18 @@ def test_sigterm_interrupts_a_long_task_after_the_grace_and_the_next_start_resum
 @pytest.mark.parametrize("second_signal", [signal.SIGTERM, signal.SIGINT])
 def test_a_second_signal_interrupts_at_once(home: Home, second_signal: signal.Signals) -> None:
     (home.flows / "drain.py").write_text(DRAIN)
-    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="30s")
+    # a grace far longer than the wait for the exit: exiting in time means not waiting for it
+    served = home.serve(SLUICEWAY_SHUTDOWN_GRACE="300s")
     served.wait_ready()
     run = home.trigger("long")
     wait_task_running(home, "nap")
 
     served.send(signal.SIGTERM)
-    served.wait_log("SIGTERM: stopping; 1 run(s) get 30s to finish")
+    served.wait_log("SIGTERM: stopping; 1 run(s) get 300s to finish")
     served.send(second_signal)
-    began = time.monotonic()
-    code = served.wait_exit(timeout=6)
-    took = time.monotonic() - began
+    code = served.wait_exit(timeout=WAIT)
 
     assert code == 0, served.describe()
-    assert took < 3, f"stopped {took:.1f}s after the second signal\n{served.log()}"
     assert "second signal: interrupting 1 run(s) now" in served.log()
     assert home.run_states() == {run: "running"}  # resumable, not failed
     assert home.attempts(run, "nap") == [(1, "failed", SHUTDOWN)]
@@ -307,6 +303,20 @@ class NotifySocket:
         self.messages.append(message)
         return message
 
+    def wait_count(self, message: str, count: int, *, timeout: float = WAIT) -> None:
+        """Collect datagrams until *count* of them are *message*."""
+
+        def arrived() -> bool:
+            self._receive_one()
+            return self.messages.count(message) >= count
+
+        wait_until(
+            arrived,
+            f"{count} x {message} on the notify socket",
+            timeout=timeout,
+            details=self.describe,
+        )
+
     def wait_for(self, field: str, *, timeout: float = WAIT) -> list[str]:
         """Collect datagrams until one has the line *field*; returns that datagram's lines."""
 
@@ -343,6 +353,7 @@ def test_sd_notify_ready_after_recovery_then_watchdog_status_and_stopping(
     wait_task_running(home, "nap")
     crashed.kill9()
 
+    began = time.monotonic()
     served = home.serve(
         NOTIFY_SOCKET=str(notify_socket.path),
         WATCHDOG_USEC="200000",
@@ -357,9 +368,11 @@ def test_sd_notify_ready_after_recovery_then_watchdog_status_and_stopping(
     recovered = log_at_ready.find("recovery: 1 run(s) resumed")
     assert 0 <= recovered < log_at_ready.find("service ready: 2 flow(s), epoch 2"), log_at_ready
 
-    notify_socket.receive(0.6)  # the watchdog pings every 0.1 s (half of WATCHDOG_USEC)
+    # the watchdog pings from the loop every 0.1 s (half of WATCHDOG_USEC): it goes on pinging,
+    # and never more often than that since the service started (a slow machine pings less)
+    notify_socket.wait_count("WATCHDOG=1", 10)
     pings = notify_socket.messages.count("WATCHDOG=1")
-    assert 3 <= pings <= 12, notify_socket.describe()
+    assert pings <= (time.monotonic() - began) / 0.1 + 1, notify_socket.describe()
 
     served.send(signal.SIGHUP)
     notify_socket.wait_for("RELOADING=1")
@@ -382,11 +395,9 @@ def test_a_second_service_on_the_same_database_is_refused_at_once(home: Home) ->
     first.wait_ready()
 
     second = home.serve()
-    began = time.monotonic()
-    code = second.wait_exit(timeout=5)
+    code = second.wait_exit(timeout=WAIT)  # it does not wait for the lock
 
     assert code == 1, second.describe()
-    assert time.monotonic() - began < 3
     assert (
         f"sluiceway: {home.db}: another sluiceway service (pid {first.pid}) is using this "
         "database; stop it or pass another --db"

@@ -5,7 +5,6 @@ the process alive after the shutdown grace; a task blocking the loop is named.""
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -68,7 +67,7 @@ sleepy = Flow("sleepy")
 @sleepy.task
 def sleeps(run: Run) -> None:
     note("started.txt", run)
-    time.sleep(15)
+    time.sleep(600)  # far past any wait of the test: the service must not wait for it
 
 
 hog = Flow("hog")
@@ -138,13 +137,10 @@ def test_a_def_task_still_running_after_the_grace_does_not_delay_the_exit(home: 
     served.wait_ready()
     run_id = home.trigger("sleepy")
     home.wait_lines("started.txt", f"{run_id} sleeps 1")
-    stopping = time.monotonic()
     served.send(signal.SIGTERM)
+    # 1 s of grace, then the thread is left behind: it sleeps 10 minutes on a daemon thread
     code = served.wait_exit(timeout=WAIT)
-    took = time.monotonic() - stopping
     assert code == 0, served.describe()
-    # 1 s of grace, then the thread is left behind: it sleeps 15 s on a daemon thread
-    assert took < 8, f"exited {took:.1f}s after SIGTERM\n{served.describe()}"
     assert home.attempts(run_id, "sleeps") == [(1, "failed", "interrupted by service shutdown")]
 
 

@@ -14,10 +14,12 @@ from runtime.errors import StoreError
 from runtime.store import Store, open_store
 from runtime.store.writer import Op, _Waiter
 from tests.store.rows import at, attempt_row, create_run, log_row, new_run, peek, task_row
+from tests.waiting import WAIT
 
 
-async def test_many_puts_commit_in_few_batches(db_path: Path) -> None:
-    async with open_store(db_path) as store:
+async def test_many_puts_commit_in_one_batch(db_path: Path) -> None:
+    # an interval longer than the test: only the flush commits, however slow the machine
+    async with open_store(db_path, interval=60.0) as store:
         run_id = await new_run(store)
         before = store.writer.batches
         for i in range(500):
@@ -26,7 +28,7 @@ async def test_many_puts_commit_in_few_batches(db_path: Path) -> None:
                 await anyio.lowlevel.checkpoint()  # the writer gets the chance to run
         await store.flush()
         batches = store.writer.batches - before
-    assert 1 <= batches <= 3, f"{batches} transactions for 500 state changes"
+    assert batches == 1, f"{batches} transactions for 500 state changes"
     assert peek(db_path, "SELECT COUNT(*) FROM tasks") == [(500,)]
 
 
@@ -90,7 +92,7 @@ async def test_racing_create_runs_with_one_key_make_one_run(db_path: Path) -> No
         async def create() -> None:
             got.append(await create_run(store, "f", "tick-1", trigger={"kind": "cron"}))
 
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 for _ in range(10):
                     tg.start_soon(create)
@@ -108,7 +110,7 @@ async def test_racing_create_runs_from_two_stores_make_one_run(db_path: Path) ->
         async def create(store: Store) -> None:
             got.append(await create_run(store, "f", "inbox/a.csv", trigger={"kind": "file"}))
 
-        with anyio.fail_after(10):
+        with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 for i in range(6):
                     tg.start_soon(create, one if i % 2 else two)
@@ -202,7 +204,7 @@ async def test_a_cancelled_flush_leaves_the_writer_usable(db_path: Path) -> None
         # the connection is not left inside a transaction: the next batch commits
         again = await new_run(store)
         store.put_task(task_row(again, "b", "running"))
-        with anyio.fail_after(5):
+        with anyio.fail_after(WAIT):
             await store.flush()
     assert peek(db_path, "SELECT name FROM tasks ORDER BY name") == [("a",), ("b",)]
 
@@ -210,7 +212,7 @@ async def test_a_cancelled_flush_leaves_the_writer_usable(db_path: Path) -> None
 async def test_cancelling_the_store_with_a_batch_pending_commits_it_on_close(
     db_path: Path,
 ) -> None:
-    with anyio.fail_after(5), anyio.CancelScope() as scope:
+    with anyio.fail_after(WAIT), anyio.CancelScope() as scope:
         async with open_store(db_path, interval=5.0) as store:
             run_id = await new_run(store)
             for i in range(20):
@@ -230,7 +232,7 @@ async def test_cancelling_the_store_during_a_batch_commits_it_on_close(db_path: 
         in_batch.set()
         release.wait(5)  # the batch's transaction is open here, on the writer's thread
 
-    with anyio.fail_after(5), anyio.CancelScope() as scope:
+    with anyio.fail_after(WAIT), anyio.CancelScope() as scope:
         async with open_store(db_path) as store, anyio.create_task_group() as tg:
             run_id = await new_run(store)
             store.put_task(task_row(run_id, "t", "running"))
@@ -266,20 +268,31 @@ def _assert_unlocked(path: Path) -> None:
 
 
 async def test_awaited_ops_never_starve_the_queued_rows(db_path: Path) -> None:
-    # awaited ops commit without the queued rows, but rows wait at most ~2 intervals even
-    # when ops never stop coming (a service creating runs back to back)
+    # awaited ops commit without the queued rows, but the rows go with the first batch that
+    # begins an interval after they were first held back, even when ops never stop coming
+    # (a service creating runs back to back)
     def op(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO flows (name, updated_at) VALUES ('f', 'x') ON CONFLICT DO NOTHING")
 
-    async with open_store(db_path, interval=0.05) as store:
+    interval = 0.05
+    async with open_store(db_path, interval=interval) as store:
         run_id = await new_run(store)
         store.put_task(task_row(run_id, "t", "running"))
-        start = anyio.current_time()
-        with anyio.fail_after(5):
-            while not peek(db_path, "SELECT COUNT(*) FROM tasks")[0][0]:
-                await store.writer.submit(op)
+        start, longest = anyio.current_time(), 0.0
+        with anyio.fail_after(WAIT):
+            while True:
+                began = anyio.current_time()
+                if peek(db_path, "SELECT COUNT(*) FROM tasks")[0][0]:
+                    break
+                await store.writer.submit(op)  # one batch: a commit with an fsync
+                longest = max(longest, anyio.current_time() - began)
         waited = anyio.current_time() - start
-    assert waited < 0.5, f"the row waited {waited:.2f}s behind a stream of ops"
+    # the interval, plus the batch under way when it ended and the one after it (and the
+    # read): measured in this run's own batches, so that a slow disk or a loaded machine
+    # does not fail it, and a row kept back for many intervals does
+    assert waited <= interval + 4 * longest, (
+        f"the row waited {waited:.3f}s behind a stream of ops ({longest:.3f}s per batch)"
+    )
 
 
 async def test_close_commits_the_rows_even_beside_an_awaited_op(db_path: Path) -> None:
