@@ -119,6 +119,16 @@ ROUND_TRIP: list[tuple[str, Any]] = [
 ]
 
 
+def has_a_set(value: Any) -> bool:
+    if type(value) in (set, frozenset):
+        return True
+    if type(value) in (list, tuple):
+        return any(has_a_set(v) for v in value)
+    if type(value) is dict:
+        return any(has_a_set(k) or has_a_set(v) for k, v in value.items())
+    return False
+
+
 @pytest.mark.parametrize(("value"), [v for _, v in ROUND_TRIP], ids=[n for n, _ in ROUND_TRIP])
 def test_a_stored_value_reads_back_with_the_same_types(value: Any) -> None:
     stored = codec.encode(value)
@@ -126,7 +136,12 @@ def test_a_stored_value_reads_back_with_the_same_types(value: Any) -> None:
     assert same(codec.decode(stored.decode()), value)  # TEXT columns (params) too
     assert same(codec.decode_result(stored), value)
     assert same(codec.from_json(codec.loads(stored)), value)
-    assert codec.encode(codec.decode(stored)) == stored  # stable
+    again = codec.encode(codec.decode(stored))
+    assert same(codec.decode(again), value)  # stable
+    if not has_a_set(value):
+        # a set is stored in its iteration order, which for equal sets can differ with the
+        # order of insertion when two members' hashes collide (per run: PYTHONHASHSEED)
+        assert again == stored
 
 
 def test_the_issue_value_comes_back_as_returned() -> None:
