@@ -28,7 +28,7 @@ from runtime.store import connect_reader, queries
 from runtime.testing import BlockingClock, FakeClock
 from tests.cli_helpers import SLUICEWAY, clean_env
 from tests.conftest import MakeRunner
-from tests.runtime.test_sla import T0, Gate, Misses, at, held_flow, start_run
+from tests.scheduling.test_sla import T0, Gate, Misses, at, held_flow, start_run
 from tests.waiting import WAIT
 
 

@@ -268,7 +268,7 @@ NOT_STORED: list[tuple[str, Any, str]] = [
     (
         "custom-tzinfo",
         datetime(2026, 1, 1, tzinfo=Offset()),
-        "with tzinfo tests.runtime.test_codec.Offset",
+        "with tzinfo tests.test_codec.Offset",
     ),
     ("zone-without-key", datetime(2026, 1, 1, tzinfo=_zone_from_file()), "ZoneInfo"),
     ("bytearray", bytearray(b"x"), "bytearray"),
@@ -338,7 +338,7 @@ def test_a_registered_type_is_stored_tagged_and_reads_back() -> None:
         b'[3,{"__sluiceway__":"datetime","value":"2026-01-02T03:04:05.123456+00:00"}]}}}'
     )  # what to_json returns is encoded in turn: the tuple and the datetime stay themselves
     assert codec.decode(stored) == value
-    assert codec.readable(codec.loads(stored)).startswith('{"p":<tests.runtime.test_codec.Point')
+    assert codec.readable(codec.loads(stored)).startswith('{"p":<tests.test_codec.Point')
 
 
 def test_a_subclass_of_a_registered_type_is_not_stored() -> None:

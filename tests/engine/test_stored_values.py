@@ -27,7 +27,7 @@ from runtime.store import connect_reader, queries
 from runtime.store.cursors import fire_scheduled
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
-from tests.runtime.test_codec import ISSUE, ROUND_TRIP, WHEN, same
+from tests.test_codec import ISSUE, ROUND_TRIP, WHEN, same
 
 S = TaskState
 
@@ -157,7 +157,7 @@ async def test_a_result_that_cannot_be_stored_runs_again_on_retry(
     assert up["state"] == "succeeded"
     assert up["reason"] == (
         "result not stored, so a retry or resume runs it again: "
-        "tests.runtime.test_stored_values.Thing is not a type Sluiceway stores"
+        "tests.engine.test_stored_values.Thing is not a type Sluiceway stores"
     )
     assert stored_run(db_path, second.id)["tasks"][0]["reason"].startswith("result not stored")
 
@@ -361,7 +361,7 @@ def test_a_default_that_cannot_be_stored_is_a_flow_problem() -> None:
         pass
 
     (problem,) = flow.problems()
-    assert "flow 'bad_default': param 'source': tests.runtime.test_stored_values.Thing" in problem
+    assert "flow 'bad_default': param 'source': tests.engine.test_stored_values.Thing" in problem
 
 
 async def test_a_scheduled_run_gets_its_flow_defaults_as_declared(

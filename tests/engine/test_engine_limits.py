@@ -18,7 +18,7 @@ from runtime.engine.runner import Runner
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
-from tests.runtime.counting import counted_takes
+from tests.engine.counting import counted_takes
 from tests.waiting import WAIT
 
 

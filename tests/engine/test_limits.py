@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.engine.limits import Chain, Lane, Limits, Slots
-from tests.runtime.counting import counted_takes
+from tests.engine.counting import counted_takes
 
 
 def test_take_is_all_or_nothing_and_names_the_full_limit() -> None:
