@@ -22,7 +22,7 @@ from runtime.engine.attempts import run_attempt
 from runtime.engine.events import EventBus, RunEnded, RunStarted, TaskEnded
 from runtime.engine.limits import Chain, Lane, Limits, Slots
 from runtime.engine.recording import Recorder
-from runtime.engine.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.engine.rules import RUN, decide, map_items, mapped_outcome, run_outcome
 from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Node, Unit
 from runtime.states import RunState, TaskState
@@ -317,9 +317,9 @@ class Execution:
         if self.cancelling and node.task.run_if != "all_done":
             self.settle(node.unit, S.CANCELLED, now, reason="run cancelled")
             return
-        state, reason = decide(node.task.run_if, [u.unit.state for u in node.upstream])
-        if state is not None:
-            self.settle(node.unit, state, now, reason=reason)
+        verdict = decide(node.task.run_if, [u.unit.state for u in node.upstream])
+        if verdict is not RUN:
+            self.settle(node.unit, verdict.state, now, reason=verdict.reason)
             return
         if node.task.map is None:
             self._ready_or_wait(node.unit)

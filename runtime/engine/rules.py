@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from enum import Enum
+from typing import Any, Final, Literal, NamedTuple
 
 from runtime.states import FAILED_STATES, RunState, TaskState
 
 S = TaskState
 
 
-def decide(rule: str, upstream: Iterable[TaskState]) -> tuple[TaskState | None, str | None]:
-    """Return ``(None, None)`` to run the task, or the state it ends in and why.
+class Verdict(Enum):
+    """:func:`decide`'s answer when the task runs (otherwise it answers :class:`Ends`)."""
+
+    RUN = "run"
+
+
+class Ends(NamedTuple):
+    """A task that does not run: the state it ends in, and why."""
+
+    state: TaskState
+    reason: str
+
+
+RUN: Final = Verdict.RUN
+
+
+def decide(rule: str, upstream: Iterable[TaskState]) -> Ends | Literal[Verdict.RUN]:
+    """Return :data:`RUN` when the task runs, or :class:`Ends` with the state it ends in and why.
 
     Called once every upstream has ended. A rule that can no longer be met ends the task
     ``skipped``, except ``all_succeeded`` (the default), which keeps ``upstream_failed`` when
@@ -25,33 +42,33 @@ def decide(rule: str, upstream: Iterable[TaskState]) -> tuple[TaskState | None, 
     cancelled = sum(s is S.CANCELLED for s in states)
     total = len(states)
     if rule == "all_done":
-        return None, None
+        return RUN
     if cancelled and rule != "any_failed":
-        return S.CANCELLED, "upstream cancelled"
+        return Ends(S.CANCELLED, "upstream cancelled")
     if rule == "all_succeeded":
         if failed:
-            return S.UPSTREAM_FAILED, "an upstream task failed"
+            return Ends(S.UPSTREAM_FAILED, "an upstream task failed")
         if skipped:
-            return S.SKIPPED, "an upstream task was skipped"
-        return None, None
+            return Ends(S.SKIPPED, "an upstream task was skipped")
+        return RUN
     if rule == "any_failed":
         if failed:
-            return None, None
+            return RUN
         if cancelled:
-            return S.CANCELLED, "upstream cancelled"
-        return S.SKIPPED, "no upstream task failed"
+            return Ends(S.CANCELLED, "upstream cancelled")
+        return Ends(S.SKIPPED, "no upstream task failed")
     if rule == "all_failed":
         if failed == total:
-            return None, None
-        return S.SKIPPED, "not every upstream task failed"
+            return RUN
+        return Ends(S.SKIPPED, "not every upstream task failed")
     if rule == "none_failed":
         if failed:
-            return S.SKIPPED, "an upstream task failed"
-        return None, None
+            return Ends(S.SKIPPED, "an upstream task failed")
+        return RUN
     if rule == "any_succeeded":
         if succeeded:
-            return None, None
-        return S.SKIPPED, "no upstream task succeeded"
+            return RUN
+        return Ends(S.SKIPPED, "no upstream task succeeded")
     raise ValueError(f"unknown run_if {rule!r}")
 
 

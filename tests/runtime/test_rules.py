@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.define.flow import RULES
-from runtime.engine.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.engine.rules import RUN, Ends, Verdict, decide, map_items, mapped_outcome, run_outcome
 from runtime.states import RunState, TaskState
 
 S = TaskState
@@ -16,10 +16,10 @@ UPF = TaskState.UPSTREAM_FAILED
 SKIP = TaskState.SKIPPED
 CANC = TaskState.CANCELLED
 
-RUNS = (None, None)
+RUNS = RUN
 
-# rule, upstream end states, (state the task ends in or None to run, part of the reason)
-TABLE: list[tuple[str, list[TaskState], tuple[TaskState | None, str | None]]] = [
+# rule, upstream end states, RUN or (the state the task ends in, part of the reason)
+TABLE: list[tuple[str, list[TaskState], Verdict | tuple[TaskState, str]]] = [
     # all_succeeded: the default keeps upstream_failed; a skip spreads
     ("all_succeeded", [OK, OK], RUNS),
     ("all_succeeded", [OK, FAIL], (UPF, "an upstream task failed")),
@@ -73,16 +73,16 @@ TABLE: list[tuple[str, list[TaskState], tuple[TaskState | None, str | None]]] = 
 def test_rule_decides_from_upstream_states(
     rule: str,
     upstream: list[TaskState],
-    expected: tuple[TaskState | None, str | None],
+    expected: Verdict | tuple[TaskState, str],
 ) -> None:
-    state, reason = decide(rule, upstream)
-    want_state, want_reason = expected
-    assert state is want_state
-    if want_reason is None:
-        assert reason is None
+    verdict = decide(rule, upstream)
+    if expected is RUN:
+        assert verdict is RUN
     else:
-        assert reason is not None
-        assert want_reason in reason
+        assert isinstance(verdict, Ends)
+        want_state, want_reason = expected
+        assert verdict.state is want_state
+        assert want_reason in verdict.reason
 
 
 def test_table_covers_every_rule() -> None:
