@@ -303,7 +303,7 @@ class _Progress:
         elif isinstance(event, TaskRetrying):
             self.emit(f"  {event.task:<24} retrying in {event.delay:.3g}s: {event.error}")
         elif isinstance(event, TaskEnded):
-            if "[" not in event.task:
+            if event.index is None:  # a task, not one of a mapped task's instances
                 self.done += 1
             took = f"{event.duration:.2f}s" if event.duration is not None else ""
             why = event.error or event.reason or ""

@@ -54,7 +54,9 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     x.rec.task(unit, None)
     x.rec.attempt(unit, attempt, S.RUNNING, now, None)
     if x.bus:
-        x.bus.publish(TaskStarted(now, x.run_id, x.flow.name, unit.label, attempt))
+        x.bus.publish(
+            TaskStarted(now, x.run_id, x.flow.name, unit.label, node.name, unit.index, attempt)
+        )
     error: BaseException | None = None
     result: Any = None
     scope: anyio.CancelScope | None = None
@@ -144,7 +146,11 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
         x.rec.task(unit, end + timedelta(seconds=delay))
         note = f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
         x.rec.log(unit, attempt, end, "WARNING", note)
-        x.bus.publish(TaskRetrying(end, x.run_id, x.flow.name, unit.label, attempt, delay, text))
+        x.bus.publish(
+            TaskRetrying(
+                end, x.run_id, x.flow.name, unit.label, node.name, unit.index, attempt, delay, text
+            )
+        )
         log.warning(
             "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
             x.run_id,
@@ -226,7 +232,7 @@ def build_kwargs(x: Execution, unit: Unit, attempt: int) -> dict[str, Any]:
             id=x.run_id,
             flow=x.flow.name,
             task=unit.label,
-            index=unit.idx if unit.idx >= 0 else None,
+            index=unit.index,
             logical_date=x.logical_date,
             params=x.params,
             trigger=x.trigger,

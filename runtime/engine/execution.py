@@ -484,9 +484,21 @@ class Execution:
             self.rec.log(unit, unit.attempts, now, "INFO", f"skipped: {reason}")
         if self.bus:
             took = (now - unit.started_at).total_seconds() if unit.started_at else None
-            name, label, attempts = self.flow.name, unit.label, unit.attempts
+            flow, node = self.flow.name, unit.node
             self.bus.publish(
-                TaskEnded(now, self.run_id, name, label, state, attempts, took, unit.error, reason)
+                TaskEnded(
+                    now,
+                    self.run_id,
+                    flow,
+                    unit.label,
+                    node.name,
+                    unit.index,
+                    state,
+                    unit.attempts,
+                    took,
+                    unit.error,
+                    reason,
+                )
             )
         if not propagate:
             return

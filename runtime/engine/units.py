@@ -16,7 +16,8 @@ S = TaskState
 
 
 class Unit:
-    """What runs: a task (``idx == -1``) or one instance of a mapped task."""
+    """What runs: a task (``idx == -1``, ``index`` None) or one instance of a mapped task
+    (``idx`` and ``index`` its position in the items; ``label`` shows it as ``load[3]``)."""
 
     __slots__ = (
         "attempt_start",
@@ -24,6 +25,7 @@ class Unit:
         "ended_at",
         "error",
         "idx",
+        "index",
         "key",
         "label",
         "maker",
@@ -38,7 +40,8 @@ class Unit:
 
     def __init__(self, node: Node, idx: int) -> None:
         self.node = node
-        self.idx = idx
+        self.idx = idx  # -1 for the task itself, as in the store's rows
+        self.index = idx if idx >= 0 else None  # as in events and the run context
         self.label = node.name if idx < 0 else f"{node.name}[{idx}]"
         self.state = S.PENDING
         self.attempts = 0
