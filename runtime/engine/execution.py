@@ -27,6 +27,7 @@ from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Node, Unit
 from runtime.states import RunState, TaskState
 from runtime.store import Store
+from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.engine")
 
@@ -186,7 +187,7 @@ class Execution:
 
     async def execute(self) -> RunResult:
         now = self.started_at = self.clock.now()
-        self.store.put_run(self.run_id, (RunState.RUNNING, codec.iso(now), None, None, None))
+        self.store.put_run(RunRow(self.run_id, RunState.RUNNING, codec.iso(now)))
         self.bus.publish(RunStarted(now, self.run_id, self.flow.name))
         log.info("run=%s flow=%s started", self.run_id, self.flow.name)
         self.open_nodes = len(self.nodes)
@@ -250,7 +251,7 @@ class Execution:
         failed = [n.name for n in self.nodes.values() if n.unit.state is S.FAILED]
         error = f"failed tasks: {', '.join(failed)}" if failed else None
         self.store.put_run(
-            self.run_id, (state, codec.iso(self.started_at), codec.iso(now), error, None)
+            RunRow(self.run_id, state, codec.iso(self.started_at), codec.iso(now), error)
         )
         self.bus.publish(RunEnded(now, self.run_id, self.flow.name, state, error))
         log.info("run=%s flow=%s %s", self.run_id, self.flow.name, state)

@@ -20,6 +20,7 @@ from runtime.engine.loopwatch import LoopWatch
 from runtime.errors import SluicewayError
 from runtime.states import RunState, TaskState
 from runtime.store import Store, open_store, queries
+from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.runner")
 INTERRUPTED = "InterruptedRunError: interrupted by service restart"
@@ -125,13 +126,13 @@ class Runner:
         limit = flow.max_active_runs
         if not admitted and not self.limits.try_admit_run(flow.name, limit):
             reason = f"waiting: max_active_runs={limit} of flow {flow.name!r} reached"
-            self.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
+            self.store.put_run(RunRow(run_id, RunState.QUEUED, wait_reason=reason))
             try:
                 await self.limits.admit_run(flow.name, limit)
             except BaseException:
                 # cancelled while queued (Ctrl-C, service stop): it never started, but it ended
                 now = self.clock.now()
-                self.store.put_run(run_id, (RunState.CANCELLED, None, codec.iso(now), None, None))
+                self.store.put_run(RunRow(run_id, RunState.CANCELLED, ended_at=codec.iso(now)))
                 self.bus.publish(RunEnded(now, run_id, flow.name, RunState.CANCELLED))
                 raise
         try:

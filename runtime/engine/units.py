@@ -11,6 +11,7 @@ import anyio
 from runtime.define.flow import Task
 from runtime.engine.limits import Lane
 from runtime.states import TaskState
+from runtime.store.rows import TaskKey, TaskRow
 
 S = TaskState
 
@@ -48,8 +49,8 @@ class Unit:
         self.result: Any = None
         self.attempt_start: datetime | None = None
         self.next_at: datetime | None = None
-        self.key: tuple[int, str, int] = (0, "", idx)
-        self.maker: Callable[[], tuple[Any, ...]] | None = None
+        self.key: TaskKey = (0, "", idx)
+        self.maker: Callable[[], TaskRow] | None = None  # builds its store row (Recorder)
         self.error: str | None = None
         self.reason: str | None = None
         self.started_at: datetime | None = None

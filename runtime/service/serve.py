@@ -27,6 +27,7 @@ from runtime.states import RunState
 from runtime.store import Store, queries, queue, requests
 from runtime.store.cursors import paused_flows
 from runtime.store.lock import DatabaseLock
+from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.service")
 
@@ -156,7 +157,7 @@ class Service:
                     name,
                 )
                 self.orphans[run_id] = name
-                self.ctx.store.put_run(run_id, (RunState.RUNNING, None, None, None, reason))
+                self.ctx.store.put_run(RunRow(run_id, RunState.RUNNING, wait_reason=reason))
                 continue
             await self._resume(flow, run_id)  # committed before READY: the takeover is on record
             resumed += 1

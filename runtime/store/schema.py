@@ -195,10 +195,11 @@ ON CONFLICT (run_id, name, idx, attempt) DO UPDATE SET
 WHERE attempts.state NOT IN {TERMINAL_TASK}
 """
 
+# numbered parameters: a RunRow starts with the id (runtime.store.rows)
 UPDATE_RUN = f"""
-UPDATE runs SET state = ?, started_at = COALESCE(?, started_at), ended_at = ?, error = ?,
-                wait_reason = ?
-WHERE id = ? AND state NOT IN {TERMINAL_RUN}
+UPDATE runs SET state = ?2, started_at = COALESCE(?3, started_at), ended_at = ?4, error = ?5,
+                wait_reason = ?6
+WHERE id = ?1 AND state NOT IN {TERMINAL_RUN}
 """
 
 INSERT_LOG = (

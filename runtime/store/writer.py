@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import anyio
@@ -17,13 +17,16 @@ from anyio.abc import TaskStatus
 from runtime.errors import StoreError
 from runtime.states import RUN_TERMINAL, TASK_TERMINAL
 from runtime.store import schema
+from runtime.store.rows import AttemptKey, AttemptRow, RunRow, TaskKey, TaskRow
 
 log = logging.getLogger("sluiceway.runtime.store")
 
 # An op runs inside the batch's transaction, on the writer's thread, with the sqlite3
 # connection: the whole batch is one hop to that thread.
 Op = Callable[[sqlite3.Connection], Any]
-RowMaker = Callable[[], tuple[Any, ...]]
+# a row built when its batch is taken, from the engine's newest state (see put_task_from)
+TaskMaker = Callable[[], TaskRow]
+AttemptMaker = Callable[[], AttemptRow]
 
 # A failed batch is put back and tried again: at once while another connection holds the
 # write lock for less than the busy timeout (SQLite's own busy wait, continued here in short
@@ -95,9 +98,9 @@ class Writer:
         self._busy_timeout = busy_timeout
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._runs: dict[int, tuple[Any, ...]] = {}
-        self._tasks: dict[tuple[int, str, int], tuple[Any, ...] | RowMaker] = {}
-        self._attempts: dict[tuple[int, str, int, int], tuple[Any, ...] | RowMaker] = {}
+        self._runs: dict[int, RunRow] = {}
+        self._tasks: dict[TaskKey, TaskRow | TaskMaker] = {}
+        self._attempts: dict[AttemptKey, AttemptRow | AttemptMaker] = {}
         self._logs: list[tuple[Any, ...]] = []
         self._events: list[tuple[Any, ...]] = []
         self._ops: list[_Waiter] = []
@@ -125,44 +128,44 @@ class Writer:
     # A queued terminal state is final, as it is in the tables (the WHERE clauses of the
     # upserts): a later change of the same row within the same batch is dropped too.
 
-    def put_run(self, run_id: int, row: tuple[Any, ...]) -> None:
-        """Queue the newest state of run *run_id*: (state, started_at, ended_at, error, wait)."""
-        queued = self._runs.get(run_id)
-        if queued is not None and queued[0] in RUN_TERMINAL:
+    def put_run(self, row: RunRow) -> None:
+        """Queue the newest state of run ``row.id``."""
+        queued = self._runs.get(row.id)
+        if queued is not None and queued.state in RUN_TERMINAL:
             return
-        self._runs[run_id] = (*row, run_id)
+        self._runs[row.id] = row
         self._wake()
 
-    def put_task(self, row: tuple[Any, ...]) -> None:
-        """Queue the newest state of one task row (see schema.UPSERT_TASK for the columns)."""
-        key = (row[0], row[1], row[2])
+    def put_task(self, row: TaskRow) -> None:
+        """Queue the newest state of one task (or mapped instance)."""
+        key = row.key
         queued = self._tasks.get(key)
         if queued is not None and not isinstance(queued, tuple):
             queued = self._tasks[key] = queued()  # rare: a row from outside the engine
-        if queued is not None and queued[3] in TASK_TERMINAL:
+        if queued is not None and queued.state in TASK_TERMINAL:
             return
         self._tasks[key] = row
         if not self._woken:
             self._wake()
 
-    def put_task_from(self, key: tuple[int, str, int], make: RowMaker) -> None:
+    def put_task_from(self, key: TaskKey, make: TaskMaker) -> None:
         """Queue task row *key*, built by *make* when the batch is taken: a task that changes
         state three times within a batch costs one row, built once (the engine's hot path)."""
         self._tasks[key] = make
         if not self._woken:
             self._wake()
 
-    def put_attempt(self, row: tuple[Any, ...]) -> None:
-        """Queue the newest state of one attempt (see schema.UPSERT_ATTEMPT for the columns)."""
-        key = (row[0], row[1], row[2], row[3])
+    def put_attempt(self, row: AttemptRow) -> None:
+        """Queue the newest state of one attempt."""
+        key = row.key
         queued = self._attempts.get(key)
-        if isinstance(queued, tuple) and queued[4] in TASK_TERMINAL:
+        if isinstance(queued, tuple) and queued.state in TASK_TERMINAL:
             return
         self._attempts[key] = row
         if not self._woken:
             self._wake()
 
-    def put_attempt_from(self, key: tuple[int, str, int, int], make: RowMaker) -> None:
+    def put_attempt_from(self, key: AttemptKey, make: AttemptMaker) -> None:
         """Like :meth:`put_task_from`, for an attempt row."""
         self._attempts[key] = make
         if not self._woken:
@@ -340,9 +343,9 @@ class Writer:
         self._woken = False
         self._urgent = anyio.Event()
         inflight = self._inflight = anyio.Event()
-        runs: dict[int, tuple[Any, ...]] = {}
-        tasks: dict[tuple[int, str, int], tuple[Any, ...]] = {}
-        attempts: dict[tuple[int, str, int, int], tuple[Any, ...]] = {}
+        runs: dict[int, RunRow] = {}
+        tasks: dict[TaskKey, TaskRow] = {}
+        attempts: dict[AttemptKey, AttemptRow] = {}
         logs: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         now = anyio.current_time()
@@ -404,9 +407,9 @@ class Writer:
         self,
         ops: list[_Waiter],
         flushers: list[_Waiter],
-        runs: dict[int, tuple[Any, ...]],
-        tasks: dict[tuple[int, str, int], tuple[Any, ...]],
-        attempts: dict[tuple[int, str, int, int], tuple[Any, ...]],
+        runs: dict[int, RunRow],
+        tasks: dict[TaskKey, TaskRow],
+        attempts: dict[AttemptKey, AttemptRow],
         logs: list[tuple[Any, ...]],
         events: list[tuple[Any, ...]],
     ) -> None:
@@ -416,12 +419,12 @@ class Writer:
         self._flushers[:0] = flushers
         for run_id, run in runs.items():
             newer = self._runs.get(run_id)
-            if newer is None or (run[0] in RUN_TERMINAL and newer[0] not in RUN_TERMINAL):
+            if newer is None or (run.state in RUN_TERMINAL and newer.state not in RUN_TERMINAL):
                 self._runs[run_id] = run
         for task_key, task in tasks.items():
-            self._tasks[task_key] = _keep(task, self._tasks.get(task_key), 3)
+            self._tasks[task_key] = _keep(task, self._tasks.get(task_key))
         for attempt_key, attempt in attempts.items():
-            self._attempts[attempt_key] = _keep(attempt, self._attempts.get(attempt_key), 4)
+            self._attempts[attempt_key] = _keep(attempt, self._attempts.get(attempt_key))
         self._logs[:0] = logs
         self._events[:0] = events
         if runs or tasks or attempts or logs or events:
@@ -480,13 +483,16 @@ class Writer:
             self._notify_health()
 
 
-def _keep(old: tuple[Any, ...], newer: tuple[Any, ...] | RowMaker | None, state: int) -> Any:
+Row = TypeVar("Row", TaskRow, AttemptRow)
+
+
+def _keep(old: Row, newer: Row | Callable[[], Row] | None) -> Row | Callable[[], Row]:
     """The row to queue for a key: *old* from a failed batch, or *newer* queued since."""
     if newer is None:
         return old
-    if old[state] in TASK_TERMINAL:
+    if old.state in TASK_TERMINAL:
         built = newer if isinstance(newer, tuple) else newer()
-        return built if built[state] in TASK_TERMINAL else old
+        return built if built.state in TASK_TERMINAL else old
     return newer
 
 
@@ -501,9 +507,9 @@ def _busy(exc: Exception) -> bool:
 def _write_batch(
     conn: sqlite3.Connection,
     ops: list[_Waiter],
-    runs: dict[int, tuple[Any, ...]],
-    tasks: dict[tuple[int, str, int], tuple[Any, ...]],
-    attempts: dict[tuple[int, str, int, int], tuple[Any, ...]],
+    runs: dict[int, RunRow],
+    tasks: dict[TaskKey, TaskRow],
+    attempts: dict[AttemptKey, AttemptRow],
     logs: list[tuple[Any, ...]],
     events: list[tuple[Any, ...]],
     refused: list[tuple[str, tuple[Any, ...], Exception]] | None = None,
