@@ -12,8 +12,8 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.store import Store, open_store
+from runtime.store.batch import Waiter
 from runtime.store.rows import RunRow
-from runtime.store.writer import _Waiter
 from tests.store.rows import at, attempt_row, create_run, log_row, new_run, peek, task_row
 
 
@@ -292,6 +292,6 @@ async def test_close_commits_the_rows_even_beside_an_awaited_op(db_path: Path) -
     async with open_store(db_path, interval=5) as store:
         run_id = await new_run(store)
         store.put_task(task_row(run_id, "t", "succeeded", ended_at=at(1)))
-        store.writer._ops.append(_Waiter(op))  # queued as submit() does, writer not woken
+        store.writer._ops.append(Waiter(op))  # queued as submit() does, writer not woken
     assert peek(db_path, "SELECT name, state FROM tasks") == [("t", "succeeded")]
     assert peek(db_path, "SELECT name FROM flows") == [("f",)]
