@@ -94,7 +94,7 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
             if x.interrupting:
                 # the attempt is spent; the task waits, pending, for the next start
                 error = InterruptedRunError("interrupted by service shutdown")
-                x.rec.attempt(unit, attempt, S.FAILED, end, error)
+                x.rec.attempt(unit, attempt, S.FAILED, end, error, interrupted=True)
                 unit.state = S.PENDING
                 unit.error = f"InterruptedRunError: {error}"
                 x.rec.task(unit, None)

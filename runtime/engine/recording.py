@@ -75,7 +75,11 @@ class Recorder:
         state: TaskState,
         now: datetime,
         error: BaseException | None,
+        *,
+        interrupted: bool = False,
     ) -> None:
+        """Queue attempt *attempt* of *unit* in *state*; *interrupted*: a service shutdown
+        stopped it (recorded failed, flagged so that resuming tells it from a failure)."""
         if state is S.RUNNING:
             unit.attempt_start = now
             self.store.put_attempt_from(
@@ -95,13 +99,14 @@ class Recorder:
                 type(error).__name__ if error else None,
                 error_text(error) if error else None,
                 format_error(error) if error else None,
+                int(interrupted),
             )
         )
 
     def _running_attempt(self, unit: Unit, attempt: int, start: datetime) -> AttemptRow:
         name, idx = unit.node.name, unit.idx
         return AttemptRow(
-            self.run_id, name, idx, attempt, "running", _iso(start), None, None, None, None
+            self.run_id, name, idx, attempt, "running", _iso(start), None, None, None, None, 0
         )
 
     def log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -217,7 +217,8 @@ class Runner:
             data = await self.store.read(queries.get_run, run_id)
             results = await self.store.read(queries.stored_results, run_id)
             await self.store.mark_interrupted(run_id, self.epoch, self.clock.now())
-            carry = _carry_for_resume(flow, data, results)
+            interrupted = await self.store.read(queries.interrupted_tasks, run_id)
+            carry = _carry_for_resume(flow, data, results, interrupted)
             params, logical = _stored_inputs(flow, data, handle)
         except BaseException:
             self.release_admission(flow)
@@ -313,9 +314,15 @@ def _params(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _carry_for_resume(
-    flow: Flow, data: Mapping[str, Any], results: Mapping[tuple[str, int], Any]
+    flow: Flow,
+    data: Mapping[str, Any],
+    results: Mapping[tuple[str, int], Any],
+    interrupted: Collection[tuple[str, int]],
 ) -> Carry:
-    """Decide, per stored task row of an interrupted run, what its resumption carries."""
+    """Decide, per stored task row of an interrupted run, what its resumption carries.
+
+    :param interrupted: the (name, idx) of tasks whose newest attempt is flagged interrupted
+    """
     attempts: dict[tuple[str, int], int] = {}
     failed: dict[tuple[str, int], str] = {}
     not_before: dict[tuple[str, int], Any] = {}
@@ -331,9 +338,7 @@ def _carry_for_resume(
         crashed = state == TaskState.RUNNING  # the process died mid-attempt
         # a shutdown interrupted it on purpose: the attempt is recorded, but it is not the
         # task's failure, so a deploy restart never uses up a task's last try
-        stopped = state == TaskState.PENDING and (row["error"] or "").startswith(
-            "InterruptedRunError"
-        )
+        stopped = state == TaskState.PENDING and key in interrupted
         if (crashed or stopped) and row["attempts"] > 0:
             if task.on_crash == "fail":
                 failed[key] = f"{INTERRUPTED} (on_crash='fail')"

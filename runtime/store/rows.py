@@ -53,7 +53,11 @@ class TaskRow(NamedTuple):
 
 
 class AttemptRow(NamedTuple):
-    """One attempt of a task or mapped instance (``schema.UPSERT_ATTEMPT``)."""
+    """One attempt of a task or mapped instance (``schema.UPSERT_ATTEMPT``).
+
+    :ivar interrupted: 1 when a service shutdown stopped the attempt, or a restart found it
+        left running: resuming the run decides by the task's ``on_crash`` what comes next
+    """
 
     run_id: int
     name: str
@@ -65,6 +69,7 @@ class AttemptRow(NamedTuple):
     error_type: str | None
     error_message: str | None
     traceback: str | None
+    interrupted: int
 
     @property
     def key(self) -> AttemptKey:

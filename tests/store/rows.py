@@ -58,7 +58,14 @@ def task_row(
 
 
 def attempt_row(
-    run_id: int, name: str, attempt: int, state: str, *, idx: int = -1, error: str | None = None
+    run_id: int,
+    name: str,
+    attempt: int,
+    state: str,
+    *,
+    idx: int = -1,
+    error: str | None = None,
+    interrupted: bool = False,
 ) -> AttemptRow:
     return AttemptRow(
         run_id=run_id,
@@ -71,6 +78,7 @@ def attempt_row(
         error_type="ValueError" if error else None,
         error_message=error,
         traceback=f"Traceback ...\nValueError: {error}" if error else None,
+        interrupted=int(interrupted),
     )
 
 
