@@ -262,7 +262,7 @@ def _execute(
     from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
     from runtime.engine.events import EventBus
-    from runtime.engine.execution import RunHandle
+    from runtime.engine.handle import RunHandle
     from runtime.engine.runner import open_runner
     from runtime.scheduling.sla import run_sla_monitor
 

@@ -355,7 +355,7 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
     from anyio.abc import TaskGroup, TaskStatus
 
     from runtime.engine.events import EventBus
-    from runtime.engine.execution import RunHandle
+    from runtime.engine.handle import RunHandle
     from runtime.engine.runner import open_runner
     from runtime.scheduling.sla import run_sla_monitor
     from runtime.states import RunState
@@ -425,7 +425,7 @@ def _foreground(args: argparse.Namespace, config: Config, flow: Any, start: Any)
                 bus.subscribe(
                     lambda e: started.append(e.run_id) if isinstance(e, RunStarted) else None
                 )
-                while not handle._cancel_requested:
+                while not handle.cancel_requested:
                     await anyio.sleep(CANCEL_POLL)
                     if started and await runner.store.read(
                         queries.cancel_requests, started, flush=False

@@ -14,7 +14,8 @@ from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.define.result import RunResult, TaskResult
 from runtime.engine.events import EventBus, RunEnded
-from runtime.engine.execution import Carry, Engine, RunHandle
+from runtime.engine.execution import Engine
+from runtime.engine.handle import Carry, RunHandle
 from runtime.engine.limits import Limits
 from runtime.engine.loopwatch import LoopWatch
 from runtime.errors import SluicewayError

@@ -19,7 +19,7 @@ from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.define.loader import LoadedFlows, load_flows_off_loop
 from runtime.engine.events import EventBus
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.engine.runner import Runner, open_runner
 from runtime.errors import SluicewayError
 from runtime.service import sdnotify
@@ -227,7 +227,7 @@ class Service:
         store = self.ctx.store
         for run_id in await store.read(queries.cancel_requests, list(self.active)):
             handle = self.active.get(run_id)
-            if handle is not None and not handle._cancel_requested:
+            if handle is not None and not handle.cancel_requested:
                 log.info("run=%s cancel requested", run_id)
                 handle.cancel()
 

@@ -12,7 +12,7 @@ from runtime import Flow, Run
 from runtime.clock import FakeClock
 from runtime.define.result import RunResult
 from runtime.engine.events import Event, RunStarted, TaskStarted
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from runtime.store.rows import RunRow
