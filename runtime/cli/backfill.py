@@ -45,7 +45,7 @@ from runtime.store.lock import DatabaseLock, service_running
 from runtime.store.requests import latest_reruns, runs_by_keys
 
 if TYPE_CHECKING:
-    from runtime.engine.execution import RunHandle
+    from runtime.engine.handle import RunHandle
     from runtime.engine.runner import Runner
 
 
@@ -257,7 +257,7 @@ class _Backfill:
             tg.cancel_scope.cancel()
 
     async def _worker(self, runner: Runner) -> None:
-        from runtime.engine.execution import RunHandle
+        from runtime.engine.handle import RunHandle
 
         for item in self.pending:
             if self.stopping:

@@ -31,13 +31,13 @@ class Item:
     run: Mapping[str, Any] | None = None
 
 
-def schedule_key(spec: TimeTrigger, instant: datetime) -> str:
-    """The idempotency key of the scheduled run of *spec* at *instant*: the scheduler
-    (``runtime.store.cursors``) makes the same, so a backfilled instant is never scheduled
-    again, nor a scheduled one backfilled."""
+def schedule_key(instant: datetime) -> str:
+    """The idempotency key of the scheduled run at *instant*, whichever trigger fired: the
+    scheduler (``runtime.store.cursors``) makes the same, so a backfilled instant is never
+    scheduled again, nor a scheduled one backfilled."""
     from runtime.store.cursors import run_key
 
-    return run_key(str(spec), instant)
+    return run_key(instant)
 
 
 def scheduled_instants(
@@ -48,7 +48,7 @@ def scheduled_instants(
     merged: dict[datetime, list[tuple[str, str]]] = {}
     for spec in specs:
         for instant in instants_between(spec, start, end):
-            merged.setdefault(instant, []).append((str(spec), schedule_key(spec, instant)))
+            merged.setdefault(instant, []).append((str(spec), schedule_key(instant)))
     return dict(sorted(merged.items()))
 
 

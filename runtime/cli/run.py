@@ -35,7 +35,7 @@ from runtime.engine.events import (
     TaskRetrying,
     TaskStarted,
 )
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.engine.runner import Runner, open_runner
 from runtime.errors import FlowValidationError, SluicewayError
 from runtime.scheduling.sla import run_sla_monitor
@@ -268,7 +268,7 @@ class _Progress:
         elif isinstance(event, TaskRetrying):
             self.emit(f"  {event.task:<24} retrying in {event.delay:.3g}s: {event.error}")
         elif isinstance(event, TaskEnded):
-            if "[" not in event.task:
+            if event.index is None:  # a task, not one of a mapped task's instances
                 self.done += 1
             took = f"{event.duration:.2f}s" if event.duration is not None else ""
             why = event.error or event.reason or ""

@@ -1,5 +1,6 @@
-"""One attempt of a task: its arguments, the call (in a thread for a ``def``), its timeout, and
-what its outcome means: success, skip, retry or failure."""
+"""One attempt of a task: its arguments, the call (in a thread for a ``def``) under its timeout,
+then what it comes to (``rules.attempt_outcome`` decides) recorded: success, skip, retry,
+failure, cancel or interrupt."""
 
 from __future__ import annotations
 
@@ -7,24 +8,22 @@ import asyncio
 import functools
 import inspect
 import logging
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 
 from runtime.define.context import Run, TaskLogger
 from runtime.define.task import Branch, Task
-from runtime.durations import parse_duration
 from runtime.engine import loopwatch
 from runtime.engine.events import TaskRetrying, TaskStarted
+from runtime.engine.liverun import LiveRun
 from runtime.engine.recording import describe_error, format_error
+from runtime.engine.rules import CallEnd, Outcome, attempt_outcome
 from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Unit
-from runtime.errors import InterruptedRunError, Retry, Skip, TaskTimeoutError
+from runtime.errors import TaskTimeoutError
 from runtime.states import TaskState
-
-if TYPE_CHECKING:
-    from runtime.engine.execution import Execution
 
 log = logging.getLogger("sluiceway.runtime.engine")
 
@@ -35,15 +34,34 @@ S = TaskState
 OVERRUN_GRACE = 0.1
 
 
-async def run_attempt(x: Execution, unit: Unit) -> float | None:
+async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
     """One attempt. Returns the delay before the next attempt, or None when it ended.
 
     The attempt is an isolation boundary: whatever the task raises (``SystemExit`` from
     ``sys.exit()``, ``KeyboardInterrupt``, any ``BaseException``) fails the attempt and
     nothing else. Only a cancel of this attempt's own scopes (its run cancelled or
-    interrupted) ends it as a cancel.
+    interrupted) ends it as a cancel; a stop from outside is raised again once recorded.
     """
-    node, task = unit.node, unit.node.task
+    attempt, began = _begin(x, unit)
+    end = await _call(x, unit, attempt)
+    if end.error is None and not end.cancelled and isinstance(end.result, Branch):
+        end.error = x.apply_branch(unit.node, end.result)  # it may name only direct downstream
+    outcome = attempt_outcome(
+        end,
+        attempt,
+        unit.node.task.retry,
+        cancelling=x.cancelling,
+        interrupting=x.interrupting,
+        rng=x.engine.rng,
+    )
+    _record(x, unit, attempt, outcome, began, propagate=end.stopped is None)
+    if end.stopped is not None:
+        raise end.stopped
+    return outcome.delay
+
+
+def _begin(x: LiveRun, unit: Unit) -> tuple[int, datetime]:
+    """Count and record the attempt as running; its number and start."""
     unit.attempts += 1  # counted before the call: a kill -9 mid-task still spends a try
     attempt = unit.attempts
     now = x.clock.now()
@@ -54,10 +72,17 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
     x.rec.task(unit, None)
     x.rec.attempt(unit, attempt, S.RUNNING, now, None)
     if x.bus:
-        x.bus.publish(TaskStarted(now, x.run_id, x.flow.name, unit.label, attempt))
-    error: BaseException | None = None
-    result: Any = None
-    scope: anyio.CancelScope | None = None
+        node = unit.node
+        x.bus.publish(
+            TaskStarted(now, x.run_id, x.flow.name, unit.label, node.name, unit.index, attempt)
+        )
+    return attempt, now
+
+
+async def _call(x: LiveRun, unit: Unit, attempt: int) -> CallEnd:
+    """Call the task once, under its timeout; how the call ended, whatever it raised."""
+    task = unit.node.task
+    end = CallEnd()
     call = None if task.is_async else ThreadCall()
     me = asyncio.current_task()
     if me is not None:  # a blocked loop names the task whose code it runs
@@ -66,106 +91,112 @@ async def run_attempt(x: Execution, unit: Unit) -> float | None:
         kwargs = build_kwargs(x, unit, attempt)
         with anyio.CancelScope() as scope:
             unit.scope = scope
-            if task.timeout is None:
-                result = await invoke(task, kwargs, x.engine.thread_limiter, call)
-            else:
-                began = anyio.current_time()
-                with anyio.move_on_after(task.timeout) as deadline:
-                    result = await invoke(task, kwargs, x.engine.thread_limiter, call)
-                if deadline.cancelled_caught:
-                    raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
-                took = anyio.current_time() - began
-                if call is None and took > task.timeout + OVERRUN_GRACE:
-                    raise TaskTimeoutError(_overran(attempt, task.timeout, took, deadline))
-    except Skip as skip:
-        unit.scope = None
-        end = x.clock.now()
-        x.rec.attempt(unit, attempt, S.SKIPPED, end, None)
-        x.settle(unit, S.SKIPPED, end, reason=skip.reason)
-        return None
-    except BaseException as exc:  # one task attempt is an isolation boundary, whatever it raises
-        if not _cancelled_from_outside(exc, me):
-            error = exc  # whatever the task raised, SystemExit and the like included
+            end.result = await _within_timeout(task, kwargs, x.engine.thread_limiter, call, attempt)
+        end.cancelled = scope.cancelled_caught
+    # one task attempt is an isolation boundary, whatever it raises; a stop from outside is
+    # raised again by run_attempt, once recorded
+    except BaseException as exc:  # noqa: BLE001
+        if _cancelled_from_outside(exc, me):
+            end.stopped = exc
         else:
-            unit.scope = None
-            end = x.clock.now()
-            if x.interrupting:
-                # the attempt is spent; the task waits, pending, for the next start
-                error = InterruptedRunError("interrupted by service shutdown")
-                x.rec.attempt(unit, attempt, S.FAILED, end, error)
-                unit.state = S.PENDING
-                unit.error = f"InterruptedRunError: {error}"
-                x.rec.task(unit, None)
-                raise
-            x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
-            x.settle(unit, S.CANCELLED, end, reason="run cancelled", propagate=False)
-            raise
+            end.error = exc  # whatever the task raised, SystemExit and the like included
     finally:
+        unit.scope = None
         if me is not None:
             loopwatch.attempts.pop(me, None)
         if call is not None and call.running:
             x.lingering[unit] = call  # abandoned: it keeps the slots until it really ends
-    unit.scope = None
-    end = x.clock.now()
-    if error is None and scope is not None and scope.cancelled_caught:
-        x.rec.attempt(unit, attempt, S.CANCELLED, end, None)
-        x.settle(unit, S.CANCELLED, end, reason="run cancelled")
-        return None
-    if error is None and isinstance(result, Branch):
-        error = x.apply_branch(node, result)
-    if error is None:
-        x.rec.attempt(unit, attempt, S.SUCCEEDED, end, None)
-        x.settle(unit, S.SUCCEEDED, end, result=result)
-        log.debug(
-            "run=%s flow=%s task=%s attempt=%d succeeded in %.3fs",
-            x.run_id,
-            x.flow.name,
-            unit.label,
-            attempt,
-            (end - now).total_seconds(),
+    return end
+
+
+async def _within_timeout(
+    task: Task,
+    kwargs: dict[str, Any],
+    threads: anyio.CapacityLimiter,
+    call: ThreadCall | None,
+    attempt: int,
+) -> Any:
+    if task.timeout is None:
+        return await invoke(task, kwargs, threads, call)
+    began = anyio.current_time()
+    result = None
+    with anyio.move_on_after(task.timeout) as deadline:
+        result = await invoke(task, kwargs, threads, call)
+    if deadline.cancelled_caught:
+        raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
+    took = anyio.current_time() - began
+    if call is None and took > task.timeout + OVERRUN_GRACE:
+        raise TaskTimeoutError(_overran(attempt, task.timeout, took, deadline))
+    return result
+
+
+def _record(
+    x: LiveRun, unit: Unit, attempt: int, outcome: Outcome, began: datetime, *, propagate: bool
+) -> None:
+    """Record what the attempt came to, and end the unit unless it is tried again."""
+    now = x.clock.now()
+    state = outcome.state
+    if state is S.RETRYING or state is S.FAILED:
+        _record_failure(x, unit, attempt, outcome, now)
+    elif state is S.PENDING:  # interrupted: the attempt is spent; the task waits, pending
+        error = outcome.error
+        assert error is not None
+        x.rec.attempt(unit, attempt, S.FAILED, now, error, interrupted=True)
+        unit.state = S.PENDING
+        unit.error = describe_error(error)
+        x.rec.task(unit, None)
+    else:
+        x.rec.attempt(unit, attempt, state, now, None)
+        x.settle(
+            unit, state, now, result=outcome.result, reason=outcome.reason, propagate=propagate
         )
-        return None
-    delay: float | None = None
-    retriable = True
-    if isinstance(error, Retry) and error.delay is not None:
-        try:
-            delay = parse_duration(error.delay, what="Retry delay")
-        except ValueError as bad:
-            # a bug in the task, not a failure another attempt could mend
-            error = ValueError(str(bad)).with_traceback(error.__traceback__)
-            retriable = False
+        if state is S.SUCCEEDED:
+            log.debug(
+                "run=%s flow=%s task=%s attempt=%d succeeded in %.3fs",
+                x.run_id,
+                x.flow.name,
+                unit.label,
+                attempt,
+                (now - began).total_seconds(),
+            )
+
+
+def _record_failure(x: LiveRun, unit: Unit, attempt: int, outcome: Outcome, now: datetime) -> None:
+    error, delay = outcome.error, outcome.delay
+    assert error is not None
     text = describe_error(error)
-    x.rec.attempt(unit, attempt, S.FAILED, end, error)
-    if retriable and not x.cancelling and task.retry.should_retry(error, attempt):
-        if delay is None:
-            delay = task.retry.delay_for(attempt, x.engine.rng)
-        unit.state = S.RETRYING
-        unit.error = text
-        x.rec.task(unit, end + timedelta(seconds=delay))
-        note = f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
-        x.rec.log(unit, attempt, end, "WARNING", note)
-        x.bus.publish(TaskRetrying(end, x.run_id, x.flow.name, unit.label, attempt, delay, text))
+    x.rec.attempt(unit, attempt, S.FAILED, now, error)
+    if delay is None:
+        x.rec.log(unit, attempt, now, "ERROR", format_error(error))
         log.warning(
-            "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
+            "run=%s flow=%s task=%s attempt=%d failed: %s",
             x.run_id,
             x.flow.name,
             unit.label,
             attempt,
             text,
-            delay,
         )
-        return delay
-    x.rec.log(unit, attempt, end, "ERROR", format_error(error))
+        x.settle(unit, S.FAILED, now, error=text)
+        return
+    unit.state = S.RETRYING
+    unit.error = text
+    x.rec.task(unit, now + timedelta(seconds=delay))
+    x.rec.log(
+        unit, attempt, now, "WARNING", f"attempt {attempt} failed: {text}; retrying in {delay:.3g}s"
+    )
+    name = unit.node.name
+    x.bus.publish(
+        TaskRetrying(now, x.run_id, x.flow.name, unit.label, name, unit.index, attempt, delay, text)
+    )
     log.warning(
-        "run=%s flow=%s task=%s attempt=%d failed: %s",
+        "run=%s flow=%s task=%s attempt=%d failed: %s; retrying in %.3gs",
         x.run_id,
         x.flow.name,
         unit.label,
         attempt,
         text,
+        delay,
     )
-    x.settle(unit, S.FAILED, end, error=text)
-    return None
 
 
 async def invoke(
@@ -212,7 +243,7 @@ def _overran(attempt: int, timeout: float, took: float, deadline: anyio.CancelSc
     )
 
 
-def build_kwargs(x: Execution, unit: Unit, attempt: int) -> dict[str, Any]:
+def build_kwargs(x: LiveRun, unit: Unit, attempt: int) -> dict[str, Any]:
     node, task = unit.node, unit.node.task
     nodes = x.nodes
     kwargs = {dep: nodes[dep].unit.result for dep in task.data_deps}
@@ -226,7 +257,7 @@ def build_kwargs(x: Execution, unit: Unit, attempt: int) -> dict[str, Any]:
             id=x.run_id,
             flow=x.flow.name,
             task=unit.label,
-            index=unit.idx if unit.idx >= 0 else None,
+            index=unit.index,
             logical_date=x.logical_date,
             params=x.params,
             trigger=x.trigger,

@@ -35,28 +35,39 @@ class RunEnded(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class TaskStarted(Event):
-    """An attempt of a task (``load`` or ``load[3]``) started."""
+class TaskEvent(Event):
+    """Something happened to a task, or to one instance of a mapped task.
+
+    :ivar task: the label to show: ``load``, or ``load[3]`` for instance 3 of a mapped task
+    :ivar name: the task's name, ``load`` for its instances too
+    :ivar index: the mapped instance's index, ``None`` for a task itself
+    """
 
     task: str
+    name: str
+    index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted(TaskEvent):
+    """An attempt of a task (or of a mapped instance) started."""
+
     attempt: int
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRetrying(Event):
+class TaskRetrying(TaskEvent):
     """An attempt failed and the next one is due after ``delay`` seconds."""
 
-    task: str
     attempt: int
     delay: float
     error: str
 
 
 @dataclass(frozen=True, slots=True)
-class TaskEnded(Event):
+class TaskEnded(TaskEvent):
     """A task or mapped instance reached a terminal state."""
 
-    task: str
     state: TaskState
     attempts: int
     duration: float | None

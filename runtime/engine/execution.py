@@ -7,7 +7,6 @@ import functools
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,18 +14,19 @@ import anyio
 
 from runtime import codec
 from runtime.clock import Clock
-from runtime.define.context import TriggerInfo
 from runtime.define.flow import Branch, Flow
-from runtime.define.result import RunResult, TaskResult
+from runtime.define.result import RunResult
 from runtime.engine.attempts import run_attempt
-from runtime.engine.events import EventBus, RunEnded, RunStarted, TaskEnded
+from runtime.engine.events import EventBus, RunStarted
+from runtime.engine.handle import Carry, RunHandle
 from runtime.engine.limits import Chain, Lane, Limits, Slots
-from runtime.engine.recording import Recorder
-from runtime.engine.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.engine.liverun import LiveRun
+from runtime.engine.rules import RUN, decide, map_items
 from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Node, Unit
 from runtime.states import RunState, TaskState
 from runtime.store import Store
+from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.engine")
 
@@ -78,64 +78,26 @@ class Engine:
         """
         execution = Execution(self, flow, run_id, params, logical_date, trigger, carry or Carry())
         if handle is not None:
-            handle._execution = execution
-            if handle._cancel_requested:
+            handle.attach(execution)
+            if handle.cancel_requested:
                 execution.cancelling = True
-            if handle._interrupt_requested:
+            if handle.interrupt_requested:
                 execution.interrupting = True
-                return execution._interrupted()
+                return execution.interrupted()
         return await execution.execute()
 
 
-@dataclass(frozen=True, slots=True)
-class Carry:
-    """What a run carries over, by (task, index; -1 for the task itself).
+class Execution(LiveRun):
+    """Executes one run of a flow, from its first ready task to its result.
 
-    :ivar results: stored results of succeeded tasks; reused when every upstream is reused too
-    :ivar attempts: attempts already spent (a resumed run keeps counting)
-    :ivar failed: tasks to end failed at once, with the error (interrupted, no tries left)
-    :ivar not_before: retrying tasks keep their stored next-attempt time
+    Tasks become *nodes*; what runs is a *unit* (a task, or one instance of a mapped task).
+    A node whose upstream all ended is evaluated once (:meth:`_evaluate`): it runs, or ends
+    by its trigger rule. A unit that runs waits in its slot chain's lane until the limits
+    start it (:meth:`_start`); its attempts are tasks of the run's ``asyncio.TaskGroup``
+    (``runtime.engine.attempts``); every end goes through :meth:`LiveRun.settle`, which
+    releases the downstream nodes. Nothing here awaits the store.
     """
 
-    results: Mapping[tuple[str, int], Any] = field(default_factory=dict)
-    attempts: Mapping[tuple[str, int], int] = field(default_factory=dict)
-    failed: Mapping[tuple[str, int], str] = field(default_factory=dict)
-    not_before: Mapping[tuple[str, int], datetime] = field(default_factory=dict)
-
-
-class RunHandle:
-    """Lets the caller of :meth:`Engine.execute` cancel the run from outside."""
-
-    def __init__(self) -> None:
-        self._execution: Execution | None = None
-        self._cancel_requested = False
-        self._interrupt_requested = False
-
-    @property
-    def cancel_requested(self) -> bool:
-        """:meth:`cancel` was called (the run may still be finishing its ``all_done`` tasks)."""
-        return self._cancel_requested
-
-    @property
-    def interrupt_requested(self) -> bool:
-        """:meth:`interrupt` was called."""
-        return self._interrupt_requested
-
-    def cancel(self) -> None:
-        """Cancel running tasks; tasks with ``run_if="all_done"`` still run afterwards."""
-        self._cancel_requested = True
-        if self._execution is not None:
-            self._execution.cancel()
-
-    def interrupt(self) -> None:
-        """Stop at once for a service shutdown: running attempts are recorded as interrupted,
-        and the run stays ``running`` so the next start resumes it."""
-        self._interrupt_requested = True
-        if self._execution is not None:
-            self._execution.interrupt()
-
-
-class Execution:
     def __init__(
         self,
         engine: Engine,
@@ -146,34 +108,11 @@ class Execution:
         trigger: Mapping[str, Any],
         carry: Carry,
     ) -> None:
-        self.engine = engine
-        self.store = engine.store
-        self.limits = engine.limits
-        self.clock = engine.clock
-        self.bus = engine.bus
-        self.flow = flow
-        self.run_id = run_id
-        self.params = params
-        self.logical_date = logical_date
-        self.trigger = TriggerInfo(trigger)  # one per run: every attempt's run.trigger
-        self.reuse = carry.results
-        self.prior = carry.attempts
-        self.carry = carry
-        self.rec = Recorder(engine.store, run_id, engine.result_max_bytes)
-        self.cancelling = False
-        self.interrupting = False
+        super().__init__(engine, flow, run_id, params, logical_date, trigger, carry)
         self.scope: anyio.CancelScope | None = None
-        self.started_at: datetime | None = None
-        self.done = anyio.Event()
-        self.open_nodes = 0
-        self.tg: asyncio.TaskGroup | None = None
-        # threads of `def` attempts that were abandoned (timed out, cancelled) but still run:
-        # each keeps its unit's slots, and the unit's next attempt waits, until it really ends
-        self.lingering: dict[Unit, ThreadCall] = {}
         graph = flow.validate(engine.limits.pools)
         limits = engine.limits
         flow_slots = limits.flow_slots(flow.name, flow.max_concurrency)
-        self.nodes: dict[str, Node] = {}
         # ready units wait in one lane per distinct slot chain (see runtime/limits.py)
         self.lanes: dict[Chain, Lane[Unit]] = {}
         for name in graph.order:
@@ -196,7 +135,7 @@ class Execution:
 
     async def execute(self) -> RunResult:
         now = self.started_at = self.clock.now()
-        self.store.put_run(self.run_id, (RunState.RUNNING, codec.iso(now), None, None, None))
+        self.store.put_run(RunRow(self.run_id, RunState.RUNNING, codec.iso(now)))
         self.bus.publish(RunStarted(now, self.run_id, self.flow.name))
         log.info("run=%s flow=%s started", self.run_id, self.flow.name)
         self.open_nodes = len(self.nodes)
@@ -208,10 +147,10 @@ class Execution:
             with anyio.CancelScope() as self.scope:
                 await self._run_graph()
             if self.interrupting:
-                return self._interrupted()
+                return self.interrupted()
         except BaseException:
             if self.interrupting:
-                self._interrupted()
+                self.interrupted()
                 raise
             # cancelled from outside (second Ctrl-C): record what was left as cancelled
             self.cancelling = True
@@ -220,12 +159,12 @@ class Execution:
                 for unit in (*(node.instances or ()), node.unit):
                     if not unit.state.terminal:
                         self.settle(unit, S.CANCELLED, now, reason="run cancelled", propagate=False)
-            self._end_run(self.clock.now())
+            self.end_run(self.clock.now())
             raise
         finally:
             for lane in self.lanes.values():
                 self.limits.close(lane)
-        return self._end_run(self.clock.now())
+        return self.end_run(self.clock.now())
 
     async def _run_graph(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -243,38 +182,6 @@ class Execution:
         self.interrupting = True
         if self.scope is not None:
             self.scope.cancel()
-
-    def _interrupted(self) -> RunResult:
-        """Leave the run resumable: it stays running; what ran was recorded interrupted."""
-        log.warning(
-            "run=%s flow=%s interrupted; it resumes at the next start", self.run_id, self.flow.name
-        )
-        result = RunResult(self.run_id, self.flow.name, RunState.RUNNING)
-        for node in self.nodes.values():
-            u = node.unit
-            result.tasks[node.name] = TaskResult(node.name, u.state, u.attempts, u.result)
-        return result
-
-    def _end_run(self, now: datetime) -> RunResult:
-        state = run_outcome(self.cancelling, [node.unit.state for node in self.nodes.values()])
-        failed = [n.name for n in self.nodes.values() if n.unit.state is S.FAILED]
-        error = f"failed tasks: {', '.join(failed)}" if failed else None
-        self.store.put_run(
-            self.run_id, (state, codec.iso(self.started_at), codec.iso(now), error, None)
-        )
-        self.bus.publish(RunEnded(now, self.run_id, self.flow.name, state, error))
-        log.info("run=%s flow=%s %s", self.run_id, self.flow.name, state)
-        result = RunResult(self.run_id, self.flow.name, state, error=error)
-        for node in self.nodes.values():
-            u = node.unit
-            tr = TaskResult(node.name, u.state, u.attempts, u.result, u.error, u.reason)
-            if node.instances is not None:
-                tr.instances = [
-                    TaskResult(node.name, i.state, i.attempts, i.result, i.error, i.reason, i.idx)
-                    for i in node.instances
-                ]
-            result.tasks[node.name] = tr
-        return result
 
     def cancel(self) -> None:
         """Soft cancel: stop what runs, cancel what waits, let ``all_done`` tasks run."""
@@ -302,16 +209,16 @@ class Execution:
     def _restore(self, node: Node) -> None:
         """Take a stored result instead of running again (retry of a run, resumed run)."""
         key = (node.name, -1)
-        node.unit.attempts = self.prior.get(key, 0)
+        node.unit.attempts = self.carry.attempts.get(key, 0)
         # nodes come in topological order; a task downstream of one that runs again (an
         # all_done report after a failure) must run again too, or it keeps a stale result
         if key in self.carry.failed:
             node.unit.state = S.FAILED
             node.unit.error = self.carry.failed[key]
             node.unit.ended_at = self.clock.now()
-        elif key in self.reuse and all(up.reused for up in node.upstream):
+        elif key in self.carry.results and all(up.reused for up in node.upstream):
             node.reused = True
-            node.unit.result = self.reuse[key]
+            node.unit.result = self.carry.results[key]
             node.unit.state = S.SUCCEEDED
             node.unit.reason = "result reused from an earlier attempt"
             if isinstance(node.unit.result, Branch):  # the same tasks stay not chosen
@@ -327,9 +234,9 @@ class Execution:
         if self.cancelling and node.task.run_if != "all_done":
             self.settle(node.unit, S.CANCELLED, now, reason="run cancelled")
             return
-        state, reason = decide(node.task.run_if, [u.unit.state for u in node.upstream])
-        if state is not None:
-            self.settle(node.unit, state, now, reason=reason)
+        verdict = decide(node.task.run_if, [u.unit.state for u in node.upstream])
+        if verdict is not RUN:
+            self.settle(node.unit, verdict.state, now, reason=verdict.reason)
             return
         if node.task.map is None:
             self._ready_or_wait(node.unit)
@@ -350,9 +257,9 @@ class Execution:
         reusable = all(up.reused for up in node.upstream)  # same items, same other inputs
         for inst in node.instances:
             key = (node.name, inst.idx)
-            inst.attempts = self.prior.get(key, 0)
-            if reusable and key in self.reuse:
-                inst.result = self.reuse[key]
+            inst.attempts = self.carry.attempts.get(key, 0)
+            if reusable and key in self.carry.results:
+                inst.result = self.carry.results[key]
                 inst.state = S.SUCCEEDED
                 inst.reason = "result reused from an earlier attempt"
                 self.rec.task(inst, None)
@@ -451,80 +358,3 @@ class Execution:
         if self.lingering.get(unit) is thread:
             del self.lingering[unit]
         self.limits.give(unit.node.chain)  # starts what waited for them, in any run
-
-    def apply_branch(self, node: Node, branch: Branch) -> Exception | None:
-        names = {d.name for d in node.downstream}
-        unknown = [n for n in branch.names if n not in names]
-        if unknown:
-            return ValueError(
-                f"task {node.name!r} returned Branch({', '.join(map(repr, branch.names))}) but "
-                f"{', '.join(map(repr, unknown))} is not a direct downstream task of "
-                f"{node.name!r} (downstream: {', '.join(sorted(names)) or 'none'})"
-            )
-        for down in node.downstream:
-            if down.name not in branch.names:
-                down.not_chosen = f"not chosen by {node.name}"
-        return None
-
-    # --- ending ---
-
-    def settle(
-        self,
-        unit: Unit,
-        state: TaskState,
-        now: datetime,
-        *,
-        result: Any = None,
-        error: str | None = None,
-        reason: str | None = None,
-        propagate: bool = True,
-    ) -> None:
-        """Record a terminal state of *unit* and move the run on."""
-        if unit.state.terminal:
-            return
-        unit.state = state
-        unit.ended_at = now
-        if state is S.SUCCEEDED:
-            unit.result = result
-        if error is not None or state in (S.SUCCEEDED, S.SKIPPED):
-            unit.error = error  # a cancelled task keeps the error of its last failed attempt
-        unit.reason = reason
-        self.rec.task(unit, None)
-        if state is S.SKIPPED:  # `sluiceway logs` tells why, beside show's reason column
-            self.rec.log(unit, unit.attempts, now, "INFO", f"skipped: {reason}")
-        if self.bus:
-            took = (now - unit.started_at).total_seconds() if unit.started_at else None
-            name, label, attempts = self.flow.name, unit.label, unit.attempts
-            self.bus.publish(
-                TaskEnded(now, self.run_id, name, label, state, attempts, took, unit.error, reason)
-            )
-        if not propagate:
-            return
-        node = unit.node
-        if unit.idx >= 0:
-            node.open -= 1
-            if node.open == 0:
-                self._instances_ended(node, now)
-            return
-        self._node_ended(node)
-
-    def _instances_ended(self, node: Node, now: datetime) -> None:
-        insts = node.instances or []
-        state, error, reason = mapped_outcome([i.state for i in insts], [i.label for i in insts])
-        result = None
-        if state is S.SUCCEEDED:
-            node.unit.attempts = max((i.attempts for i in insts), default=0)
-            result = [i.result for i in insts]
-        elif state is S.FAILED:
-            # an all_done report downstream still sees what the other instances produced
-            node.unit.result = [i.result if i.state is S.SUCCEEDED else None for i in insts]
-        self.settle(node.unit, state, now, result=result, error=error, reason=reason)
-
-    def _node_ended(self, node: Node) -> None:
-        for down in node.downstream:
-            down.waiting -= 1
-            if down.waiting == 0 and not down.unit.state.terminal:
-                self._evaluate(down)
-        self.open_nodes -= 1
-        if self.open_nodes == 0:
-            self.done.set()

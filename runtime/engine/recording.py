@@ -7,12 +7,12 @@ import functools
 import logging
 import traceback
 from datetime import datetime
-from typing import Any
 
 from runtime import codec
 from runtime.engine.units import Unit
 from runtime.states import TaskState
 from runtime.store import Store
+from runtime.store.rows import AttemptRow, TaskRow
 
 log = logging.getLogger("sluiceway.runtime.recording")
 
@@ -39,7 +39,7 @@ class Recorder:
             unit.maker = functools.partial(self._row, unit)
         self.store.put_task_from(unit.key, unit.maker)
 
-    def _row(self, unit: Unit) -> tuple[Any, ...]:
+    def _row(self, unit: Unit) -> TaskRow:
         stored, has, reason = None, 0, unit.reason
         if unit.state is S.SUCCEEDED:
             # stored only when it reads back as the same value (codec.encode); otherwise it
@@ -53,7 +53,7 @@ class Recorder:
                 if (unit.node.name, unit.idx) not in self.unstored:
                     self.unstored.add((unit.node.name, unit.idx))
                     log.warning("run=%s task=%s %s", self.run_id, unit.label, note)
-        return (
+        return TaskRow(
             self.run_id,
             unit.node.name,
             unit.idx,
@@ -75,7 +75,11 @@ class Recorder:
         state: TaskState,
         now: datetime,
         error: BaseException | None,
+        *,
+        interrupted: bool = False,
     ) -> None:
+        """Queue attempt *attempt* of *unit* in *state*; *interrupted*: a service shutdown
+        stopped it (recorded failed, flagged so that resuming tells it from a failure)."""
         if state is S.RUNNING:
             unit.attempt_start = now
             self.store.put_attempt_from(
@@ -84,7 +88,7 @@ class Recorder:
             )
             return
         self.store.put_attempt(
-            (
+            AttemptRow(
                 self.run_id,
                 unit.node.name,
                 unit.idx,
@@ -95,12 +99,15 @@ class Recorder:
                 type(error).__name__ if error else None,
                 error_text(error) if error else None,
                 format_error(error) if error else None,
+                int(interrupted),
             )
         )
 
-    def _running_attempt(self, unit: Unit, attempt: int, start: datetime) -> tuple[Any, ...]:
+    def _running_attempt(self, unit: Unit, attempt: int, start: datetime) -> AttemptRow:
         name, idx = unit.node.name, unit.idx
-        return (self.run_id, name, idx, attempt, "running", _iso(start), None, None, None, None)
+        return AttemptRow(
+            self.run_id, name, idx, attempt, "running", _iso(start), None, None, None, None, 0
+        )
 
     def log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:
         self.store.add_log((self.run_id, unit.node.name, unit.idx, attempt, _iso(now), level, msg))

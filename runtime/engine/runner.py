@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -14,12 +14,14 @@ from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.define.result import RunResult, TaskResult
 from runtime.engine.events import EventBus, RunEnded
-from runtime.engine.execution import Carry, Engine, RunHandle
+from runtime.engine.execution import Engine
+from runtime.engine.handle import Carry, RunHandle
 from runtime.engine.limits import Limits
 from runtime.engine.loopwatch import LoopWatch
 from runtime.errors import SluicewayError
 from runtime.states import RunState, TaskState
 from runtime.store import Store, open_store, queries
+from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.runner")
 INTERRUPTED = "InterruptedRunError: interrupted by service restart"
@@ -125,13 +127,13 @@ class Runner:
         limit = flow.max_active_runs
         if not admitted and not self.limits.try_admit_run(flow.name, limit):
             reason = f"waiting: max_active_runs={limit} of flow {flow.name!r} reached"
-            self.store.put_run(run_id, (RunState.QUEUED, None, None, None, reason))
+            self.store.put_run(RunRow(run_id, RunState.QUEUED, wait_reason=reason))
             try:
                 await self.limits.admit_run(flow.name, limit)
             except BaseException:
                 # cancelled while queued (Ctrl-C, service stop): it never started, but it ended
                 now = self.clock.now()
-                self.store.put_run(run_id, (RunState.CANCELLED, None, codec.iso(now), None, None))
+                self.store.put_run(RunRow(run_id, RunState.CANCELLED, ended_at=codec.iso(now)))
                 self.bus.publish(RunEnded(now, run_id, flow.name, RunState.CANCELLED))
                 raise
         try:
@@ -216,7 +218,8 @@ class Runner:
             data = await self.store.read(queries.get_run, run_id)
             results = await self.store.read(queries.stored_results, run_id)
             await self.store.mark_interrupted(run_id, self.epoch, self.clock.now())
-            carry = _carry_for_resume(flow, data, results)
+            interrupted = await self.store.read(queries.interrupted_tasks, run_id)
+            carry = _carry_for_resume(flow, data, results, interrupted)
             params, logical = _stored_inputs(flow, data, handle)
         except BaseException:
             self.release_admission(flow)
@@ -312,9 +315,15 @@ def _params(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _carry_for_resume(
-    flow: Flow, data: Mapping[str, Any], results: Mapping[tuple[str, int], Any]
+    flow: Flow,
+    data: Mapping[str, Any],
+    results: Mapping[tuple[str, int], Any],
+    interrupted: Collection[tuple[str, int]],
 ) -> Carry:
-    """Decide, per stored task row of an interrupted run, what its resumption carries."""
+    """Decide, per stored task row of an interrupted run, what its resumption carries.
+
+    :param interrupted: the (name, idx) of tasks whose newest attempt is flagged interrupted
+    """
     attempts: dict[tuple[str, int], int] = {}
     failed: dict[tuple[str, int], str] = {}
     not_before: dict[tuple[str, int], Any] = {}
@@ -330,9 +339,7 @@ def _carry_for_resume(
         crashed = state == TaskState.RUNNING  # the process died mid-attempt
         # a shutdown interrupted it on purpose: the attempt is recorded, but it is not the
         # task's failure, so a deploy restart never uses up a task's last try
-        stopped = state == TaskState.PENDING and (row["error"] or "").startswith(
-            "InterruptedRunError"
-        )
+        stopped = state == TaskState.PENDING and key in interrupted
         if (crashed or stopped) and row["attempts"] > 0:
             if task.on_crash == "fail":
                 failed[key] = f"{INTERRUPTED} (on_crash='fail')"

@@ -11,12 +11,14 @@ import anyio
 from runtime.define.flow import Task
 from runtime.engine.limits import Lane
 from runtime.states import TaskState
+from runtime.store.rows import TaskKey, TaskRow
 
 S = TaskState
 
 
 class Unit:
-    """What runs: a task (``idx == -1``) or one instance of a mapped task."""
+    """What runs: a task (``idx == -1``, ``index`` None) or one instance of a mapped task
+    (``idx`` and ``index`` its position in the items; ``label`` shows it as ``load[3]``)."""
 
     __slots__ = (
         "attempt_start",
@@ -24,6 +26,7 @@ class Unit:
         "ended_at",
         "error",
         "idx",
+        "index",
         "key",
         "label",
         "maker",
@@ -38,15 +41,16 @@ class Unit:
 
     def __init__(self, node: Node, idx: int) -> None:
         self.node = node
-        self.idx = idx
+        self.idx = idx  # -1 for the task itself, as in the store's rows
+        self.index = idx if idx >= 0 else None  # as in events and the run context
         self.label = node.name if idx < 0 else f"{node.name}[{idx}]"
         self.state = S.PENDING
         self.attempts = 0
         self.result: Any = None
         self.attempt_start: datetime | None = None
         self.next_at: datetime | None = None
-        self.key: tuple[int, str, int] = (0, "", idx)
-        self.maker: Callable[[], tuple[Any, ...]] | None = None
+        self.key: TaskKey = (0, "", idx)
+        self.maker: Callable[[], TaskRow] | None = None  # builds its store row (Recorder)
         self.error: str | None = None
         self.reason: str | None = None
         self.started_at: datetime | None = None

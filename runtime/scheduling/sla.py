@@ -149,8 +149,8 @@ class _Monitor:
         elif isinstance(event, TaskStarted):
             self._task_started(event)
         elif isinstance(event, TaskEnded):
-            if "[" not in event.task:  # a mapped instance ends; its task goes on
-                self._drop((event.run_id, event.task))
+            if event.index is None:  # not a mapped instance: its task goes on
+                self._drop((event.run_id, event.name))
         elif isinstance(event, RunEnded):
             for key in [k for k in self.deadlines if k[0] == event.run_id]:
                 self._drop(key)
@@ -172,7 +172,7 @@ class _Monitor:
             self._arm(_Deadline(at, event.run_id, event.flow, None, flow.sla))
 
     def _task_started(self, event: TaskStarted) -> None:
-        name = event.task.partition("[")[0]
+        name = event.name
         key = (event.run_id, name)
         if key in self.deadlines or key in self.missed:
             return  # the deadline counts from the first start, over all attempts
@@ -233,12 +233,12 @@ async def run_sla_monitor(
         # per event (it doubled the cost of a 10,000-task run)
         if isinstance(event, TaskStarted):
             flow = flows(event.flow)
-            task = flow.tasks.get(event.task.partition("[")[0]) if flow is not None else None
+            task = flow.tasks.get(event.name) if flow is not None else None
             if task is None or task.sla is None:
                 return
             watched.add(event.run_id)
         elif isinstance(event, TaskEnded):
-            if event.run_id not in watched or "[" in event.task:
+            if event.run_id not in watched or event.index is not None:
                 return
         elif isinstance(event, RunStarted):
             flow = flows(event.flow)

@@ -10,6 +10,7 @@ from runtime.service.context import ServiceContext
 from runtime.service.runs import ActiveRuns
 from runtime.states import RunState
 from runtime.store import queries
+from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.service")
 
@@ -41,7 +42,7 @@ class Recovery:
                     name,
                 )
                 self.orphans[run_id] = name
-                self.ctx.store.put_run(run_id, (RunState.RUNNING, None, None, None, reason))
+                self.ctx.store.put_run(RunRow(run_id, RunState.RUNNING, wait_reason=reason))
                 continue
             await self._resume(flow, run_id)  # committed before READY: the takeover is on record
             resumed += 1

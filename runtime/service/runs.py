@@ -9,7 +9,7 @@ from typing import Any
 from anyio.abc import TaskGroup
 
 from runtime.define.flow import Flow
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.service.context import ServiceContext
 
 log = logging.getLogger("sluiceway.runtime.service")

@@ -137,7 +137,7 @@ class Store:
             db.execute(
                 "UPDATE attempts SET state = 'failed', ended_at = ?, "
                 "error_type = 'InterruptedRunError', "
-                "error_message = 'interrupted by service restart' "
+                "error_message = 'interrupted by service restart', interrupted = 1 "
                 "WHERE run_id = ? AND state = 'running'",
                 (codec.iso(now), run_id),
             )

@@ -78,16 +78,16 @@ class ScheduleState:
     paused: set[str] = field(default_factory=set)
 
 
-def run_key(trigger_key: str, instant: datetime) -> str:
+def run_key(instant: datetime) -> str:
     """The idempotency key of the scheduled run at *instant*: ``schedule:2026-01-10T10:00:00Z``.
 
-    A scheduled run's identity is (flow, instant) — the unique index is on (flow, key) — so two
-    triggers of one flow that fire at the same instant make one run, and backfill (which makes
-    the same key) never repeats a scheduled instant. *trigger_key* is kept for the callers."""
-    return _key(trigger_key, codec.iso(instant) or "")
+    A scheduled run's identity is (flow, instant), not the trigger — the unique index is on
+    (flow, key) — so two triggers of one flow that fire at the same instant make one run, and
+    backfill (which makes the same key) never repeats a scheduled instant."""
+    return _key(codec.iso(instant) or "")
 
 
-def _key(trigger_key: str, scheduled: str) -> str:
+def _key(scheduled: str) -> str:
     return f"schedule:{scheduled}"
 
 
@@ -131,7 +131,7 @@ async def fire_batch(store: Store, firings: Sequence[Firing], now: datetime) -> 
         for instant in firing.instants:
             scheduled = codec.iso(instant) or ""
             trigger = {"kind": "schedule", "spec": firing.trigger_key, "scheduled": scheduled}
-            key = _key(firing.trigger_key, scheduled)
+            key = _key(scheduled)
             own.append(
                 (flow.name, params, codec.dumps_str(trigger), scheduled, key, source_hash, created)
             )

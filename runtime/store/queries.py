@@ -205,6 +205,20 @@ def stored_results(conn: sqlite3.Connection, run_id: int) -> dict[tuple[str, int
     return out
 
 
+def interrupted_tasks(conn: sqlite3.Connection, run_id: int) -> set[tuple[str, int]]:
+    """(name, idx) of the tasks (and instances) of a run whose newest attempt is flagged
+    interrupted: a service shutdown stopped it, or a restart found it left running."""
+    return {
+        (row["name"], row["idx"])
+        for row in conn.execute(
+            "SELECT name, idx FROM attempts a WHERE run_id = ? AND interrupted = 1 AND attempt = "
+            "(SELECT MAX(attempt) FROM attempts b "
+            "WHERE b.run_id = a.run_id AND b.name = a.name AND b.idx = a.idx)",
+            (run_id,),
+        )
+    }
+
+
 def flow_summaries(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
     """Per flow: number of runs and the newest run's id, state and end time."""
     out: dict[str, dict[str, Any]] = {}

@@ -137,6 +137,15 @@ MIGRATIONS: tuple[str, ...] = (
         source_hash TEXT
     );
     """,
+    # 5: an attempt a service shutdown stopped, or one a restart found left running, is
+    # flagged interrupted: resuming reads the flag, not the error text (which was spelled two
+    # ways). Attempts recorded before carry the flag their text meant.
+    """
+    ALTER TABLE attempts ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+    UPDATE attempts SET interrupted = 1
+        WHERE error_type = 'InterruptedRunError'
+        AND error_message IN ('interrupted by service shutdown', 'interrupted by service restart');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -186,19 +195,20 @@ WHERE tasks.state NOT IN {TERMINAL_TASK}
 
 UPSERT_ATTEMPT = f"""
 INSERT INTO attempts (run_id, name, idx, attempt, state, started_at, ended_at, error_type,
-                      error_message, traceback)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      error_message, traceback, interrupted)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, name, idx, attempt) DO UPDATE SET
     state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
     error_type = excluded.error_type, error_message = excluded.error_message,
-    traceback = excluded.traceback
+    traceback = excluded.traceback, interrupted = excluded.interrupted
 WHERE attempts.state NOT IN {TERMINAL_TASK}
 """
 
+# numbered parameters: a RunRow starts with the id (runtime.store.rows)
 UPDATE_RUN = f"""
-UPDATE runs SET state = ?, started_at = COALESCE(?, started_at), ended_at = ?, error = ?,
-                wait_reason = ?
-WHERE id = ? AND state NOT IN {TERMINAL_RUN}
+UPDATE runs SET state = ?2, started_at = COALESCE(?3, started_at), ended_at = ?4, error = ?5,
+                wait_reason = ?6
+WHERE id = ?1 AND state NOT IN {TERMINAL_RUN}
 """
 
 INSERT_LOG = (

@@ -11,11 +11,13 @@ import anyio
 from runtime import Flow, Run
 from runtime.define.result import RunResult
 from runtime.engine.events import Event, RunStarted, TaskStarted
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
+from runtime.store.rows import RunRow
 from runtime.testing import BlockingClock
 from tests.conftest import MakeRunner
+from tests.store.rows import attempt_row, task_row
 from tests.waiting import WAIT
 
 S = TaskState
@@ -309,12 +311,10 @@ async def test_terminal_states_are_never_overwritten(
         result = await runner.run(flow)
         rid = result.id
         # a stale change arriving late (a slow thread, a replayed event)
-        runner.store.put_run(rid, ("running", None, None, None, None))
+        runner.store.put_run(RunRow(rid, "running"))
         for name in ("ok", "bad"):
-            runner.store.put_task(
-                (rid, name, -1, "running", 9, None, None, None, None, None, None, 0)
-            )
-        runner.store.put_attempt((rid, "bad", -1, 1, "running", None, None, None, None, None))
+            runner.store.put_task(task_row(rid, name, "running", attempts=9))
+        runner.store.put_attempt(attempt_row(rid, "bad", 1, "running"))
         await runner.store.flush()
     stored = await anyio.to_thread.run_sync(stored_run, db_path, rid)
     assert stored["state"] == "failed"

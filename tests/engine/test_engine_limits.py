@@ -12,7 +12,7 @@ import pytest
 
 from runtime import Flow, Run
 from runtime.engine.events import Event, RunStarted
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.engine.limits import Limits
 from runtime.engine.runner import Runner
 from runtime.states import RunState, TaskState

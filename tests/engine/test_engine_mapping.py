@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from runtime import Flow, Run
-from runtime.engine.events import Event, TaskRetrying, TaskStarted
+from runtime.engine.events import Event, TaskEnded, TaskRetrying, TaskStarted
 from runtime.states import RunState, TaskState
 from runtime.store import connect_reader, queries
 from runtime.testing import FakeClock
@@ -166,6 +166,25 @@ async def test_instance_labels(make_runner: MakeRunner, db_path: Path, events: l
     load = [t for t in stored["tasks"] if t["name"] == "load"]
     assert [t.get("index") for t in load] == [None, 0, 1, 2, 3]
     assert all(t["state"] == "succeeded" for t in load)
+
+
+async def test_task_events_carry_the_name_and_index(
+    make_runner: MakeRunner, events: list[Event]
+) -> None:
+    flow, _ = mapped_flow("map-events", [5, 6])
+    async with make_runner() as runner:
+        await runner.run(flow)
+    started = {(e.task, e.name, e.index) for e in events if isinstance(e, TaskStarted)}
+    assert started == {
+        ("extract", "extract", None),
+        ("load[0]", "load", 0),
+        ("load[1]", "load", 1),
+        ("report", "report", None),
+    }
+    # the mapped task itself ends once, after its instances, with no index
+    ended = [(e.task, e.name, e.index) for e in events if isinstance(e, TaskEnded)]
+    assert sorted(ended[1:3]) == [("load[0]", "load", 0), ("load[1]", "load", 1)]
+    assert ended[3] == ("load", "load", None)
 
 
 async def test_instance_log_lines_are_stored_per_instance(

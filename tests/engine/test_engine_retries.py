@@ -390,7 +390,7 @@ async def test_retry_reruns_failed_tasks_and_reuses_the_others(
 
 
 async def test_retry_of_a_cancelled_run(make_runner: MakeRunner) -> None:
-    from runtime.engine.execution import RunHandle
+    from runtime.engine.handle import RunHandle
 
     calls: dict[str, int] = {}
     flow = Flow("rerun-cancelled")

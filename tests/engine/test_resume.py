@@ -38,20 +38,23 @@ def row(
     }
 
 
-SHUTDOWN = "InterruptedRunError: interrupted by service shutdown"
-
-
 @pytest.mark.parametrize(
-    ("stored", "fails_with"),
+    ("stored", "interrupted", "fails_with"),
     [
-        (row("once", "running", 1), "no retries left"),
-        (row("twice", "running", 1), None),
-        (row("twice", "running", 3), "no retries left"),
+        (row("once", "running", 1), True, "no retries left"),
+        (row("twice", "running", 1), True, None),
+        (row("twice", "running", 3), True, "no retries left"),
         # a shutdown is not the task's failure: its last try is not used up
-        (row("once", "pending", 1, SHUTDOWN), None),
-        (row("careful", "running", 1), "on_crash='fail'"),
-        (row("careful", "pending", 1, SHUTDOWN), "on_crash='fail'"),
-        (row("once", "pending", 0), None),
+        (row("once", "pending", 1), True, None),
+        (row("careful", "running", 1), True, "on_crash='fail'"),
+        (row("careful", "pending", 1), True, "on_crash='fail'"),
+        (row("once", "pending", 0), False, None),
+        # the flag decides, not the error text
+        (
+            row("careful", "pending", 1, "InterruptedRunError: interrupted by service shutdown"),
+            False,
+            None,
+        ),
     ],
     ids=[
         "crash-no-retries",
@@ -61,11 +64,15 @@ SHUTDOWN = "InterruptedRunError: interrupted by service shutdown"
         "on-crash-fail",
         "on-crash-fail-shutdown",
         "never-started",
+        "text-without-flag",
     ],
 )
-def test_interrupted_tasks(stored: dict[str, Any], fails_with: str | None) -> None:
-    carry = _carry_for_resume(make_flow(), {"tasks": [stored]}, {})
+def test_interrupted_tasks(
+    stored: dict[str, Any], interrupted: bool, fails_with: str | None
+) -> None:
     key = (stored["name"], -1)
+    flagged = {key} if interrupted else set()
+    carry = _carry_for_resume(make_flow(), {"tasks": [stored]}, {}, flagged)
     assert carry.attempts[key] == stored["attempts"]
     if fails_with is None:
         assert key not in carry.failed
@@ -76,6 +83,6 @@ def test_interrupted_tasks(stored: dict[str, Any], fails_with: str | None) -> No
 
 def test_retrying_tasks_keep_their_next_attempt_time() -> None:
     stored = row("twice", "retrying", 1, next_attempt_at="2026-01-01T10:00:30Z")
-    carry = _carry_for_resume(make_flow(), {"tasks": [stored]}, {("once", -1): 1})
+    carry = _carry_for_resume(make_flow(), {"tasks": [stored]}, {("once", -1): 1}, set())
     assert carry.not_before[("twice", -1)].isoformat() == "2026-01-01T10:00:30+00:00"
     assert carry.results == {("once", -1): 1}

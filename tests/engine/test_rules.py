@@ -1,11 +1,25 @@
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Iterator
 
 import pytest
 
 from runtime.define.flow import RULES
-from runtime.engine.rules import decide, map_items, mapped_outcome, run_outcome
+from runtime.define.retry import RetryPolicy
+from runtime.engine.rules import (
+    RUN,
+    CallEnd,
+    Ends,
+    Verdict,
+    attempt_outcome,
+    decide,
+    map_items,
+    mapped_outcome,
+    run_outcome,
+)
+from runtime.errors import Retry, Skip
 from runtime.states import RunState, TaskState
 
 S = TaskState
@@ -16,10 +30,10 @@ UPF = TaskState.UPSTREAM_FAILED
 SKIP = TaskState.SKIPPED
 CANC = TaskState.CANCELLED
 
-RUNS = (None, None)
+RUNS = RUN
 
-# rule, upstream end states, (state the task ends in or None to run, part of the reason)
-TABLE: list[tuple[str, list[TaskState], tuple[TaskState | None, str | None]]] = [
+# rule, upstream end states, RUN or (the state the task ends in, part of the reason)
+TABLE: list[tuple[str, list[TaskState], Verdict | tuple[TaskState, str]]] = [
     # all_succeeded: the default keeps upstream_failed; a skip spreads
     ("all_succeeded", [OK, OK], RUNS),
     ("all_succeeded", [OK, FAIL], (UPF, "an upstream task failed")),
@@ -73,16 +87,16 @@ TABLE: list[tuple[str, list[TaskState], tuple[TaskState | None, str | None]]] = 
 def test_rule_decides_from_upstream_states(
     rule: str,
     upstream: list[TaskState],
-    expected: tuple[TaskState | None, str | None],
+    expected: Verdict | tuple[TaskState, str],
 ) -> None:
-    state, reason = decide(rule, upstream)
-    want_state, want_reason = expected
-    assert state is want_state
-    if want_reason is None:
-        assert reason is None
+    verdict = decide(rule, upstream)
+    if expected is RUN:
+        assert verdict is RUN
     else:
-        assert reason is not None
-        assert want_reason in reason
+        assert isinstance(verdict, Ends)
+        want_state, want_reason = expected
+        assert verdict.state is want_state
+        assert want_reason in verdict.reason
 
 
 def test_table_covers_every_rule() -> None:
@@ -97,6 +111,101 @@ def test_order_of_upstream_states_does_not_matter() -> None:
 def test_unknown_rule_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown run_if 'sometimes'"):
         decide("sometimes", [OK])
+
+
+# --- what an attempt comes to ---
+
+POLICY = RetryPolicy(retries=2, delay=1.0, backoff=2.0)
+STOP = asyncio.CancelledError()
+
+
+def _end(
+    *,
+    result: object = None,
+    error: BaseException | None = None,
+    cancelled: bool = False,
+    stopped: BaseException | None = None,
+) -> CallEnd:
+    return CallEnd(result, error, cancelled, stopped)
+
+
+# how the call ended, attempt, cancelling, interrupting -> state, delay, part of the error
+OUTCOMES: list[tuple[CallEnd, int, bool, bool, TaskState, float | None, str | None]] = [
+    (_end(result=7), 1, False, False, S.SUCCEEDED, None, None),
+    (_end(error=Skip("no file")), 1, False, False, S.SKIPPED, None, None),
+    (_end(cancelled=True), 1, True, False, S.CANCELLED, None, None),
+    (_end(stopped=STOP), 1, False, False, S.CANCELLED, None, None),
+    (_end(stopped=STOP), 1, False, True, S.PENDING, None, "interrupted by service shutdown"),
+    (_end(error=ValueError("no")), 1, False, False, S.RETRYING, 1.0, "no"),
+    (_end(error=ValueError("no")), 2, False, False, S.RETRYING, 2.0, "no"),
+    (_end(error=ValueError("no")), 3, False, False, S.FAILED, None, "no"),
+    (_end(error=ValueError("no")), 1, True, False, S.FAILED, None, "no"),
+    (_end(error=Retry("later", delay="30s")), 1, False, False, S.RETRYING, 30.0, "later"),
+    (_end(error=Retry("later", delay="soon")), 1, False, False, S.FAILED, None, "soon"),
+    (_end(error=SystemExit(3)), 1, False, False, S.FAILED, None, "3"),
+    # the task caught the soft cancel and raised: its failure, not a cancel, and no retry
+    (_end(error=KeyError("k"), cancelled=True), 1, True, False, S.FAILED, None, "k"),
+]
+
+
+@pytest.mark.parametrize(
+    ("end", "attempt", "cancelling", "interrupting", "state", "delay", "error"),
+    OUTCOMES,
+    ids=[
+        "returned",
+        "skip",
+        "soft-cancel",
+        "stopped-from-outside",
+        "stopped-for-shutdown",
+        "failed-first-retry",
+        "failed-backoff",
+        "failed-no-tries-left",
+        "failed-while-cancelling",
+        "retry-with-delay",
+        "retry-with-bad-delay",
+        "system-exit",
+        "raised-while-cancelled",
+    ],
+)
+def test_attempt_outcome(
+    end: CallEnd,
+    attempt: int,
+    cancelling: bool,
+    interrupting: bool,
+    state: TaskState,
+    delay: float | None,
+    error: str | None,
+) -> None:
+    outcome = attempt_outcome(
+        end,
+        attempt,
+        POLICY,
+        cancelling=cancelling,
+        interrupting=interrupting,
+        rng=random.Random(0),
+    )
+    assert (outcome.state, outcome.delay) == (state, delay)
+    if error is None:
+        assert outcome.error is None
+    else:
+        assert outcome.error is not None
+        assert error in str(outcome.error)
+    if state is S.SUCCEEDED:
+        assert outcome.result == 7
+    if state in (S.SKIPPED, S.CANCELLED):
+        assert outcome.reason == ("no file" if state is S.SKIPPED else "run cancelled")
+
+
+def test_a_bad_retry_delay_fails_with_a_value_error_that_keeps_the_tasks_traceback() -> None:
+    try:
+        raise Retry("later", delay="soon")
+    except Retry as exc:
+        raised = exc
+    outcome = attempt_outcome(
+        _end(error=raised), 1, POLICY, cancelling=False, interrupting=False, rng=random.Random(0)
+    )
+    assert isinstance(outcome.error, ValueError)
+    assert outcome.error.__traceback__ is raised.__traceback__
 
 
 # --- a mapped task's items and outcome, a run's outcome ---

@@ -19,7 +19,7 @@ import pytest
 
 from runtime import Branch, Flow, codec
 from runtime.config import Config
-from runtime.engine.execution import RunHandle
+from runtime.engine.handle import RunHandle
 from runtime.engine.runner import open_runner
 from runtime.errors import ParamError
 from runtime.states import RunState, TaskState

@@ -138,7 +138,7 @@ async def test_started_after_the_start_up_runs_are_committed(
         )
     ]
     assert cursor(db_path) == iso(utc(10))
-    assert rows[0][3] == cursors.run_key(KEY, utc(10))  # the key backfill makes too
+    assert rows[0][3] == cursors.run_key(utc(10))  # the key backfill makes too
 
 
 @pytest.mark.parametrize(

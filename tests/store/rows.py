@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.store import Store
+from runtime.store.rows import AttemptRow, TaskRow
 
 T0 = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
 
@@ -39,40 +40,45 @@ async def new_run(store: Store, flow: str = "f", key: str | None = None, **kw: A
 
 def task_row(
     run_id: int, name: str, state: str, *, idx: int = -1, attempts: int = 1, **kw: Any
-) -> tuple[Any, ...]:
-    """(run_id, name, idx, state, attempts, started_at, ended_at, next_attempt_at, error,
-    reason, result, has_result)"""
-    return (
-        run_id,
-        name,
-        idx,
-        state,
-        attempts,
-        kw.get("started_at", at(0)),
-        kw.get("ended_at"),
-        None,
-        kw.get("error"),
-        kw.get("reason"),
-        kw.get("result"),
-        1 if kw.get("result") is not None else 0,
+) -> TaskRow:
+    return TaskRow(
+        run_id=run_id,
+        name=name,
+        idx=idx,
+        state=state,
+        attempts=attempts,
+        started_at=kw.get("started_at", at(0)),
+        ended_at=kw.get("ended_at"),
+        next_attempt_at=None,
+        error=kw.get("error"),
+        reason=kw.get("reason"),
+        result=kw.get("result"),
+        has_result=1 if kw.get("result") is not None else 0,
     )
 
 
 def attempt_row(
-    run_id: int, name: str, attempt: int, state: str, *, idx: int = -1, error: str | None = None
-) -> tuple[Any, ...]:
-    """(run_id, name, idx, attempt, state, started_at, ended_at, error_type, message, tb)"""
-    return (
-        run_id,
-        name,
-        idx,
-        attempt,
-        state,
-        at(attempt),
-        at(attempt + 0.5),
-        "ValueError" if error else None,
-        error,
-        f"Traceback ...\nValueError: {error}" if error else None,
+    run_id: int,
+    name: str,
+    attempt: int,
+    state: str,
+    *,
+    idx: int = -1,
+    error: str | None = None,
+    interrupted: bool = False,
+) -> AttemptRow:
+    return AttemptRow(
+        run_id=run_id,
+        name=name,
+        idx=idx,
+        attempt=attempt,
+        state=state,
+        started_at=at(attempt),
+        ended_at=at(attempt + 0.5),
+        error_type="ValueError" if error else None,
+        error_message=error,
+        traceback=f"Traceback ...\nValueError: {error}" if error else None,
+        interrupted=int(interrupted),
     )
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.store import Store, open_store
+from runtime.store.rows import RunRow
 from tests.store.rows import at, attempt_row, log_row, new_run, peek, task_row
 
 DEADLINE = 20.0  # generous: the machine is shared
@@ -76,7 +77,7 @@ async def until(check: Callable[[], Any], what: str, within: float = DEADLINE) -
 
 def queue_a_run(store: Store, run_id: int, *, lines: int = 3, size: int = 10) -> None:
     """What the engine queues for a two-task run: run, task, attempt rows, logs, an event."""
-    store.put_run(run_id, ("running", at(0), None, None, None))
+    store.put_run(RunRow(run_id, "running", at(0)))
     store.put_task(task_row(run_id, "extract", "running"))
     store.put_attempt(attempt_row(run_id, "extract", 1, "running"))
     store.put_task(task_row(run_id, "load", "pending", attempts=0))
@@ -90,7 +91,7 @@ def finish_the_run(store: Store, run_id: int) -> None:
     store.put_attempt(attempt_row(run_id, "extract", 1, "succeeded"))
     store.put_task(task_row(run_id, "load", "succeeded", ended_at=at(3)))
     store.put_attempt(attempt_row(run_id, "load", 1, "succeeded"))
-    store.put_run(run_id, ("succeeded", at(0), at(3), None, None))
+    store.put_run(RunRow(run_id, "succeeded", at(0), at(3)))
 
 
 def assert_the_run_landed(path: Path, run_id: int, lines: int) -> None:
@@ -135,9 +136,9 @@ async def test_a_lock_held_past_the_busy_timeout_delays_every_row_and_loses_none
                 # meanwhile the run goes on: newer states of the same rows are queued
                 finish_the_run(store, run_id)
                 # a terminal state in the failed batch stays final against a later change
-                store.put_run(other, ("failed", at(0), at(1), "failed tasks: t", None))
+                store.put_run(RunRow(other, "failed", at(0), at(1), "failed tasks: t"))
                 await until(lambda: store.writer.failed_batches >= before + 5, "more retries")
-                store.put_run(other, ("running", at(0), None, None, None))
+                store.put_run(RunRow(other, "running", at(0)))
                 assert not flushed.is_set()  # no one is told it is committed
                 assert peek(db_path, "SELECT COUNT(*) FROM tasks") == [(0,)]
                 # the lock is released at the end of the with block

@@ -10,6 +10,7 @@ import pytest
 
 from runtime.errors import ParamError, RunNotFoundError
 from runtime.store import connect_reader, open_store, queries
+from runtime.store.rows import RunRow
 from tests.store.rows import at, attempt_row, log_row, new_run, task_row
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ async def _runs(db_path: Path) -> dict[str, int]:
             ("etl-cxl", "etl", "cancelled"),
         ]:
             run_id = await new_run(store, flow=flow, params={"label": label})
-            store.put_run(run_id, (state, at(run_id), at(run_id + 1), None, None))
+            store.put_run(RunRow(run_id, state, at(run_id), at(run_id + 1)))
             ids[label] = run_id
     return ids
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.store import connect_reader, open_store, queries, queue
+from runtime.store.rows import RunRow
 from tests.store.rows import T0, at, new_run
 
 BLOCKED = ("ghost", "held", "capped")  # not loaded, paused, at max_active_runs
@@ -143,9 +144,9 @@ async def test_a_flows_wait_reason_shows_on_each_of_its_queued_runs(
     async with open_store(db_path) as store:
         held = [await new_run(store, flow="held") for _ in range(3)]
         own = await new_run(store, flow="held")
-        store.put_run(own, ("queued", None, None, None, "waiting: its own reason"))
+        store.put_run(RunRow(own, "queued", wait_reason="waiting: its own reason"))
         ran = await new_run(store, flow="held")
-        store.put_run(ran, ("running", at(1), None, None, None))
+        store.put_run(RunRow(ran, "running", at(1)))
         other = await new_run(store, flow="other")
         queue.set_wait_reasons(store, {"held": "waiting: flow 'held' is paused", "x": None})
     conn = reader()

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from runtime.errors import StoreError
-from runtime.store import connect_reader, open_store, schema
-from tests.store.rows import new_run, peek
+from runtime.store import connect_reader, open_store, queries, schema
+from tests.store.rows import attempt_row, new_run, peek
 
 EXPECTED = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
 
@@ -139,3 +139,59 @@ def test_reader_on_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no such database"):
         connect_reader(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()  # looking did not create it
+
+
+def _database_at_version(path: Path, version: int) -> None:
+    """A file as a Sluiceway of schema *version* left it (the migrations it had, no more)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);\n"
+            + "".join(schema.MIGRATIONS[:version])
+            + f"\nINSERT INTO schema_version (version) VALUES ({version});"
+        )
+    finally:
+        conn.close()
+
+
+async def test_migration_5_flags_the_attempts_older_versions_recorded_as_interrupted(
+    db_path: Path,
+) -> None:
+    _database_at_version(db_path, 4)
+    attempts = [
+        ("stopped", 1, "failed", "InterruptedRunError", "interrupted by service shutdown"),
+        ("crashed", 1, "failed", "InterruptedRunError", "interrupted by service restart"),
+        ("failed", 1, "failed", "ValueError", "interrupted by service shutdown"),
+        ("own", 1, "failed", "InterruptedRunError", "the task's own error"),
+        ("ok", 1, "succeeded", None, None),
+    ]
+    conn = sqlite3.connect(db_path)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO runs (id, flow, state, logical_date, created_at) "
+                "VALUES (1, 'f', 'running', 'x', 'x')"
+            )
+            conn.executemany(
+                "INSERT INTO attempts (run_id, name, idx, attempt, state, error_type, "
+                "error_message) VALUES (1, ?, -1, ?, ?, ?, ?)",
+                attempts,
+            )
+    finally:
+        conn.close()
+    async with open_store(db_path) as store:
+        flagged = await store.read(queries.interrupted_tasks, 1)
+    assert peek(db_path, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
+    rows = peek(db_path, "SELECT name, interrupted FROM attempts ORDER BY name")
+    assert rows == [("crashed", 1), ("failed", 0), ("ok", 0), ("own", 0), ("stopped", 1)]
+    assert flagged == {("crashed", -1), ("stopped", -1)}
+
+
+async def test_only_the_newest_attempt_counts_as_interrupted(db_path: Path) -> None:
+    async with open_store(db_path) as store:
+        run_id = await new_run(store)
+        store.put_attempt(attempt_row(run_id, "again", 1, "failed", interrupted=True))
+        store.put_attempt(attempt_row(run_id, "again", 2, "failed", error="no"))
+        store.put_attempt(attempt_row(run_id, "load", 1, "failed", idx=3, interrupted=True))
+        flagged = await store.read(queries.interrupted_tasks, run_id)
+    assert flagged == {("load", 3)}

@@ -12,7 +12,8 @@ import pytest
 
 from runtime.errors import StoreError
 from runtime.store import Store, open_store
-from runtime.store.writer import Op, _Waiter
+from runtime.store.batch import Op, Waiter
+from runtime.store.rows import RunRow
 from tests.store.rows import at, attempt_row, create_run, log_row, new_run, peek, task_row
 from tests.waiting import WAIT
 
@@ -46,7 +47,7 @@ async def test_changes_to_one_row_within_a_batch_are_written_once(db_path: Path)
 async def test_flush_makes_every_kind_of_change_durable(db_path: Path) -> None:
     async with open_store(db_path, interval=5.0) as store:  # nothing commits unless asked
         run_id = await new_run(store)
-        store.put_run(run_id, ("running", at(0), None, None, None))
+        store.put_run(RunRow(run_id, "running", at(0)))
         store.put_task(task_row(run_id, "load", "failed", ended_at=at(2), error="E: x"))
         store.put_attempt(attempt_row(run_id, "load", 1, "failed", error="x"))
         store.add_log(log_row(run_id, "load", "hello"))
@@ -143,11 +144,11 @@ async def test_terminal_task_state_is_never_overwritten(
 async def test_terminal_run_state_is_never_overwritten(db_path: Path, same_batch: bool) -> None:
     async with open_store(db_path, interval=5.0) as store:
         run_id = await new_run(store)
-        store.put_run(run_id, ("failed", at(0), at(3), "failed tasks: t", None))
+        store.put_run(RunRow(run_id, "failed", at(0), at(3), "failed tasks: t"))
         if not same_batch:
             await store.flush()
-        store.put_run(run_id, ("running", at(0), None, None, None))
-        store.put_run(run_id, ("succeeded", at(0), at(9), None, None))
+        store.put_run(RunRow(run_id, "running", at(0)))
+        store.put_run(RunRow(run_id, "succeeded", at(0), at(9)))
         await store.flush()
         assert peek(db_path, "SELECT state, ended_at, error FROM runs") == [
             ("failed", at(3), "failed tasks: t")
@@ -304,6 +305,6 @@ async def test_close_commits_the_rows_even_beside_an_awaited_op(db_path: Path) -
     async with open_store(db_path, interval=5) as store:
         run_id = await new_run(store)
         store.put_task(task_row(run_id, "t", "succeeded", ended_at=at(1)))
-        store.writer._ops.append(_Waiter(op))  # queued as submit() does, writer not woken
+        store.writer._ops.append(Waiter(op))  # queued as submit() does, writer not woken
     assert peek(db_path, "SELECT name, state FROM tasks") == [("t", "succeeded")]
     assert peek(db_path, "SELECT name FROM flows") == [("f",)]
