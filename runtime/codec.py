@@ -330,7 +330,7 @@ def _untag(obj: dict[str, Any]) -> Any:
         from_value = decoder_for(kind)
         if from_value is not None:
             return from_value(from_json(value))
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, LookupError, ArithmeticError) as exc:
         raise Undecodable(f"malformed stored {kind} value {repr(value)[:80]}: {exc}") from exc
     raise Undecodable(f"unknown stored value tag {kind!r} (written by a newer version?)")
 

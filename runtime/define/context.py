@@ -75,6 +75,9 @@ class TriggerInfo(Mapping[str, Any]):
         return len(self._data)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_data":
+            # copy and pickle look up dunders (and _data) before __init__ ran: not fields
+            raise AttributeError(name)
         try:
             return self._data[name]
         except KeyError:

@@ -95,7 +95,8 @@ class EventBus:
         return bool(self._subscribers)
 
     def publish(self, event: Event) -> None:
-        for fn in self._subscribers:
+        # over a copy: a subscriber may unsubscribe (itself or another) while handling it
+        for fn in tuple(self._subscribers):
             try:
                 fn(event)
             except Exception:

@@ -101,12 +101,6 @@ def test_the_run_context_wraps_a_plain_mapping_and_keeps_a_trigger_info() -> Non
     assert _run(info).trigger is info
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug in runtime/define/context.py: __getattr__ reads self._data, which a copy or "
-    "an unpickled instance does not have yet, so it calls itself until RecursionError",
-)
 @pytest.mark.parametrize(
     "duplicate",
     [copy.copy, copy.deepcopy, lambda info: pickle.loads(pickle.dumps(info))],

@@ -101,12 +101,6 @@ def test_a_base_exception_in_a_subscriber_is_not_swallowed() -> None:
         bus.publish(STARTED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in runtime/engine/events.py: publish() iterates over the live subscriber list, "
-    "so a subscriber that unsubscribes itself while handling an event shifts the list and the "
-    "next subscriber misses that event",
-)
 def test_a_subscriber_that_unsubscribes_while_handling_an_event_takes_no_one_else_s() -> None:
     bus = EventBus()
     seen: list[str] = []
