@@ -86,9 +86,14 @@ class EventBus:
         self._subscribers: list[Subscriber] = []
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
-        """Add *fn*; returns a function that removes it."""
+        """Add *fn*; returns a function that removes it (calling it again does nothing)."""
         self._subscribers.append(fn)
-        return lambda: self._subscribers.remove(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+        return unsubscribe
 
     def __bool__(self) -> bool:
         """True when someone listens: the engine builds per-task events only then."""

@@ -27,7 +27,7 @@ are two kinds of cron schedule, told apart by the minute and hour fields:
 
 Known deviation (cronsim 2.8): in Australia/Lord_Howe, whose clocks move by 30 minutes, a
 real-time schedule with a fixed hour (``*/20 2 * * *``) misses the fires in that hour after the
-autumn change; ``tests/runtime/test_schedule.py`` keeps it as a strict xfail.
+autumn change; ``tests/scheduling/test_firetimes.py`` keeps it as a strict xfail.
 
 ``every()`` follows absolute time: instants are ``anchor + k * interval`` in UTC arithmetic, the
 anchor being the spec's ``start`` or the Unix epoch. DST never moves them, so ``every("15m")``

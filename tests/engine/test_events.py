@@ -113,3 +113,14 @@ def test_a_subscriber_that_unsubscribes_while_handling_an_event_takes_no_one_els
     bus.subscribe(lambda e: seen.append("other"))
     bus.publish(STARTED)
     assert seen == ["once", "other"]
+
+
+def test_unsubscribing_twice_does_nothing() -> None:
+    bus = EventBus()
+    got: list[object] = []
+    unsubscribe = bus.subscribe(got.append)
+    unsubscribe()
+    unsubscribe()  # raised ValueError
+    bus.publish(STARTED)
+    assert got == []
+    assert not bus
