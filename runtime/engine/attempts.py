@@ -35,7 +35,8 @@ OVERRUN_GRACE = 0.1
 
 
 async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
-    """One attempt. Returns the delay before the next attempt, or None when it ended.
+    """One attempt: begun, called, decided (``rules.attempt_outcome``), recorded. Returns the
+    delay before the next attempt, or None when the unit is done (or waits, interrupted).
 
     The attempt is an isolation boundary: whatever the task raises (``SystemExit`` from
     ``sys.exit()``, ``KeyboardInterrupt``, any ``BaseException``) fails the attempt and
@@ -43,13 +44,39 @@ async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
     interrupted) ends it as a cancel; a stop from outside is raised again once recorded.
     """
     attempt, began = _begin(x, unit)
-    end = await _call(x, unit, attempt)
+    task = unit.node.task
+    end = CallEnd()
+    call = None if task.is_async else ThreadCall()
+    me = asyncio.current_task()
+    if me is not None:  # a blocked loop names the task whose code it runs
+        loopwatch.attempts[me] = (x.run_id, x.flow.name, unit.label, attempt)
+    try:
+        kwargs = build_kwargs(x, unit, attempt)
+        with anyio.CancelScope() as scope:
+            unit.scope = scope
+            threads = x.engine.thread_limiter
+            if task.timeout is None:
+                end.result = await invoke(task, kwargs, threads, call)
+            else:
+                end.result = await _within_timeout(task, kwargs, threads, call, attempt)
+        end.cancelled = scope.cancelled_caught
+    except BaseException as exc:  # noqa: BLE001 - raised again below when from outside
+        if _cancelled_from_outside(exc, me):
+            end.stopped = exc
+        else:
+            end.error = exc  # whatever the task raised, SystemExit and the like included
+    finally:
+        unit.scope = None
+        if me is not None:
+            loopwatch.attempts.pop(me, None)
+        if call is not None and call.running:
+            x.lingering[unit] = call  # abandoned: it keeps the slots until it really ends
     if end.error is None and not end.cancelled and isinstance(end.result, Branch):
         end.error = x.apply_branch(unit.node, end.result)  # it may name only direct downstream
     outcome = attempt_outcome(
         end,
         attempt,
-        unit.node.task.retry,
+        task.retry,
         cancelling=x.cancelling,
         interrupting=x.interrupting,
         rng=x.engine.rng,
@@ -79,36 +106,6 @@ def _begin(x: LiveRun, unit: Unit) -> tuple[int, datetime]:
     return attempt, now
 
 
-async def _call(x: LiveRun, unit: Unit, attempt: int) -> CallEnd:
-    """Call the task once, under its timeout; how the call ended, whatever it raised."""
-    task = unit.node.task
-    end = CallEnd()
-    call = None if task.is_async else ThreadCall()
-    me = asyncio.current_task()
-    if me is not None:  # a blocked loop names the task whose code it runs
-        loopwatch.attempts[me] = (x.run_id, x.flow.name, unit.label, attempt)
-    try:
-        kwargs = build_kwargs(x, unit, attempt)
-        with anyio.CancelScope() as scope:
-            unit.scope = scope
-            end.result = await _within_timeout(task, kwargs, x.engine.thread_limiter, call, attempt)
-        end.cancelled = scope.cancelled_caught
-    # one task attempt is an isolation boundary, whatever it raises; a stop from outside is
-    # raised again by run_attempt, once recorded
-    except BaseException as exc:  # noqa: BLE001
-        if _cancelled_from_outside(exc, me):
-            end.stopped = exc
-        else:
-            end.error = exc  # whatever the task raised, SystemExit and the like included
-    finally:
-        unit.scope = None
-        if me is not None:
-            loopwatch.attempts.pop(me, None)
-        if call is not None and call.running:
-            x.lingering[unit] = call  # abandoned: it keeps the slots until it really ends
-    return end
-
-
 async def _within_timeout(
     task: Task,
     kwargs: dict[str, Any],
@@ -116,8 +113,9 @@ async def _within_timeout(
     call: ThreadCall | None,
     attempt: int,
 ) -> Any:
-    if task.timeout is None:
-        return await invoke(task, kwargs, threads, call)
+    """The call under *task*'s timeout: running past it, or returning too late for it to
+    fire, raises TaskTimeoutError."""
+    assert task.timeout is not None
     began = anyio.current_time()
     result = None
     with anyio.move_on_after(task.timeout) as deadline:
@@ -135,17 +133,8 @@ def _record(
 ) -> None:
     """Record what the attempt came to, and end the unit unless it is tried again."""
     now = x.clock.now()
-    state = outcome.state
-    if state is S.RETRYING or state is S.FAILED:
-        _record_failure(x, unit, attempt, outcome, now)
-    elif state is S.PENDING:  # interrupted: the attempt is spent; the task waits, pending
-        error = outcome.error
-        assert error is not None
-        x.rec.attempt(unit, attempt, S.FAILED, now, error, interrupted=True)
-        unit.state = S.PENDING
-        unit.error = describe_error(error)
-        x.rec.task(unit, None)
-    else:
+    state, error = outcome.state, outcome.error
+    if error is None:  # it ended: succeeded, skipped or cancelled
         x.rec.attempt(unit, attempt, state, now, None)
         x.settle(
             unit, state, now, result=outcome.result, reason=outcome.reason, propagate=propagate
@@ -159,11 +148,19 @@ def _record(
                 attempt,
                 (now - began).total_seconds(),
             )
+    elif state is S.PENDING:  # interrupted: the attempt is spent; the task waits, pending
+        x.rec.attempt(unit, attempt, S.FAILED, now, error, interrupted=True)
+        unit.state = S.PENDING
+        unit.error = describe_error(error)
+        x.rec.task(unit, None)
+    else:
+        _record_failure(x, unit, attempt, error, outcome.delay, now)
 
 
-def _record_failure(x: LiveRun, unit: Unit, attempt: int, outcome: Outcome, now: datetime) -> None:
-    error, delay = outcome.error, outcome.delay
-    assert error is not None
+def _record_failure(
+    x: LiveRun, unit: Unit, attempt: int, error: BaseException, delay: float | None, now: datetime
+) -> None:
+    """A failed attempt: retried after *delay* seconds, or the unit fails (*delay* None)."""
     text = describe_error(error)
     x.rec.attempt(unit, attempt, S.FAILED, now, error)
     if delay is None:

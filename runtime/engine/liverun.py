@@ -35,6 +35,9 @@ from runtime.store.rows import RunRow
 log = logging.getLogger("sluiceway.runtime.engine")
 
 S = TaskState
+# a frozenset, not a tuple built per call: an enum member's lookup goes through
+# EnumType.__getattr__ (Python 3.11), and settle runs once per task
+_CLEARS_ERROR = frozenset({S.SUCCEEDED, S.SKIPPED})
 
 
 class EngineParts(Protocol):
@@ -116,7 +119,7 @@ class LiveRun:
         unit.ended_at = now
         if state is S.SUCCEEDED:
             unit.result = result
-        if error is not None or state in (S.SUCCEEDED, S.SKIPPED):
+        if error is not None or state in _CLEARS_ERROR:
             unit.error = error  # a cancelled task keeps the error of its last failed attempt
         unit.reason = reason
         self.rec.task(unit, None)

@@ -9,6 +9,7 @@ import traceback
 from datetime import datetime
 
 from runtime import codec
+from runtime.codec import iso
 from runtime.engine.units import Unit
 from runtime.states import TaskState
 from runtime.store import Store
@@ -59,9 +60,9 @@ class Recorder:
             unit.idx,
             str(unit.state),
             unit.attempts,
-            _iso(unit.started_at),
-            _iso(unit.ended_at),
-            _iso(unit.next_at),
+            iso(unit.started_at),
+            iso(unit.ended_at),
+            iso(unit.next_at),
             unit.error,
             reason,
             stored,
@@ -94,8 +95,8 @@ class Recorder:
                 unit.idx,
                 attempt,
                 str(state),
-                _iso(unit.attempt_start),
-                _iso(now),
+                iso(unit.attempt_start),
+                iso(now),
                 type(error).__name__ if error else None,
                 error_text(error) if error else None,
                 format_error(error) if error else None,
@@ -106,15 +107,11 @@ class Recorder:
     def _running_attempt(self, unit: Unit, attempt: int, start: datetime) -> AttemptRow:
         name, idx = unit.node.name, unit.idx
         return AttemptRow(
-            self.run_id, name, idx, attempt, "running", _iso(start), None, None, None, None, 0
+            self.run_id, name, idx, attempt, "running", iso(start), None, None, None, None, 0
         )
 
     def log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:
-        self.store.add_log((self.run_id, unit.node.name, unit.idx, attempt, _iso(now), level, msg))
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else codec.iso(moment)
+        self.store.add_log((self.run_id, unit.node.name, unit.idx, attempt, iso(now), level, msg))
 
 
 _RUNTIME_DIR = __file__.rsplit("/", 1)[0]

@@ -41,12 +41,17 @@ def decide(rule: str, upstream: Iterable[TaskState]) -> Ends | Literal[Verdict.R
     an upstream failed. A cancelled upstream cancels the task under every rule but
     ``all_done``, and ``any_failed`` once another upstream failed (the on-failure path runs).
     """
-    states = list(upstream)
-    failed = sum(s in FAILED_STATES for s in states)
-    succeeded = sum(s is S.SUCCEEDED for s in states)
-    skipped = sum(s is S.SKIPPED for s in states)
-    cancelled = sum(s is S.CANCELLED for s in states)
-    total = len(states)
+    total = failed = succeeded = skipped = cancelled = 0
+    for state in upstream:  # one pass, no generators: called once per task of every run
+        total += 1
+        if state in FAILED_STATES:
+            failed += 1
+        elif state is S.SUCCEEDED:
+            succeeded += 1
+        elif state is S.SKIPPED:
+            skipped += 1
+        elif state is S.CANCELLED:
+            cancelled += 1
     if rule == "all_done":
         return RUN
     if cancelled and rule != "any_failed":
@@ -102,7 +107,8 @@ class Outcome:
     :ivar state: the unit's state after it: ``succeeded``, ``skipped``, ``cancelled``,
         ``failed``, ``retrying`` (``delay`` seconds until the next attempt), or ``pending``
         (interrupted: the attempt is recorded failed, and the task waits for the next start)
-    :ivar error: the failure recorded with the attempt
+    :ivar error: the failure recorded with the attempt (``None`` exactly when it ended
+        ``succeeded``, ``skipped`` or ``cancelled``)
     """
 
     state: TaskState
@@ -140,7 +146,7 @@ def attempt_outcome(
     if error is None:
         if end.cancelled:
             return Outcome(S.CANCELLED, reason="run cancelled")
-        return Outcome(S.SUCCEEDED, result=end.result)
+        return Outcome(S.SUCCEEDED, end.result)
     delay: float | None = None
     if isinstance(error, Retry) and error.delay is not None:
         try:

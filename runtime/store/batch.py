@@ -114,7 +114,9 @@ def write_batch(conn: sqlite3.Connection, batch: Batch, refused: Refused | None 
             if not rows:
                 continue
             if refused is None:
-                conn.executemany(sql, rows)
+                # bound as plain tuples: sqlite3 reads a tuple subclass (a NamedTuple row)
+                # item by item through __getitem__, several times slower than copying it
+                conn.executemany(sql, map(tuple, rows))
                 continue
             for row in rows:  # a failed statement undoes only itself
                 try:

@@ -120,7 +120,7 @@ class Writer:
 
     def put_attempt(self, row: AttemptRow) -> None:
         """Queue the newest state of one attempt."""
-        key = row.key
+        key = (row.run_id, row.name, row.idx, row.attempt)  # not row.key: the hot path
         queued = self._attempts.get(key)
         if isinstance(queued, tuple) and queued.state in TASK_TERMINAL:
             return
