@@ -254,19 +254,24 @@ class Execution(LiveRun):
         node.unit.state = S.RUNNING
         node.unit.started_at = now
         self.rec.task(node.unit, None)
+        self._start_instances(node, node.instances, now)
+
+    def _start_instances(self, node: Node, instances: list[Unit], now: datetime) -> None:
+        """Make a mapped task's instances ready, or take what the carry has for them."""
+        carry = self.carry
         reusable = all(up.reused for up in node.upstream)  # same items, same other inputs
-        for inst in node.instances:
+        for inst in instances:
             key = (node.name, inst.idx)
-            inst.attempts = self.carry.attempts.get(key, 0)
-            if reusable and key in self.carry.results:
-                inst.result = self.carry.results[key]
+            inst.attempts = carry.attempts.get(key, 0)
+            if reusable and key in carry.results:
+                inst.result = carry.results[key]
                 inst.state = S.SUCCEEDED
                 inst.reason = "result reused from an earlier attempt"
                 self.rec.task(inst, None)
                 node.open -= 1
-            elif reusable and key in self.carry.failed:
+            elif reusable and key in carry.failed:
                 inst.state = S.FAILED
-                inst.error = self.carry.failed[key]
+                inst.error = carry.failed[key]
                 inst.ended_at = now
                 self.rec.task(inst, None)
                 node.open -= 1
@@ -278,7 +283,8 @@ class Execution(LiveRun):
 
     def _ready_or_wait(self, unit: Unit) -> None:
         """Make *unit* ready, or wait first for a next-attempt time carried over."""
-        due = self.carry.not_before.get((unit.node.name, unit.idx))
+        not_before = self.carry.not_before  # empty unless a resumed run had retries waiting
+        due = not_before.get((unit.node.name, unit.idx)) if not_before else None
         if due is not None:
             delay = (due - self.clock.now()).total_seconds()
             if delay > 0:
