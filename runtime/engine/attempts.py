@@ -19,15 +19,13 @@ from runtime.engine import loopwatch
 from runtime.engine.events import TaskRetrying, TaskStarted
 from runtime.engine.liverun import LiveRun
 from runtime.engine.recording import describe_error, format_error
-from runtime.engine.rules import CallEnd, Outcome, attempt_outcome
+from runtime.engine.rules import CallEnd, Outcome, S, attempt_outcome
 from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Unit
 from runtime.errors import TaskTimeoutError
-from runtime.states import TaskState
 
 log = logging.getLogger("sluiceway.runtime.engine")
 
-S = TaskState
 # an async attempt that returns this much past its timeout kept the timeout from firing (it
 # blocked the loop, or caught the cancel): it fails. Less is the loop's own lateness: the
 # step that returns may run just after the deadline, before the timeout's callback.

@@ -21,16 +21,14 @@ from runtime.engine.events import EventBus, RunStarted
 from runtime.engine.handle import Carry, RunHandle
 from runtime.engine.limits import Chain, Lane, Limits, Slots
 from runtime.engine.liverun import LiveRun
-from runtime.engine.rules import RUN, decide, map_items
+from runtime.engine.rules import RUN, S, decide, map_items
 from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Node, Unit
-from runtime.states import RunState, TaskState
+from runtime.states import RunState
 from runtime.store import Store
 from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.engine")
-
-S = TaskState
 
 
 class Engine:

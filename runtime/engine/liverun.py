@@ -25,7 +25,7 @@ from runtime.engine.events import EventBus, RunEnded, TaskEnded
 from runtime.engine.handle import Carry
 from runtime.engine.limits import Limits
 from runtime.engine.recording import Recorder
-from runtime.engine.rules import mapped_outcome, run_outcome
+from runtime.engine.rules import S, mapped_outcome, run_outcome
 from runtime.engine.threads import ThreadCall
 from runtime.engine.units import Node, Unit
 from runtime.states import RunState, TaskState
@@ -33,11 +33,6 @@ from runtime.store import Store
 from runtime.store.rows import RunRow
 
 log = logging.getLogger("sluiceway.runtime.engine")
-
-S = TaskState
-# a frozenset, not a tuple built per call: an enum member's lookup goes through
-# EnumType.__getattr__ (Python 3.11), and settle runs once per task
-_CLEARS_ERROR = frozenset({S.SUCCEEDED, S.SKIPPED})
 
 
 class EngineParts(Protocol):
@@ -119,7 +114,7 @@ class LiveRun:
         unit.ended_at = now
         if state is S.SUCCEEDED:
             unit.result = result
-        if error is not None or state in _CLEARS_ERROR:
+        if error is not None or state in (S.SUCCEEDED, S.SKIPPED):
             unit.error = error  # a cancelled task keeps the error of its last failed attempt
         unit.reason = reason
         self.rec.task(unit, None)

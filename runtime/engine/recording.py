@@ -10,14 +10,13 @@ from datetime import datetime
 
 from runtime import codec
 from runtime.codec import iso
+from runtime.engine.rules import S
 from runtime.engine.units import Unit
 from runtime.states import TaskState
 from runtime.store import Store
 from runtime.store.rows import AttemptRow, TaskRow
 
 log = logging.getLogger("sluiceway.runtime.recording")
-
-S = TaskState
 
 
 class Recorder:

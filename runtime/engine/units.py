@@ -10,10 +10,8 @@ import anyio
 
 from runtime.define.flow import Task
 from runtime.engine.limits import Lane
-from runtime.states import TaskState
+from runtime.engine.rules import S
 from runtime.store.rows import TaskKey, TaskRow
-
-S = TaskState
 
 
 class Unit:
