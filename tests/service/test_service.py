@@ -9,7 +9,6 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -330,17 +329,6 @@ class NotifySocket:
 
     def describe(self) -> str:
         return f"received so far: {self.messages}"
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    path = tmp_path / "notify.sock"
-    assert len(str(path)) < 100, f"{path} is too long for a unix socket address"
-    sock = NotifySocket(path)
-    try:
-        yield sock
-    finally:
-        sock.close()
 
 
 def test_sd_notify_ready_after_recovery_then_watchdog_status_and_stopping(

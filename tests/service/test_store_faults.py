@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,17 +16,6 @@ from tests.service.test_service import NotifySocket, wait_runs_ended
 from tests.waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts sluiceway serve as a subprocess
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    path = tmp_path / "notify.sock"
-    assert len(str(path)) < 100, f"{path} is too long for a unix socket address"
-    sock = NotifySocket(path)
-    try:
-        yield sock
-    finally:
-        sock.close()
 
 
 def test_a_service_on_a_symlink_to_a_served_database_is_refused(home: Home) -> None:
