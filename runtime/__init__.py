@@ -6,6 +6,7 @@ from runtime.define.context import Run
 from runtime.define.flow import Flow
 from runtime.define.options import OnCrash, RunIf, TaskOptions
 from runtime.define.result import RunResult
+from runtime.define.sources import files, on_event, on_flow, source
 from runtime.define.task import Branch
 from runtime.define.triggers import CatchupPolicy, cron, every
 from runtime.errors import Retry, Skip
@@ -23,4 +24,8 @@ __all__ = [
     "TaskOptions",
     "cron",
     "every",
+    "files",
+    "on_event",
+    "on_flow",
+    "source",
 ]

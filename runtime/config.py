@@ -22,6 +22,39 @@ ENV_CONFIG = "SLUICEWAY_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """``[api]``: the service's HTTP server (event triggers, later the dashboard).
+
+    :ivar bind: ``host:port`` to listen on; ``None`` (the default) starts no server
+    :ivar token: the bearer token every route but the health checks asks for
+        (``SLUICEWAY_API_TOKEN``); never shown in messages
+    :ivar auth: ``"token"``, or ``"none"`` to serve without auth (only on a loopback bind)
+    :ivar public_url: the URL people reach the API at, for links in alerts
+    """
+
+    bind: str | None = None
+    token: str | None = field(default=None, repr=False)
+    auth: str = "token"
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FilesConfig:
+    """``[files]``: how file triggers watch their folders.
+
+    :ivar rescan: every this long each watched folder is scanned in full and reconciled with
+        the claims (the watcher is only a hint: inotify drops events under load)
+    :ivar poll: scan every ``poll_interval`` instead of using inotify, for every file trigger
+        (NFS, some containers)
+    :ivar poll_interval: how often a polling trigger scans
+    """
+
+    rescan: float = 60.0
+    poll: bool = False
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything configurable. Precedence: defaults < sluiceway.toml < SLUICEWAY_* < flags.
 
@@ -40,6 +73,8 @@ class Config:
         before the store reports that it cannot commit (it keeps the changes and retries)
     :ivar commit_timeout: at exit, how long changes that cannot be committed (a locked
         database, a full disk) are retried before the process gives up and exits non-zero
+    :ivar api: the ``[api]`` table (:class:`ApiConfig`)
+    :ivar files: the ``[files]`` table (:class:`FilesConfig`)
     :ivar source: where the values came from, for messages
     """
 
@@ -54,6 +89,8 @@ class Config:
     loop_block_threshold: float = 1.0
     busy_timeout: float = 10.0
     commit_timeout: float = 30.0
+    api: ApiConfig = field(default_factory=ApiConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -96,6 +133,63 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
+def _bind(value: Any) -> str:
+    host, sep, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not sep or not host or not port.isdigit():
+        raise ValueError(f"must be 'host:port' such as '127.0.0.1:8765', not {value!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port must be 1-65535, not {port}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
+        return str(value)
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, not {value!r}")
+
+
+def _seconds(low: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        seconds = parse_duration(value, what="value")
+        if seconds < low:
+            raise ValueError(f"must be at least {low:g}s, not {value!r}")
+        return seconds
+
+    return check
+
+
+# tables with fixed keys: [api] and [files]; SLUICEWAY_API_TOKEN sets [api] token
+_TABLES: dict[str, tuple[type[Any], dict[str, Callable[[Any], Any]]]] = {
+    "api": (
+        ApiConfig,
+        {"bind": _bind, "token": _text, "auth": _choice("token", "none"), "public_url": _text},
+    ),
+    "files": (
+        FilesConfig,
+        {"rescan": _seconds(1.0), "poll": _bool, "poll_interval": _seconds(0.05)},
+    ),
+}
+
 _KEYS: dict[str, Callable[[Any], Any]] = {
     "flows": _path,
     "db": _path,
@@ -127,6 +221,7 @@ def load_config(
     cwd = cwd or Path.cwd()
     values: dict[str, Any] = {}
     pools: dict[str, int] = {}
+    tables: dict[str, dict[str, Any]] = {name: {} for name in _TABLES}
     sources = []
     explicit = path or env.get(ENV_CONFIG)
     file = cwd / explicit if explicit else cwd / CONFIG_FILE
@@ -134,14 +229,17 @@ def load_config(
         raise ConfigError(f"{file}: config file not found")
     if file.exists():
         sources.append(str(file))
-        _read_file(file, values, pools)
-    if _read_env(env, values, pools):
+        _read_file(file, values, pools, tables)
+    if _read_env(env, values, pools, tables):
         sources.append(f"environment {ENV_PREFIX}*")
-    return Config(**values, pools=pools, source=", ".join(sources) or "defaults")
+    made = {name: _TABLES[name][0](**given) for name, given in tables.items()}
+    return Config(**values, **made, pools=pools, source=", ".join(sources) or "defaults")
 
 
-def _read_file(file: Path, values: dict[str, Any], pools: dict[str, int]) -> None:
-    """Add the settings of config file *file* to *values* and *pools*."""
+def _read_file(
+    file: Path, values: dict[str, Any], pools: dict[str, int], tables: dict[str, dict[str, Any]]
+) -> None:
+    """Add the settings of config file *file* to *values*, *pools* and *tables*."""
     try:
         data = tomllib.loads(file.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -149,7 +247,11 @@ def _read_file(file: Path, values: dict[str, Any], pools: dict[str, int]) -> Non
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc}") from exc
     for key, value in data.items():
-        if key in _SECTIONS:
+        if key in _TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
+            _read_table(f"{file}: [{key}]", key, value, tables[key])
+        elif key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
             for name, item in value.items():
@@ -160,18 +262,37 @@ def _read_file(file: Path, values: dict[str, Any], pools: dict[str, int]) -> Non
                 checked = file.parent / checked
             values[key] = checked
         else:
-            known = ", ".join([*_KEYS, *(f"[{s}]" for s in _SECTIONS)])
+            known = ", ".join([*_KEYS, *(f"[{s}]" for s in [*_SECTIONS, *_TABLES])])
             raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
 
 
-def _read_env(env: Mapping[str, str], values: dict[str, Any], pools: dict[str, int]) -> bool:
-    """Apply the ``SLUICEWAY_*`` variables of *env* over *values* and *pools*; True when one
-    of them is a setting."""
+def _read_table(where: str, name: str, data: dict[str, Any], into: dict[str, Any]) -> None:
+    keys = _TABLES[name][1]
+    for key, value in data.items():
+        if key not in keys:
+            raise ConfigError(f"{where} unknown key {key!r} (known: {', '.join(keys)})")
+        into[key] = _check(f"{where} {key}", keys[key], value)
+
+
+def _read_env(
+    env: Mapping[str, str],
+    values: dict[str, Any],
+    pools: dict[str, int],
+    tables: dict[str, dict[str, Any]],
+) -> bool:
+    """Apply the ``SLUICEWAY_*`` variables of *env* over *values*, *pools* and *tables*; True
+    when one of them is a setting."""
     applied = False
     for var, value in sorted(env.items()):
         if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
             continue
         key = var[len(ENV_PREFIX) :].lower()
+        table = next((t for t in _TABLES if key.startswith(t + "_")), None)
+        if table is not None and key[len(table) + 1 :] in _TABLES[table][1]:
+            name = key[len(table) + 1 :]
+            tables[table][name] = _check(f"environment {var}", _TABLES[table][1][name], value)
+            applied = True
+            continue
         section = next((s for s in _SECTIONS if key.startswith(s + "_")), None)
         if section is not None:
             name = key[len(section) + 1 :]
@@ -191,6 +312,7 @@ def _warn_unknown(var: str) -> None:
         return
     _warned.add(var)
     names = [ENV_CONFIG, *(f"{ENV_PREFIX}{k.upper()}" for k in _KEYS)]
+    names += [f"{ENV_PREFIX}{t.upper()}_{k.upper()}" for t in _TABLES for k in _TABLES[t][1]]
     names += [f"{ENV_PREFIX}{s.upper()}_<NAME>" for s in _SECTIONS]
     log.warning(
         "environment %s is not a Sluiceway setting; ignored (known: %s)", var, ", ".join(names)

@@ -33,6 +33,8 @@ COMMANDS = {
     "trigger": "trigger",
     "cancel": "trigger",
     "backfill": "backfill",
+    "files": "files",
+    "emit": "emit",
 }
 
 
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_history_commands(add)
     _add_service_commands(add)
     _add_backfill(add)
+    _add_event_commands(add)
     return parser
 
 
@@ -122,6 +125,12 @@ def _add_run_commands(add: AddCommand) -> None:
         "--param", "-p", action="append", default=[], metavar="K=V", help="override a flow param"
     )
     p.add_argument("--key", help="idempotency key: a second run with the same key is not made")
+    p.add_argument(
+        "--file",
+        type=Path,
+        metavar="PATH",
+        help="run a file-triggered flow on this file, as its files() trigger would",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="print only the outcome")
     p.add_argument("--json", action="store_true", help="print the finished run as JSON")
 
@@ -198,6 +207,19 @@ def _add_backfill(add: AddCommand) -> None:
         default="none",
         help="which instants that already have a run to run again (default none)",
     )
+
+
+def _add_event_commands(add: AddCommand) -> None:
+    """files (runtime/cli/files.py), emit (runtime/cli/emit.py)."""
+    p = add("files", "Every file a flow's files() trigger sees, and what became of it.")
+    p.add_argument("flow")
+    p.add_argument("--json", action="store_true")
+
+    p = add("emit", "Send an event: every flow with on_event(NAME) gets a run.")
+    p.add_argument("name", help="the event's name")
+    p.add_argument("--data", default="{}", help="the event's JSON body (run.trigger.payload)")
+    p.add_argument("--key", help="idempotency key: the same key never makes second runs")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
 
 
 if __name__ == "__main__":

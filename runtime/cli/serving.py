@@ -119,7 +119,7 @@ def cmd_next(args: argparse.Namespace, config: Config) -> int:
     if args.n < 1:
         raise ParamError(f"-n must be at least 1, not {args.n}")
     flow = load_flow(config, args.flow)
-    if not flow.triggers:
+    if not flow.time_triggers:
         err(
             f"sluiceway: flow {flow.name!r} has no time triggers, so it never fires by itself "
             "(add triggers=[cron(...)] or [every(...)] to its Flow)"

@@ -56,8 +56,9 @@ class TriggerInfo(Mapping[str, Any]):
     """What started a run, read as ``run.trigger.kind`` or ``run.trigger["kind"]``.
 
     ``kind`` is ``manual``, ``schedule`` (with ``spec`` and ``scheduled``), ``retry`` (with
-    ``run_id``) or ``backfill``; later trigger kinds add their own fields (a file trigger's
-    ``path``, ``size``, ``mtime``).
+    ``run_id``), ``backfill``, ``file`` (``path`` absolute, ``size``, ``mtime``; ``paths``
+    for a batch), ``event`` (``name``, ``payload``), ``flow`` (the upstream's ``flow``,
+    ``run_id``, ``state``, ``logical_date``, ``params``) or ``api`` (a run queued over HTTP).
     """
 
     __slots__ = ("_data",)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from runtime import codec
 from runtime.define.graph import Graph, build_graph, find_cycle
+from runtime.define.sources import EventTrigger, FlowTrigger, SourceTrigger
 from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, TaskOptions, location
 from runtime.define.triggers import (
     DEFAULT_MAX_CATCHUP,
@@ -22,6 +23,7 @@ from runtime.define.triggers import (
 )
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
+from runtime.registry import PluginError, trigger_source
 
 # Branch, Task and RULES are defined in runtime.define.task; they stay importable from here
 __all__ = ["RULES", "RUN_PARAM", "Branch", "Flow", "Task"]
@@ -42,7 +44,10 @@ class Flow:
     :param max_concurrency: most tasks of this flow running at once, over all its runs
     :param max_active_runs: most runs of this flow running at once; others wait queued
     :param description: one line shown by ``sluiceway flows``
-    :param triggers: when the service starts runs: ``cron(...)``, ``every(...)``
+    :param triggers: when the service starts runs: ``cron(...)``, ``every(...)`` (time),
+        ``files(...)`` (files landing in a folder), ``on_event(...)`` (an HTTP signal or
+        ``sluiceway emit``), ``on_flow(...)`` (an upstream flow's run ending), ``source(...)``
+        (a third-party trigger plugin)
     :param catchup: after downtime, which missed scheduled instants run: ``"none"``,
         ``"latest"`` (only the most recent) or ``"all"`` (up to ``max_catchup``)
     :param max_catchup: most missed instants ``catchup="all"`` runs; older ones are skipped
@@ -125,9 +130,13 @@ class Flow:
         for trigger in self.triggers:
             if isinstance(trigger, CronTrigger | EveryTrigger):
                 self._problems.extend(f"{where}: {p}" for p in trigger.problems)
+            elif isinstance(trigger, SourceTrigger | EventTrigger | FlowTrigger):
+                at = f"{trigger.where or self.where}: flow {self.name!r}"
+                self._problems.extend(f"{at}: {p}" for p in trigger.problems)
             else:
                 self._problems.append(
-                    f"{where}: triggers must be cron(...) or every(...), not {trigger!r}"
+                    f"{where}: triggers must be cron(...), every(...), files(...), "
+                    f"on_event(...), on_flow(...) or source(...), not {trigger!r}"
                 )
         self._problems.extend(
             f"{where}: {p}" for p in catchup_problems(self.catchup, self.max_catchup)
@@ -194,6 +203,7 @@ class Flow:
         :param pools: names of the configured pools; when given, unknown pools are problems
         """
         out = list(self._problems)
+        out.extend(self._source_problems())
         if not self.tasks:
             out.append(f"{self.where}: flow {self.name!r} has no tasks")
         upstream: dict[str, tuple[str, ...]] = {}
@@ -206,6 +216,41 @@ class Flow:
             first = self.tasks[cycle[0]]
             out.append(f"{first.where}: flow {self.name!r} has a cycle: {' -> '.join(cycle)}")
         return out
+
+    def _source_problems(self) -> list[str]:
+        """Plugin triggers naming no installed trigger source, or options it refuses."""
+        found = []
+        for spec in self.sources:
+            if spec.problems:
+                continue  # already said: no plugin name
+            at = f"{spec.where or self.where}: flow {self.name!r}: {spec}"
+            try:
+                plugin = trigger_source(spec.plugin)
+            except PluginError as exc:
+                found.append(f"{at}: {exc}")
+                continue
+            found.extend(f"{at}: {p}" for p in plugin.check_options(spec.options))
+        return found
+
+    @property
+    def time_triggers(self) -> tuple[CronTrigger | EveryTrigger, ...]:
+        """The ``cron()`` and ``every()`` triggers: what the scheduler plans."""
+        return tuple(t for t in self.triggers if isinstance(t, CronTrigger | EveryTrigger))
+
+    @property
+    def sources(self) -> tuple[SourceTrigger, ...]:
+        """The triggers served by trigger-source plugins (``files()``, ``source()``)."""
+        return tuple(t for t in self.triggers if isinstance(t, SourceTrigger))
+
+    @property
+    def events(self) -> tuple[EventTrigger, ...]:
+        """The ``on_event()`` triggers."""
+        return tuple(t for t in self.triggers if isinstance(t, EventTrigger))
+
+    @property
+    def upstreams(self) -> tuple[FlowTrigger, ...]:
+        """The ``on_flow()`` triggers."""
+        return tuple(t for t in self.triggers if isinstance(t, FlowTrigger))
 
     def _wire(self, task: Task) -> list[str]:
         """Sort *task*'s parameters into upstream tasks, flow params and ``run``; the problems

@@ -60,7 +60,7 @@ def triggers(flow: Flow) -> dict[str, TimeTrigger]:
     """A flow's time triggers by key, ``str(spec)``; the same trigger twice makes the same
     runs, so it counts once."""
     out: dict[str, TimeTrigger] = {}
-    for spec in flow.triggers:
+    for spec in flow.time_triggers:
         out.setdefault(str(spec), spec)
     return out
 

@@ -20,6 +20,7 @@ from runtime.service.queue import RunQueue
 from runtime.service.recovery import Recovery
 from runtime.service.reload import Reloader, record_flow
 from runtime.service.runs import ActiveRuns
+from runtime.service.sources import Sources
 from runtime.store import queue, requests
 from runtime.store.lock import DatabaseLock
 
@@ -30,8 +31,8 @@ class Service:
     """``sluiceway serve``: the process's task groups, and its part in signals and systemd.
 
     It owns what the others run in: three nested task groups, so that shutdown is orderly.
-    *Feeders* (scheduler, queue, reload, SLA, watchdog) stop first, so nothing new is
-    admitted; *runs* get ``shutdown_grace`` to finish and are then interrupted (resumed at the
+    *Feeders* (scheduler, queue, trigger sources, reload, SLA, watchdog) stop first, so
+    nothing new is admitted; *runs* get ``shutdown_grace`` to finish and are then interrupted (resumed at the
     next start); the outer group holds the signal handler until the store is flushed. It
     owns the signal handling (SIGTERM/SIGINT stop, a second one interrupts at once, SIGHUP
     reloads) and what systemd is told (READY, STATUS, STOPPING, WATCHDOG). The work is done by
@@ -46,6 +47,7 @@ class Service:
         self.recovery = Recovery(ctx, self.runs)
         self.run_queue = RunQueue(ctx, self.runs, self.recovery)
         self.reloader = Reloader(ctx, files)
+        self.sources = Sources(ctx)
         self.feeders: anyio.CancelScope | None = None
         self.stopping = False
 
@@ -87,6 +89,8 @@ class Service:
             name="scheduler",
         )
         await feeders.start(self.run_queue.run, name="queue")
+        # after the queue: a source's start-up scan queues what arrived while we were down
+        await feeders.start(self.sources.run, name="trigger sources")
         await feeders.start(
             run_sla_monitor,
             ctx.runner.bus,

@@ -1,0 +1,161 @@
+"""The plugin contracts: what a trigger source, a notifier and an executor implement.
+
+Plugins live outside ``runtime`` (the project's own in ``plugins/``, a third party's in its
+own package) and are found through the entry-point group ``sluiceway.plugins``
+(:mod:`runtime.registry`). ``runtime`` never imports them by name: it holds only these
+contracts, and what a plugin is given is described here as protocols, so that this module
+depends on nothing but the standard library.
+
+A plugin class declares its ``plugin`` name (the name a flow file or the config uses, e.g.
+``"files"``) and derives from one of :class:`TriggerSource`, :class:`Notifier` or
+:class:`Executor`; the registry checks both when it loads the entry point.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+__all__ = [
+    "Binding",
+    "Executor",
+    "Notifier",
+    "Plugin",
+    "TriggerHost",
+    "TriggerSource",
+]
+
+
+class Plugin(ABC):
+    """What every plugin class has: its name, and a check of its options."""
+
+    plugin: ClassVar[str]
+    """The name flows and the config use, e.g. ``"files"``; the entry point's name."""
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """What is wrong with *options* (one sentence each, naming the option); ``[]`` when
+        nothing is. Called when a flow file is loaded, so mistakes are reported with the
+        file and line of the trigger before anything runs."""
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One trigger of one loaded flow, as a trigger source is given it.
+
+    :ivar flow: the flow's name
+    :ivar key: the trigger's stable key within the flow (``str(spec)``): cursors and claims
+        are stored under it
+    :ivar options: the trigger's options as written in the flow file
+    :ivar base: the folder of the flow's file: relative paths in *options* are relative to it
+    :ivar where: ``file:line`` of the trigger in the flow file, for messages
+    """
+
+    flow: str
+    key: str
+    options: Mapping[str, Any]
+    base: Path
+    where: str
+
+
+class TriggerHost(Protocol):
+    """What the service gives a trigger source.
+
+    ``store`` is the service's :class:`runtime.store.Store`: a source writes only through it
+    (the functions of ``runtime.store`` take it), so that a run request is committed, with
+    whatever claim it needs, before the source counts its input as taken.
+    """
+
+    @property
+    def store(self) -> Any: ...
+
+    @property
+    def bus(self) -> Any:
+        """The service's :class:`runtime.engine.events.EventBus` (run and task events)."""
+        ...
+
+    @property
+    def epoch(self) -> int:
+        """This service process's epoch id."""
+        ...
+
+    def now(self) -> datetime:
+        """The service clock's time (aware, UTC); tests inject the clock."""
+        ...
+
+    def flow(self, name: str) -> Any | None:
+        """The loaded :class:`runtime.Flow` called *name*, or ``None``."""
+        ...
+
+    def wake_queue(self) -> None:
+        """Runs were queued: start them now instead of at the queue's next poll."""
+        ...
+
+    def report(self, binding: Binding | None, problem: str) -> None:
+        """Say that something is wrong with a trigger (a folder that vanished, a watch that
+        failed). Logged as an error; the alerts issue routes these as trigger errors."""
+        ...
+
+
+class TriggerSource(Plugin):
+    """Turns something outside (files landing, messages arriving) into queued runs.
+
+    The service makes one instance per plugin name used by the loaded flows and runs
+    :meth:`run` as a child of its task group for as long as it serves; :meth:`bind` tells it
+    which triggers it serves, at start and after every reload. A source that raises is
+    logged and started again after a pause: it never stops the service or other sources.
+    """
+
+    def __init__(self, host: TriggerHost) -> None:
+        self.host = host
+
+    @abstractmethod
+    def bind(self, bindings: Sequence[Binding]) -> None:
+        """Serve exactly *bindings* from now on (the triggers of this plugin in the flows
+        just loaded); called before :meth:`run` and after every reload. Must not block."""
+
+    @abstractmethod
+    async def run(self, *, task_status: Any) -> None:
+        """Watch until cancelled; call ``task_status.started()`` once watching (for a
+        files source: after the start-up scan has queued what arrived while the service was
+        down)."""
+
+
+class Notifier(Plugin):
+    """Delivers one alert to one destination (a webhook, Slack, PagerDuty, email).
+
+    Made from the destination's options (``[notifiers.<plugin>.<name>]`` in the config);
+    :meth:`send` is called by the alert outbox's sender, under its own timeout and retries.
+    """
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        self.name = name
+        self.options = options
+
+    @abstractmethod
+    async def send(self, alert: Mapping[str, Any]) -> str:
+        """Deliver *alert* (JSON-ready facts: event, flow, run id, ...) and return a short
+        description of the answer; raise to have the outbox retry it."""
+
+
+class Executor(Plugin):
+    """Runs task bodies somewhere other than the service's own event loop and threads.
+
+    The engine keeps deciding (limits, retries, timeouts, cancellation); the executor only
+    calls the body and hands back its result or its exception.
+    """
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = options
+
+    @abstractmethod
+    async def call(self, fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
+        """Call ``fn(**args)`` there and return its result (or raise its exception)."""
+
+    async def aclose(self) -> None:
+        """Release what the executor holds (connections, local clusters)."""
