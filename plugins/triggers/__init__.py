@@ -1,0 +1,1 @@
+"""Trigger-source plugins: turn the outside world into queued runs."""
