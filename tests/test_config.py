@@ -232,3 +232,77 @@ def test_flags_override_everything_and_none_keeps_the_value(tmp_path: Path) -> N
     flagged = config.with_overrides(db=Path("flag.db"), flows=None)
     assert flagged.db == Path("flag.db")
     assert flagged.flows == Path("flows")
+
+
+# --- [api] and [files] ---
+
+
+def test_api_and_files_tables_are_read(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        """
+        [api]
+        bind = "127.0.0.1:8765"
+        token = "s3cret-token"
+        public_url = "https://sluiceway.example"
+
+        [files]
+        rescan = "30s"
+        poll = true
+        poll_interval = "250ms"
+        """,
+    )
+    config = load_config(env={}, cwd=tmp_path)
+    assert config.api.bind == "127.0.0.1:8765"
+    assert config.api.token == "s3cret-token"
+    assert config.api.auth == "token"
+    assert config.api.public_url == "https://sluiceway.example"
+    assert (config.files.rescan, config.files.poll, config.files.poll_interval) == (30, True, 0.25)
+    assert "s3cret-token" not in repr(config)  # the token never shows in messages
+
+
+def test_api_is_off_and_files_watch_by_default() -> None:
+    config = Config()
+    assert config.api.bind is None
+    assert config.api.token is None
+    assert (config.files.rescan, config.files.poll) == (60.0, False)
+
+
+def test_api_and_files_settings_from_the_environment(tmp_path: Path) -> None:
+    write_config(tmp_path, '[api]\nbind = "127.0.0.1:1"\n')
+    env = {
+        "SLUICEWAY_API_TOKEN": "from-env",
+        "SLUICEWAY_API_BIND": "0.0.0.0:9000",
+        "SLUICEWAY_FILES_POLL": "yes",
+        "SLUICEWAY_FILES_RESCAN": "5m",
+    }
+    config = load_config(env=env, cwd=tmp_path)
+    assert config.api.bind == "0.0.0.0:9000"  # the environment wins over the file
+    assert config.api.token == "from-env"
+    assert config.files.poll is True
+    assert config.files.rescan == 300
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[api]\nbind = "8765"\n', "[api] bind must be 'host:port'"),
+        ('[api]\nbind = "127.0.0.1:70000"\n', "[api] bind port must be 1-65535"),
+        ('[api]\nauth = "basic"\n', "[api] auth must be one of 'token', 'none'"),
+        ("[api]\nport = 1\n", "[api] unknown key 'port' (known: bind, token, auth, public_url)"),
+        ("api = 3\n", "api must be a table like [api]"),
+        ('[files]\nrescan = "10ms"\n', "[files] rescan must be at least 1s"),
+        ('[files]\npoll = "sometimes"\n', "[files] poll must be true or false"),
+    ],
+)
+def test_bad_api_and_files_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    file = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(env={}, cwd=tmp_path)
+    assert str(info.value).startswith(f"{file}: ")
+    assert message in str(info.value)
+
+
+def test_a_bad_api_variable_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment SLUICEWAY_API_AUTH must be one of"):
+        load_config(env={"SLUICEWAY_API_AUTH": "open"}, cwd=tmp_path)
