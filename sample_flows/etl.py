@@ -132,7 +132,18 @@ def clean(run: Run, extract: list[dict[str, str]], date: str, region: str) -> li
         out = [row for row in out if row["region"] == region.strip().lower()]
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items())) or "none"
     run.log.info("kept %d of %d rows (region=%s); dropped: %s", len(out), len(extract), region, why)
+    # data-quality checks: an empty day fails the task; a dirty file only warns
+    run.check("rows_kept", len(out) > 0, detail=f"{len(out)} of {len(extract)} rows")
+    share = sum(dropped.values()) / len(extract) if extract else 0.0
+    run.check("dropped_share", share <= 0.25, detail=f"{share:.0%} dropped", severity="warn")
     return out
+
+
+@etl.check(after="clean")
+def unique_order_ids(rows: list[Row]) -> tuple[bool, str]:
+    """Checked on clean's result: every order id once (resent orders were dropped)."""
+    ids = [row["order_id"] for row in rows]
+    return len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} duplicate id(s)"
 
 
 @etl.task

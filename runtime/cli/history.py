@@ -141,9 +141,24 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         elif task["state"] == "retrying" and task["next_attempt_at"]:
             detail = f"next attempt at {task['next_attempt_at']}: {detail}"
         out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
+    _show_checks(run["checks"])
     if run["error"]:
         out(f"\n  {run['error']}")
     return EXIT_OK
+
+
+def _show_checks(checks: list[dict[str, Any]]) -> None:
+    """The run's data-quality checks: one line each, failed ones marked by severity."""
+    if not checks:
+        return
+    out("")
+    out(f"  {'CHECK':<24} {'TASK':<24} {'RESULT':<8} DETAIL")
+    for c in checks:
+        task = c["task"] if "index" not in c else f"{c['task']}[{c['index']}]"
+        if c["attempt"] > 1:
+            task += f" #{c['attempt']}"
+        result = "passed" if c["passed"] else ("FAILED" if c["severity"] == "error" else "warn")
+        out(f"  {c['name']:<24} {task:<24} {result:<8} {c['detail'] or ''}".rstrip())
 
 
 def cmd_logs(args: argparse.Namespace, config: Config) -> int:

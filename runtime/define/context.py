@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from runtime import codec
+from runtime.define.checks import CheckResult, check_problems, make_result
 
 LogSink = Callable[[tuple[Any, ...]], None]
+CheckSink = Callable[[CheckResult], None]
 
 _task_logger = logging.getLogger("sluiceway.task")
 
@@ -105,10 +107,13 @@ class Run:
     :ivar key: ``flow/logical_date/task``, stable across attempts and retries: use it for
         idempotent writes
     :ivar log: a logger whose lines are stored with this attempt
+    :ivar failed_checks: the ``severity="error"`` checks of this attempt that failed
     """
 
     __slots__ = (
+        "_on_check",
         "attempt",
+        "failed_checks",
         "flow",
         "id",
         "index",
@@ -132,6 +137,7 @@ class Run:
         trigger: Mapping[str, Any],
         attempt: int,
         log: logging.LoggerAdapter[logging.Logger],
+        on_check: CheckSink | None = None,
     ) -> None:
         self.id = id
         self.flow = flow
@@ -143,6 +149,30 @@ class Run:
         self.attempt = attempt
         self.log = log
         self.key = f"{flow}/{codec.iso(logical_date)}/{task}"
+        self._on_check = on_check
+        self.failed_checks: list[CheckResult] = []
+
+    def check(
+        self, name: str, passed: object, *, detail: object = None, severity: str = "error"
+    ) -> bool:
+        """Record a data-quality check and return whether it passed.
+
+        ``run.check("row_count", n > 0, detail=f"{n} rows")``. A failed check records a
+        ``quality.failed`` event (and alert); with ``severity="error"`` (the default) the
+        task's attempt fails once the task returns, so every check of it is recorded first;
+        ``"warn"`` only records and alerts. Checks appear in ``sluiceway show``.
+
+        :raises ValueError: for a bad *name* or *severity* (a mistake in the task's code)
+        """
+        problems = check_problems(name, severity)
+        if problems:
+            raise ValueError(f"run.check: {'; '.join(problems)}")
+        result = make_result(name, passed, detail, severity)
+        if not result.passed and severity == "error":
+            self.failed_checks.append(result)
+        if self._on_check is not None:
+            self._on_check(result)
+        return result.passed
 
     def __repr__(self) -> str:
         return f"Run(id={self.id}, flow={self.flow!r}, task={self.task!r}, attempt={self.attempt})"

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from runtime import codec
+from runtime.define.checks import CheckDef, Severity, flow_check_problems
 from runtime.define.graph import Graph, build_graph, find_cycle
-from runtime.define.sources import EventTrigger, FlowTrigger, SourceTrigger
+from runtime.define.sources import EventTrigger, FlowTrigger, SourceTrigger, source_problems
 from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, TaskOptions, location
 from runtime.define.triggers import (
     DEFAULT_MAX_CATCHUP,
@@ -23,7 +24,6 @@ from runtime.define.triggers import (
 )
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
-from runtime.registry import PluginError, trigger_source
 
 # Branch, Task and RULES are defined in runtime.define.task; they stay importable from here
 __all__ = ["RULES", "RUN_PARAM", "Branch", "Flow", "Task"]
@@ -81,6 +81,7 @@ class Flow:
         self.max_active_runs = max_active_runs
         self.description = description
         self.tasks: dict[str, Task] = {}
+        self.checks: dict[str, list[CheckDef]] = {}  # by the task they judge
         self._problems: list[str] = []
         self._graph: Graph | None = None
         self._checked_pools: frozenset[str] | None = None
@@ -193,6 +194,27 @@ class Flow:
             return decorate(func)
         return decorate
 
+    def check(
+        self,
+        *,
+        after: str | Callable[..., Any],
+        severity: Severity = "error",
+        name: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a data-quality check of task *after*'s result: the function gets the
+        result of each succeeded attempt and returns a bool or ``(bool, detail)``.
+
+        A failed check records ``quality.failed``; ``severity="error"`` fails the attempt (its
+        retries apply), ``"warn"`` only alerts. A check that raises counts as failed.
+        """
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            check = CheckDef(fn, after, severity, name)
+            self.checks.setdefault(check.after, []).append(check)
+            return fn
+
+        return decorate
+
     # --- checking ---
 
     def problems(self, pools: Iterable[str] | None = None) -> list[str]:
@@ -203,7 +225,8 @@ class Flow:
         :param pools: names of the configured pools; when given, unknown pools are problems
         """
         out = list(self._problems)
-        out.extend(self._source_problems())
+        out.extend(source_problems(self.name, self.where, self.sources))
+        out.extend(flow_check_problems(self.name, self.checks, self.tasks))
         if not self.tasks:
             out.append(f"{self.where}: flow {self.name!r} has no tasks")
         upstream: dict[str, tuple[str, ...]] = {}
@@ -216,21 +239,6 @@ class Flow:
             first = self.tasks[cycle[0]]
             out.append(f"{first.where}: flow {self.name!r} has a cycle: {' -> '.join(cycle)}")
         return out
-
-    def _source_problems(self) -> list[str]:
-        """Plugin triggers naming no installed trigger source, or options it refuses."""
-        found = []
-        for spec in self.sources:
-            if spec.problems:
-                continue  # already said: no plugin name
-            at = f"{spec.where or self.where}: flow {self.name!r}: {spec}"
-            try:
-                plugin = trigger_source(spec.plugin)
-            except PluginError as exc:
-                found.append(f"{at}: {exc}")
-                continue
-            found.extend(f"{at}: {p}" for p in plugin.check_options(spec.options))
-        return found
 
     @property
     def time_triggers(self) -> tuple[CronTrigger | EveryTrigger, ...]:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from runtime.define.task import NAME_PATTERN, location
+from runtime.registry import PluginError, trigger_source
 
 __all__ = [
     "FLOW_STATES",
@@ -26,6 +27,7 @@ __all__ = [
     "on_event",
     "on_flow",
     "source",
+    "source_problems",
 ]
 
 FLOW_STATES = ("succeeded", "failed", "cancelled")
@@ -211,3 +213,20 @@ def on_flow(
     if task is not None and (not isinstance(task, str) or not NAME_PATTERN.match(task)):
         problems.append(f"on_flow: task must be a task name, not {task!r}")
     return FlowTrigger(flow, tuple(dict.fromkeys(states)), task, _caller(1), tuple(problems))
+
+
+def source_problems(flow: str, where: str, specs: Iterable[SourceTrigger]) -> list[str]:
+    """Plugin triggers of flow *flow* naming no installed trigger source, or options the
+    plugin refuses; each problem starts with the trigger's ``file:line``."""
+    found = []
+    for spec in specs:
+        if spec.problems:
+            continue  # already said: no plugin name
+        at = f"{spec.where or where}: flow {flow!r}: {spec}"
+        try:
+            plugin = trigger_source(spec.plugin)
+        except PluginError as exc:
+            found.append(f"{at}: {exc}")
+            continue
+        found.extend(f"{at}: {p}" for p in plugin.check_options(spec.options))
+    return found

@@ -18,6 +18,7 @@ from runtime.define.task import Branch, Task
 from runtime.engine import loopwatch
 from runtime.engine.events import TaskRetrying, TaskStarted
 from runtime.engine.liverun import LiveRun
+from runtime.engine.quality import check_sink, judge_attempt
 from runtime.engine.recording import describe_error, format_error
 from runtime.engine.rules import CallEnd, Outcome, S, attempt_outcome
 from runtime.engine.threads import ThreadCall
@@ -57,6 +58,8 @@ async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
                 end.result = await invoke(task, kwargs, threads, call)
             else:
                 end.result = await _within_timeout(task, kwargs, threads, call, attempt)
+            if x.flow.checks or task.wants_run:  # its data-quality checks, if any
+                end.error = await judge_attempt(x, unit, attempt, end.result, kwargs)
         end.cancelled = scope.cancelled_caught
     except BaseException as exc:  # noqa: BLE001 - raised again below when from outside
         if _cancelled_from_outside(exc, me):
@@ -258,5 +261,6 @@ def build_kwargs(x: LiveRun, unit: Unit, attempt: int) -> dict[str, Any]:
             trigger=x.trigger,
             attempt=attempt,
             log=TaskLogger(x.store.add_log, ident, unit.label, x.clock.now),
+            on_check=check_sink(x, unit, attempt),
         )
     return kwargs

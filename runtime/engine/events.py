@@ -75,6 +75,16 @@ class TaskEnded(TaskEvent):
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CheckFailed(TaskEvent):
+    """A data-quality check of a task failed (recorded as a ``quality.failed`` event)."""
+
+    attempt: int
+    check: str
+    detail: str | None
+    severity: str
+
+
 Subscriber = Callable[[Event], None]
 
 

@@ -10,11 +10,13 @@ from datetime import datetime
 
 from runtime import codec
 from runtime.codec import iso
+from runtime.define.checks import CheckResult
 from runtime.engine.rules import S
 from runtime.engine.units import Unit
 from runtime.states import TaskState
 from runtime.store import Store
 from runtime.store.rows import AttemptRow, TaskRow
+from runtime.store.schema import INSERT_CHECK
 
 log = logging.getLogger("sluiceway.runtime.recording")
 
@@ -108,6 +110,31 @@ class Recorder:
         return AttemptRow(
             self.run_id, name, idx, attempt, "running", iso(start), None, None, None, None, 0
         )
+
+    def check(self, unit: Unit, attempt: int, now: datetime, result: CheckResult) -> None:
+        """Queue a check's row; a failed one also queues a ``quality.failed`` event."""
+        stamp = iso(now)
+        row = (
+            self.run_id,
+            unit.node.name,
+            unit.idx,
+            attempt,
+            stamp,
+            result.name,
+            int(result.passed),
+            result.severity,
+            result.detail,
+        )
+        self.store.writer.put_op(lambda db: db.execute(INSERT_CHECK, row))
+        if not result.passed:
+            payload = {
+                "check": result.name,
+                "detail": result.detail,
+                "severity": result.severity,
+                "attempt": attempt,
+            }
+            event = (stamp, "quality.failed", self.run_id, unit.label, codec.dumps_str(payload))
+            self.store.add_event(event)
 
     def log(self, unit: Unit, attempt: int, now: datetime, level: str, msg: str) -> None:
         self.store.add_log((self.run_id, unit.node.name, unit.idx, attempt, iso(now), level, msg))

@@ -30,9 +30,7 @@ _QUEUE_WAIT = (
 def _run_columns(conn: sqlite3.Connection) -> str:
     # a database from before schema version 3 (read without migrating: a CLI upgraded
     # before the service restarted) has no queue_waits table
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queue_waits'"
-    ).fetchone()
+    found = _has_table(conn, "queue_waits")
     return _RUN_COLUMNS.format(wait_reason=_QUEUE_WAIT if found else "wait_reason")
 
 
@@ -142,7 +140,38 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
             "SELECT ts, kind, task, payload FROM events WHERE run_id = ? ORDER BY id", (run_id,)
         )
     ]
+    run["checks"] = get_checks(conn, run_id)
     return run
+
+
+def get_checks(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+    """The data-quality checks of a run, in the order they were made."""
+    if not _has_table(conn, "checks"):  # a database not yet migrated (read-only CLI)
+        return []
+    return [
+        {
+            "task": c["task"],
+            **({"index": c["idx"]} if c["idx"] >= 0 else {}),
+            "attempt": c["attempt"],
+            "name": c["name"],
+            "passed": bool(c["passed"]),
+            "severity": c["severity"],
+            "detail": c["detail"],
+            "ts": c["ts"],
+        }
+        for c in conn.execute(
+            "SELECT task, idx, attempt, ts, name, passed, severity, detail FROM checks "
+            "WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+    ]
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
 
 
 def get_attempts(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:

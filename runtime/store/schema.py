@@ -146,6 +146,23 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE error_type = 'InterruptedRunError'
         AND error_message IN ('interrupted by service shutdown', 'interrupted by service restart');
     """,
+    # data-quality checks: run.check(...) in a task and @flow.check(after=...) functions, one
+    # row per check per attempt (a failed one also records a quality.failed event)
+    """
+    CREATE TABLE checks (
+        id         INTEGER PRIMARY KEY,
+        run_id     INTEGER NOT NULL REFERENCES runs(id),
+        task       TEXT NOT NULL,
+        idx        INTEGER NOT NULL,
+        attempt    INTEGER NOT NULL,
+        ts         TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        passed     INTEGER NOT NULL,
+        severity   TEXT NOT NULL,
+        detail     TEXT
+    );
+    CREATE INDEX checks_by_run ON checks(run_id, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -213,6 +230,11 @@ WHERE id = ?1 AND state NOT IN {TERMINAL_RUN}
 
 INSERT_LOG = (
     "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+INSERT_CHECK = (
+    "INSERT INTO checks (run_id, task, idx, attempt, ts, name, passed, severity, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 INSERT_EVENT = (
