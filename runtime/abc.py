@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "Binding",
+    "DeliveryError",
     "Executor",
     "Notifier",
     "Plugin",
@@ -126,21 +127,78 @@ class TriggerSource(Plugin):
         down)."""
 
 
+class DeliveryError(Exception):
+    """A notifier could not deliver an alert.
+
+    The message must say what happened without the secret parts of the destination: the
+    HTTP status and the host, never the URL (a Slack webhook URL is its own credential).
+
+    :ivar status: the HTTP status the endpoint answered, if it answered
+    :ivar retry_after: seconds the endpoint asked to wait (``Retry-After`` on 429/503)
+    :ivar permanent: retrying cannot help (a 400 for a malformed message, a 404 for a
+        deleted webhook): the outbox dead-letters it at once
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
 class Notifier(Plugin):
     """Delivers one alert to one destination (a webhook, Slack, PagerDuty, email).
 
-    Made from the destination's options (``[notifiers.<plugin>.<name>]`` in the config);
-    :meth:`send` is called by the alert outbox's sender, under its own timeout and retries.
+    Made from the destination's options (``[notifiers.<plugin>.<name>]`` in the config, with
+    ``${VAR}`` already read from the environment); :meth:`send` is called by the alert
+    outbox's sender, under its own timeout and retries. :meth:`secrets` names the option
+    values that must never be shown (they are masked in logs, errors and outputs).
+
+    An *alert* is JSON-ready data::
+
+        {"id": "sluiceway-17",          # the same on every retry: an idempotency id
+         "kind": "alert",               # or "digest", "recovery", "test"
+         "event": "run.failed",         # run.started/succeeded/failed/cancelled,
+                                        # task.failed/retrying/recovered, sla.missed,
+                                        # quality.failed, service.started/stopping,
+                                        # trigger.error
+         "summary": "orders run 12 failed: failed tasks: load",   # one line for people
+         "flow": "orders", "run_id": 12, "task": "load", "state": "failed",
+         "error": "ConnectionError: ...",   # an excerpt, or None
+         "logical_date": "2026-01-02T00:00:00Z", "ts": "2026-01-02T00:05:00Z",
+         "url": "https://sluiceway.example/runs/12",   # when [api] public_url is set
+         "details": {...},              # what the event adds (check, sla, deadline, ...)
+         "items": [...],                # a digest: the alerts it groups (same fields)
+         "resolves": ["run.failed"]}    # a recovery: the events it resolves
+
+    Fields that do not apply are ``None`` (``items`` and ``resolves`` are ``[]``).
     """
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
         self.options = options
 
+    def secrets(self) -> list[str]:
+        """The option values to mask (default: ``url``, ``secret``, ``password``,
+        ``routing_key``, ``token`` when present)."""
+        keys = ("url", "secret", "password", "routing_key", "token")
+        return [str(self.options[k]) for k in keys if self.options.get(k)]
+
     @abstractmethod
     async def send(self, alert: Mapping[str, Any]) -> str:
-        """Deliver *alert* (JSON-ready facts: event, flow, run id, ...) and return a short
-        description of the answer; raise to have the outbox retry it."""
+        """Deliver *alert* and return a short description of the answer (``"200 OK"``).
+
+        :raises DeliveryError: when it was not delivered (the outbox retries it, honouring
+            ``retry_after``, unless ``permanent``); any other exception counts the same as a
+            DeliveryError that is not permanent
+        """
 
 
 class Executor(Plugin):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from runtime import redact
 from runtime.durations import parse_duration
 from runtime.errors import ConfigError
 
@@ -233,6 +234,7 @@ def load_config(
     if _read_env(env, values, pools, tables):
         sources.append(f"environment {ENV_PREFIX}*")
     made = {name: _TABLES[name][0](**given) for name, given in tables.items()}
+    redact.register([made["api"].token])  # never shown, wherever it could surface
     return Config(**values, **made, pools=pools, source=", ".join(sources) or "defaults")
 
 
@@ -339,6 +341,7 @@ def configure_logging(level: str, env: Mapping[str, str] | None = None) -> None:
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(redact.RedactingFilter())  # registered secrets never reach a log line
     root = logging.getLogger("sluiceway")
     root.handlers[:] = [handler]
     root.setLevel(level)
