@@ -10,8 +10,7 @@ with their runs), :mod:`.settling` and :mod:`.moving` (what happens to a file af
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ from plugins.triggers.files import spec as specs
 from plugins.triggers.files.claiming import Claimer
 from plugins.triggers.files.settling import Settler
 from plugins.triggers.files.spec import FilesSpec
-from plugins.triggers.files.watching import FolderWatch
+from plugins.triggers.files.watching import FileFacts, FolderWatch
 from runtime.abc import Binding, TriggerHost, TriggerSource
 from runtime.errors import SluicewayError
 from runtime.store.claims import FileKey
@@ -61,13 +60,16 @@ class _Watched:
     def report(self, problem: str) -> None:
         self.source.host.report(self.binding, problem)
 
+    async def offer(self, files: list[FileFacts]) -> None:
+        await self.claimer.offer(files)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         pause, started = RESTART_FIRST, False
         rescan, poll, interval = self.source.settings
         with self.scope:
             while True:
                 watch = FolderWatch(
-                    self.spec, on_ready=self.claimer.offer, report=self.report,
+                    self.spec, on_ready=self.offer, report=self.report,
                     rescan=rescan, force_poll=poll, poll_interval=interval,
                 )  # fmt: skip
                 try:
@@ -109,7 +111,7 @@ class FilesSource(TriggerSource):
         self.wanted: dict[Key, tuple[Binding, FilesSpec]] = {}
         self.watched: dict[Key, _Watched] = {}
         self.claimers: dict[Key, Claimer] = {}  # kept across reloads: what was claimed
-        self.settler = Settler(host, self.wanted.get, self._forget)
+        self.settler = Settler(host, self._lookup, self._forget)
         self._changed = anyio.Event()
 
     def bind(self, bindings: Sequence[Binding]) -> None:
@@ -180,6 +182,9 @@ class FilesSource(TriggerSource):
             for claimer in list(self.claimers.values()):
                 await claimer.prune()
 
+    def _lookup(self, flow: str, trigger: str) -> tuple[Binding, FilesSpec] | None:
+        return self.wanted.get((flow, trigger))
+
     def _forget(self, flow: str, trigger: str, key: FileKey) -> None:
         for (f, _), claimer in self.claimers.items():
             if f == flow:  # every trigger of the flow may remember the path
@@ -188,4 +193,3 @@ class FilesSource(TriggerSource):
 
 async def _start(tg: TaskGroup, watched: _Watched, name: str) -> None:
     await tg.start(watched.run, name=name)
-
