@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from plugins.triggers.files.moving import settle_file
 from plugins.triggers.files.spec import FilesSpec
@@ -61,30 +62,32 @@ class Settler:
         self.lookup = lookup
         self.forget = forget
         self.flows: set[str] = set()  # flows with files triggers: their run ends matter
-        self._send, self._receive = anyio.create_memory_object_stream[int](math.inf)
+        self._send: MemoryObjectSendStream[int] | None = None  # while run() runs
         self._lock = anyio.Lock()  # one settling pass at a time (events, reconcile)
 
     def on_event(self, event: Event) -> None:
         """Bus subscriber: queue the end of a run of a files-triggered flow."""
-        if isinstance(event, RunEnded) and event.flow in self.flows:
+        if isinstance(event, RunEnded) and event.flow in self.flows and self._send is not None:
             self._send.send_nowait(event.run_id)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Settle ended runs as they come, until cancelled."""
+        send, receive = anyio.create_memory_object_stream[int](math.inf)
+        self._send = send
         task_status.started()
-        async with self._receive:
-            async for first in self._receive:
-                ids = [first]
-                while True:
-                    try:
-                        ids.append(self._receive.receive_nowait())
-                    except anyio.WouldBlock:
-                        break
-                try:
-                    rows = await self.host.store.read(claims.claims_of_runs, ids)
-                    await self.settle(rows)
-                except SluicewayError as exc:
-                    self.host.report(None, f"files: cannot settle runs {ids}: {exc}")
+        try:
+            async with send, receive:
+                async for first in receive:
+                    await self._settle_runs(_drain(first, receive))
+        finally:
+            self._send = None
+
+    async def _settle_runs(self, ids: list[int]) -> None:
+        try:
+            rows = await self.host.store.read(claims.claims_of_runs, ids)
+            await self.settle(rows)
+        except SluicewayError as exc:
+            self.host.report(None, f"files: cannot settle runs {ids}: {exc}")
 
     async def reconcile(self, *, grace: float = GRACE) -> int:
         """Settle the claims whose run ended and that nobody settled; returns how many.
@@ -132,6 +135,15 @@ class Settler:
                 "flow=%s run=%s file %s not touched: %s",
                 row.flow, row.run_id, row.key.path, got.error,
             )  # fmt: skip
+
+
+def _drain(first: int, receive: MemoryObjectReceiveStream[int]) -> list[int]:
+    ids = [first]
+    while True:
+        try:
+            ids.append(receive.receive_nowait())
+        except anyio.WouldBlock:
+            return ids
 
 
 def _ended_before(ended_at: str | None, limit: datetime) -> bool:
