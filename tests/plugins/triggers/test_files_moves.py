@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def test_across_file_systems_copy_then_rename(
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real_rename(a, b)
 
-    monkeypatch.setattr(moving.os, "rename", rename)
+    monkeypatch.setattr(os, "rename", rename)
     got = settle_file(src, size, mtime, Action("move", tmp_path / "done"))
     assert got == moving.Outcome("moved", moved_to=str(tmp_path / "done" / "big.1.csv"))
     assert not src.exists()
@@ -134,7 +135,7 @@ def test_a_failed_move_is_returned_and_leaves_no_trace(
     def rename(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(a))
 
-    monkeypatch.setattr(moving.os, "rename", rename)
+    monkeypatch.setattr(os, "rename", rename)
     got = settle_file(src, size, mtime, Action("move", tmp_path / "done"))
     assert got.outcome == "failed"
     assert got.error is not None
@@ -156,7 +157,7 @@ def test_a_file_rewritten_during_a_cross_device_copy_stays(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, size, mtime = _file(tmp_path / "inbox" / "a.csv", "v1\n")
-    real_copy = moving.shutil.copyfileobj
+    real_copy = shutil.copyfileobj
 
     def rename(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
@@ -165,8 +166,8 @@ def test_a_file_rewritten_during_a_cross_device_copy_stays(
         real_copy(fin, fout, length)  # type: ignore[arg-type]
         src.write_text("v2 arrived meanwhile\n")
 
-    monkeypatch.setattr(moving.os, "rename", rename)
-    monkeypatch.setattr(moving.shutil, "copyfileobj", copy_then_rewrite)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(shutil, "copyfileobj", copy_then_rewrite)
     got = settle_file(src, size, mtime, Action("move", tmp_path / "done"))
     assert got.outcome == "failed"
     assert src.read_text() == "v2 arrived meanwhile\n"
