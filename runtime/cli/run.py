@@ -51,15 +51,20 @@ Start = Callable[[Runner, RunHandle], Awaitable[RunResult]]
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    """``sluiceway run FLOW [--param k=v] [--key KEY] [--quiet] [--json]``."""
+    """``sluiceway run FLOW [--param k=v] [--key KEY | --file PATH] [--quiet] [--json]``."""
     try:
         flow = load_flow(config, args.flow)
         params = parse_params(args.param, flow.params)
-        flow.resolve_params(params)
+        resolved = flow.resolve_params(params)
     except FlowValidationError as exc:
         for problem in exc.problems:
             err(problem)
         return EXIT_USAGE
+    if args.file is not None:  # as the flow's files() trigger would: claim, run, move
+        from runtime.cli.files import file_start
+
+        start = file_start(args, config, flow, resolved)
+        return start if isinstance(start, int) else _foreground(args, config, flow, start)
     return _foreground(args, config, flow, lambda runner, handle: runner.run(
         flow, params, key=args.key, handle=handle
     ))  # fmt: skip

@@ -30,6 +30,7 @@ __all__ = [
     "FileKey",
     "Settlement",
     "claim_files",
+    "claim_of",
     "claimed_among",
     "claims_of_runs",
     "has_claims",
@@ -292,3 +293,15 @@ def latest_claims(conn: sqlite3.Connection, flow: str) -> list[ClaimRow]:
         "ORDER BY c.path"
     )
     return [_row(row) for row in conn.execute(sql, (flow,))]
+
+
+def claim_of(conn: sqlite3.Connection, flow: str, key: FileKey) -> ClaimRow | None:
+    """The claim of exactly this content of a file, or ``None`` when it was never claimed."""
+    if not has_claims(conn):
+        return None
+    sql = (
+        f"SELECT {_COLUMNS} FROM file_claims c LEFT JOIN runs r ON r.id = c.run_id "
+        "WHERE c.flow = ? AND c.path = ? AND c.size = ? AND c.mtime_ns = ?"
+    )
+    row = conn.execute(sql, (flow, key.path, key.size, key.mtime_ns)).fetchone()
+    return None if row is None else _row(row)

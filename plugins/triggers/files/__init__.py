@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from plugins.triggers.files import describing
 from plugins.triggers.files import spec as specs
 from plugins.triggers.files.claiming import Claimer
-from plugins.triggers.files.settling import Settler
+from plugins.triggers.files.settling import Settler, move_all
 from plugins.triggers.files.spec import FilesSpec
-from plugins.triggers.files.watching import FileFacts, FolderWatch
+from plugins.triggers.files.watching import FileFacts, FolderWatch, classify
 from runtime.abc import Binding, TriggerHost, TriggerSource
 from runtime.errors import SluicewayError
-from runtime.store.claims import FileKey
+from runtime.store.claims import ClaimRow, FileKey, Settlement
 
 __all__ = ["FilesSource"]
 
@@ -104,6 +106,46 @@ class FilesSource(TriggerSource):
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
         """What is wrong with a ``files()`` trigger's options (see :mod:`.spec`)."""
         return specs.check_options(options)
+
+    @classmethod
+    def describe(
+        cls, bindings: Sequence[Binding], claims: Sequence[ClaimRow], *, serving: bool
+    ) -> list[dict[str, Any]]:
+        """``sluiceway files``: every file each of *bindings* sees, merged with the flow's
+        *claims* (newest per path), as rows of :data:`.describing.FIELDS`."""
+        rows: list[dict[str, Any]] = []
+        for binding in bindings:
+            rows.extend(describing.describe(specs.resolve(binding), claims, serving=serving))
+        return rows
+
+    @classmethod
+    def pick(cls, bindings: Sequence[Binding], path: Path) -> Binding:
+        """The trigger among *bindings* whose folder holds *path* (``run --file``), else
+        the first: its key goes on the claim, and its actions apply after the run."""
+        for binding in bindings:
+            spec = specs.resolve(binding)
+            if classify(spec, path, 0.0).state != "ignored":
+                return binding
+        return bindings[0]
+
+    @classmethod
+    def settle_blocking(
+        cls, bindings: Sequence[Binding], claims: Sequence[ClaimRow]
+    ) -> list[Settlement]:
+        """Carry out ``on_success``/``on_failure`` on the files of ended runs' *claims*
+        (``run --file``, after its run); a file outside its trigger's folder is left where
+        it is. Blocking; errors are in the returned settlements, never raised."""
+        by_key = {b.key: specs.resolve(b) for b in bindings}
+        items, outside = [], []
+        for claim in claims:
+            spec = by_key.get(claim.trigger)
+            if spec is None:
+                continue
+            if Path(claim.key.path).is_relative_to(spec.folder):
+                items.append((claim, spec))
+            else:
+                outside.append(Settlement(claim.id, "left", error="not in the trigger's folder"))
+        return move_all(items) + outside
 
     def __init__(self, host: TriggerHost) -> None:
         super().__init__(host)

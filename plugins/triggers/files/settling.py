@@ -24,7 +24,7 @@ from runtime.errors import SluicewayError
 from runtime.store import claims
 from runtime.store.claims import ClaimRow, FileKey, Settlement
 
-__all__ = ["GRACE", "Settler"]
+__all__ = ["GRACE", "Settler", "move_all"]
 
 log = logging.getLogger("sluiceway.plugins.files")
 
@@ -36,7 +36,7 @@ process (``sluiceway run --file``) settles its own."""
 Lookup = Callable[[str, str], tuple[Binding, FilesSpec] | None]
 
 
-def _move_all(items: Sequence[tuple[ClaimRow, FilesSpec]]) -> list[Settlement]:
+def move_all(items: Sequence[tuple[ClaimRow, FilesSpec]]) -> list[Settlement]:
     """Settle every file of *items* (blocking: runs in a worker thread)."""
     out = []
     for row, spec in items:
@@ -114,7 +114,7 @@ class Settler:
             return 0
         async with self._lock:
             done = await anyio.to_thread.run_sync(
-                _move_all, [(row, spec) for row, (_, spec) in items]
+                move_all, [(row, spec) for row, (_, spec) in items]
             )
             count = await claims.settle_claims(self.host.store, done, self.host.now())
         for (row, (binding, _)), got in zip(items, done, strict=True):
