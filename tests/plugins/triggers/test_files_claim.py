@@ -244,3 +244,10 @@ def test_the_lookup_of_claims_searches_the_unique_index(db_path: Path) -> None:
 )
 def test_mtime_is_iso_utc(mtime_ns: int, iso: str) -> None:
     assert claims.file_record(FileKey("/x", 1, mtime_ns))["mtime"] == iso
+
+
+def test_folders_are_normalised_so_claims_name_files_one_way(tmp_path: Path) -> None:
+    # the watcher's paths and `run --file`'s must be the same text: the claim is keyed by it
+    spec = spec_of(tmp_path / "flows" / ".." / "inbox", on_success="move:done")  # base: flows/..
+    assert spec.folder == tmp_path / "inbox"
+    assert spec.on_success.folder == tmp_path / "done"
