@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import codec
 from runtime.store import schema
+from runtime.store.lock import process_alive
 
 if TYPE_CHECKING:
     from runtime.store import Store
@@ -270,16 +271,24 @@ def claims_of_runs(conn: sqlite3.Connection, run_ids: Collection[int]) -> list[C
     return out
 
 
-def unsettled_ended(conn: sqlite3.Connection) -> list[ClaimRow]:
-    """Claims not settled yet whose run has ended: what to move after a restart."""
+def unsettled_ended(conn: sqlite3.Connection) -> list[tuple[ClaimRow, bool]]:
+    """Claims not settled yet whose run has ended, each with whether the process that ran
+    the run is still alive (then it may be settling them itself): what to move after a
+    restart."""
     if not has_claims(conn):
         return []
     sql = (
-        f"SELECT {_COLUMNS} FROM file_claims c INDEXED BY file_claims_unsettled "
-        f"JOIN runs r ON r.id = c.run_id WHERE c.settled_at IS NULL "
-        f"AND r.state IN {schema.TERMINAL_RUN} ORDER BY c.id"
+        f"SELECT {_COLUMNS}, e.pid, e.boot_id, e.proc_start, e.stopped_at "
+        "FROM file_claims c INDEXED BY file_claims_unsettled "
+        "JOIN runs r ON r.id = c.run_id LEFT JOIN epochs e ON e.id = r.epoch "
+        f"WHERE c.settled_at IS NULL AND r.state IN {schema.TERMINAL_RUN} ORDER BY c.id"
     )
-    return [_row(row) for row in conn.execute(sql)]
+    out = []
+    for row in conn.execute(sql):
+        pid, boot_id, proc_start, stopped = row[-4:]
+        alive = pid is not None and stopped is None and process_alive(pid, boot_id, proc_start)
+        out.append((_row(row), alive))
+    return out
 
 
 def latest_claims(conn: sqlite3.Connection, flow: str) -> list[ClaimRow]:

@@ -92,14 +92,16 @@ class Settler:
     async def reconcile(self, *, grace: float = GRACE) -> int:
         """Settle the claims whose run ended and that nobody settled; returns how many.
 
-        Those of a run another process executed are left for *grace* seconds after its
-        end: that process settles them itself."""
+        Those of a run another live process executed (``sluiceway run --file``) are left to
+        it for *grace* seconds after the run's end: it settles them itself."""
         rows = await self.host.store.read(claims.unsettled_ended)
         limit = self.host.now() - timedelta(seconds=grace)
         due = [
-            r
-            for r in rows
-            if r.run_epoch == self.host.epoch or _ended_before(r.run_ended_at, limit)
+            row
+            for row, alive in rows
+            if row.run_epoch == self.host.epoch
+            or not alive
+            or _ended_before(row.run_ended_at, limit)
         ]
         return await self.settle(due)
 

@@ -129,7 +129,6 @@ async def test_runs_that_ended_while_down_are_settled_at_start(
         await _end(host, run_id, RunState.SUCCEEDED, publish=False)
     async with open_store(db_path) as store:
         host = Host(store, make_flow(), epoch=3)
-        host.clock = AT + timedelta(minutes=5)  # past the grace of another process's run
         async with serving(host, binding(inbox, **MOVES)):
             rows = _rows(db_path, "SELECT outcome, moved_to FROM file_claims")
     assert rows == [("moved", str(tmp_path / "done" / "a.csv"))]
@@ -183,3 +182,26 @@ async def test_a_rebind_keeps_what_was_claimed(db_path: Path, tmp_path: Path) ->
             await _claims(db_path, 2)
             assert store.writer.batches - before <= 2
     assert len(_rows(db_path, "SELECT id FROM runs")) == 2
+
+
+async def test_a_run_of_a_dead_process_is_settled_at_once(db_path: Path, tmp_path: Path) -> None:
+    # `run --file` killed between its run's end and the move: nobody else will move it
+    inbox = tmp_path / "inbox"
+    _old(inbox / "a.csv")
+    async with open_store(db_path) as store:
+        host = Host(store, make_flow(), epoch=await store.start_epoch(AT))
+        async with serving(host, binding(inbox, **MOVES)) as source:
+            (run_id,) = [r[0] for r in _rows(db_path, "SELECT run_id FROM file_claims")]
+
+            def dead_owner(db: sqlite3.Connection) -> None:
+                db.execute(
+                    "INSERT INTO epochs (id, pid, boot_id, proc_start, started_at) "
+                    "VALUES (99, 999999, NULL, 'not-a-start-time', ?)",
+                    (codec.iso(AT),),
+                )
+                db.execute("UPDATE runs SET epoch = 99")
+
+            await store.writer.submit(dead_owner)
+            await _end(host, run_id, RunState.SUCCEEDED, publish=False)
+            assert await source.settler.reconcile() == 1  # no grace: its owner is gone
+    assert (tmp_path / "done" / "a.csv").exists()
