@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -19,7 +20,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
-from watchfiles import Change, awatch
+from watchfiles import Change
+from watchfiles._rust_notify import RustNotify  # documented: "Rust backend direct usage"
 
 from plugins.triggers.files.scanning import (
     FileFacts,
@@ -45,6 +47,7 @@ CHECK_EVERY = 2.0  # seconds between looks at a missing folder
 ROOT_CHECK = 1.0  # seconds between checks that the watched folder is still the same one
 STORM = 500  # changes in one batch from which inotify may have dropped some: scan soon
 STORM_QUIET = 0.5  # seconds without a big batch before that scan
+DEBOUNCE, STEP = 400, 20  # ms: inotify changes are grouped for at most 400 ms
 
 
 class _Signal:
@@ -61,7 +64,7 @@ class _Signal:
         self._event = anyio.Event()
 
 
-async def _set_when_cancelled(event: anyio.Event) -> None:
+async def _set_when_cancelled(event: threading.Event) -> None:
     try:
         await anyio.sleep_forever()
     finally:
@@ -121,12 +124,21 @@ class FolderWatch:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Scan the folder and hand over the files complete already, then call
         ``task_status.started()`` and watch until cancelled."""
-        await self._startup()
+        notify = None  # armed before the scan: a file landing in between is not missed
+        usable = await anyio.to_thread.run_sync(folder_problem, self.spec.folder) is None
+        if usable and await self._polling_reason() is None:
+            notify = await self._arm()
+        try:
+            await self._startup()
+        except BaseException:
+            if notify is not None:
+                notify.close()
+            raise
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_timers, name=f"{self!r} timers")
             tg.start_soon(self._run_offers, name=f"{self!r} offers")
             tg.start_soon(self._run_rescans, name=f"{self!r} rescans")
-            tg.start_soon(self._run_watch, name=f"{self!r} watch")
+            tg.start_soon(self._run_watch, notify, name=f"{self!r} watch")
             task_status.started()
 
     # --- what was found ---
@@ -240,36 +252,57 @@ class FolderWatch:
             if not self._missing:
                 await self._scan(again=True)
 
-    async def _run_watch(self) -> None:
+    async def _run_watch(self, notify: RustNotify | None) -> None:
         """Watch the folder while it is there; report it once when it is not, and pick it up
         again when it is back."""
         while True:
-            problem = await anyio.to_thread.run_sync(folder_problem, self.spec.folder)
-            if problem is not None:
-                self._say_missing(problem)
-                await anyio.sleep(CHECK_EVERY)
-                continue
-            if self._missing is not None:
-                self._missing = None
-                log.info("flow=%s folder %s is back; watching it", self.spec.flow, self.spec.folder)
-                await self._scan(again=False)
-            polling = await self._polling_reason()
-            if polling is None:
-                try:
-                    await self._watch_events()
+            if notify is None:
+                problem = await anyio.to_thread.run_sync(folder_problem, self.spec.folder)
+                if problem is not None:
+                    self._say_missing(problem)
+                    await anyio.sleep(CHECK_EVERY)
                     continue
-                except FileNotFoundError:
-                    continue  # gone between the check and the watch: report it above
-                except (OSError, RuntimeError) as exc:
-                    self._fallback = _why_watch_failed(exc)
-                    log.warning(
-                        "flow=%s cannot watch %s with inotify (%s); polling it every %gs instead",
-                        self.spec.flow,
-                        self.spec.folder,
-                        self._fallback,
-                        self._poll_interval,
-                    )
-            await self._poll()
+                if await self._polling_reason() is not None:
+                    self._say_back()
+                    await self._poll()
+                    continue
+                notify = await self._arm()
+                if notify is None:
+                    continue
+                self._say_back()
+                await self._scan(again=False)  # what landed before the watch was armed
+            try:
+                await self._watch_events(notify)
+            except RuntimeError as exc:  # the notify thread failed: polling is the safe way
+                self._fall_back(exc)
+            finally:
+                notify.close()
+            notify = None
+
+    async def _arm(self) -> RustNotify | None:
+        """An inotify watch on the folder, or ``None`` (the folder is gone, or watching failed
+        and the watch polls from now on)."""
+        folder = str(self.spec.folder)
+        try:
+            return await anyio.to_thread.run_sync(
+                RustNotify, [folder], False, False, 0, self.spec.recursive, True
+            )
+        except FileNotFoundError as exc:
+            if await anyio.to_thread.run_sync(folder_problem, self.spec.folder) is None:
+                self._fall_back(exc)  # there after all: not a race with its deletion
+        except (OSError, RuntimeError) as exc:
+            self._fall_back(exc)
+        return None
+
+    def _fall_back(self, exc: BaseException) -> None:
+        self._fallback = _why_watch_failed(exc)
+        log.warning(
+            "flow=%s cannot watch %s with inotify (%s); polling it every %gs instead",
+            self.spec.flow,
+            self.spec.folder,
+            self._fallback,
+            self._poll_interval,
+        )
 
     async def _polling_reason(self) -> str | None:
         if self._fallback is not None:
@@ -293,40 +326,36 @@ class FolderWatch:
 
     async def _poll(self) -> None:
         """Scan every poll interval until the folder is gone."""
+        log.info(
+            "flow=%s polling %s every %gs (%s)",
+            self.spec.flow,
+            self.spec.folder,
+            self._poll_interval,
+            await self._polling_reason(),
+        )
         while True:
             if await self._scan(again=False) is not None:
                 return
             await anyio.sleep(self._poll_interval)
 
-    async def _watch_events(self) -> None:
+    async def _watch_events(self, notify: RustNotify) -> None:
         """Look at the paths inotify reports until the folder is deleted or replaced."""
         folder, root = self.spec.folder, str(self.spec.folder)
         armed_as = await anyio.to_thread.run_sync(identity, folder)
         next_check = self._clock() + ROOT_CHECK
-        stop = anyio.Event()
-        catch_up = True
+        stop = threading.Event()
+        timeout = int(ROOT_CHECK * 1000)
         async with anyio.create_task_group() as tg:
-            # awatch waits in a worker thread that sees a cancel only when it returns: the
-            # stop event ends it at once; yield_on_timeout lets this loop check the folder
+            # watch() waits in a worker thread that sees a cancel only when it returns: the
+            # stop event ends it within a step; its timeout lets this loop check the folder
             tg.start_soon(_set_when_cancelled, stop)
-            async for changes in awatch(
-                folder,
-                watch_filter=None,
-                debounce=400,
-                step=20,
-                stop_event=stop,
-                rust_timeout=int(ROOT_CHECK * 1000),
-                yield_on_timeout=True,
-                recursive=self.spec.recursive,
-                ignore_permission_denied=True,
-            ):
-                if catch_up:  # armed now: a file may have landed before the watch was
-                    catch_up = False
-                    await self._scan(again=False)
-                if changes:
+            while True:
+                raw = await anyio.to_thread.run_sync(notify.watch, DEBOUNCE, STEP, timeout, stop)
+                if isinstance(raw, set):
+                    changes = {(Change(change), path) for change, path in raw}
                     await self._changed(changes)
-                if (Change.deleted, root) in changes:
-                    break
+                    if (Change.deleted, root) in changes:
+                        break
                 if self._clock() >= next_check:
                     next_check = self._clock() + ROOT_CHECK
                     if await anyio.to_thread.run_sync(identity, folder) != armed_as:
@@ -343,6 +372,11 @@ class FolderWatch:
             if change == Change.deleted and Path(path) not in found:
                 self._files.forget(Path(path))
         self._offer(await self._observe(seen, again=False))
+
+    def _say_back(self) -> None:
+        if self._missing is not None:
+            self._missing = None
+            log.info("flow=%s folder %s is back; watching it", self.spec.flow, self.spec.folder)
 
     def _say_missing(self, problem: str) -> None:
         if self._missing is None:
