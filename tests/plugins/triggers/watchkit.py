@@ -50,16 +50,16 @@ class Recorder:
         return {f.path for f in self.offered}
 
 
-async def until(check: Callable[[], T | None], what: str, *, timeout: float = WAIT) -> T:
+async def until(check: Callable[[], T | None], what: str, *, within: float = WAIT) -> T:
     """Poll *check* on the loop (other tasks run meanwhile) until it is truthy; fail after
-    *timeout* seconds naming *what*."""
-    deadline = time.monotonic() + timeout
+    *within* seconds naming *what*."""
+    deadline = time.monotonic() + within
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
         await anyio.sleep(0.02)
 
 
