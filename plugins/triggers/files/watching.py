@@ -9,9 +9,7 @@ worker threads; the loop only keeps a dict per path and one heap of stability ti
 
 from __future__ import annotations
 
-import errno
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -21,15 +19,14 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
 from watchfiles import Change
-from watchfiles._rust_notify import RustNotify  # documented: "Rust backend direct usage"
 
+from plugins.triggers.files.inotify import Inotify, why_watch_failed
 from plugins.triggers.files.scanning import (
     FileFacts,
     FileState,
     Stat,
     classify,
     folder_problem,
-    identity,
     network_fs,
     scan_folder,
     stat_files,
@@ -44,10 +41,8 @@ log = logging.getLogger("sluiceway.plugins.files")
 
 CHUNK = 1000  # files per on_ready call (without batch), and per slice of work on the loop
 CHECK_EVERY = 2.0  # seconds between looks at a missing folder
-ROOT_CHECK = 1.0  # seconds between checks that the watched folder is still the same one
 STORM = 500  # changes in one batch from which inotify may have dropped some: scan soon
 STORM_QUIET = 0.5  # seconds without a big batch before that scan
-DEBOUNCE, STEP = 400, 20  # ms: inotify changes are grouped for at most 400 ms
 
 
 class _Signal:
@@ -62,13 +57,6 @@ class _Signal:
     async def wait(self) -> None:
         await self._event.wait()
         self._event = anyio.Event()
-
-
-async def _set_when_cancelled(event: threading.Event) -> None:
-    try:
-        await anyio.sleep_forever()
-    finally:
-        event.set()
 
 
 class FolderWatch:
@@ -252,7 +240,7 @@ class FolderWatch:
             if not self._missing:
                 await self._scan(again=True)
 
-    async def _run_watch(self, notify: RustNotify | None) -> None:
+    async def _run_watch(self, notify: Inotify | None) -> None:
         """Watch the folder while it is there; report it once when it is not, and pick it up
         again when it is back."""
         while True:
@@ -272,21 +260,18 @@ class FolderWatch:
                 self._say_back()
                 await self._scan(again=False)  # what landed before the watch was armed
             try:
-                await self._watch_events(notify)
+                await notify.run(self._changed, self._clock)
             except RuntimeError as exc:  # the notify thread failed: polling is the safe way
                 self._fall_back(exc)
             finally:
                 notify.close()
             notify = None
 
-    async def _arm(self) -> RustNotify | None:
+    async def _arm(self) -> Inotify | None:
         """An inotify watch on the folder, or ``None`` (the folder is gone, or watching failed
         and the watch polls from now on)."""
-        folder = str(self.spec.folder)
         try:
-            return await anyio.to_thread.run_sync(
-                RustNotify, [folder], False, False, 0, self.spec.recursive, True
-            )
+            return await Inotify.arm(self.spec.folder, recursive=self.spec.recursive)
         except FileNotFoundError as exc:
             if await anyio.to_thread.run_sync(folder_problem, self.spec.folder) is None:
                 self._fall_back(exc)  # there after all: not a race with its deletion
@@ -295,7 +280,7 @@ class FolderWatch:
         return None
 
     def _fall_back(self, exc: BaseException) -> None:
-        self._fallback = _why_watch_failed(exc)
+        self._fallback = why_watch_failed(exc)
         log.warning(
             "flow=%s cannot watch %s with inotify (%s); polling it every %gs instead",
             self.spec.flow,
@@ -338,30 +323,6 @@ class FolderWatch:
                 return
             await anyio.sleep(self._poll_interval)
 
-    async def _watch_events(self, notify: RustNotify) -> None:
-        """Look at the paths inotify reports until the folder is deleted or replaced."""
-        folder, root = self.spec.folder, str(self.spec.folder)
-        armed_as = await anyio.to_thread.run_sync(identity, folder)
-        next_check = self._clock() + ROOT_CHECK
-        stop = threading.Event()
-        timeout = int(ROOT_CHECK * 1000)
-        async with anyio.create_task_group() as tg:
-            # watch() waits in a worker thread that sees a cancel only when it returns: the
-            # stop event ends it within a step; its timeout lets this loop check the folder
-            tg.start_soon(_set_when_cancelled, stop)
-            while True:
-                raw = await anyio.to_thread.run_sync(notify.watch, DEBOUNCE, STEP, timeout, stop)
-                if isinstance(raw, set):
-                    changes = {(Change(change), path) for change, path in raw}
-                    await self._changed(changes)
-                    if (Change.deleted, root) in changes:
-                        break
-                if self._clock() >= next_check:
-                    next_check = self._clock() + ROOT_CHECK
-                    if await anyio.to_thread.run_sync(identity, folder) != armed_as:
-                        break
-            tg.cancel_scope.cancel()
-
     async def _changed(self, changes: set[tuple[Change, str]]) -> None:
         if len(changes) >= STORM:
             self._storm_signal.set()
@@ -385,14 +346,3 @@ class FolderWatch:
                 f"{problem}; the files() trigger of flow '{self.spec.flow}' ({self.spec.where}) "
                 f"picks it up when it appears"
             )
-
-
-def _why_watch_failed(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return "the inotify watch limit is reached: raise sysctl fs.inotify.max_user_watches"
-    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
-        return "too many inotify instances: raise sysctl fs.inotify.max_user_instances"
-    text = str(exc) or type(exc).__name__
-    if "No space left" in text or "limit" in text.lower():
-        return f"{text}: raise sysctl fs.inotify.max_user_watches"
-    return text

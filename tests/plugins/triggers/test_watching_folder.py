@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from plugins.triggers.files import scanning, watching
+from plugins.triggers.files import inotify, scanning, watching
 from plugins.triggers.files.watching import FolderWatch
 from tests.plugins.triggers.watchkit import Recorder, make_spec, until, write
 from tests.plugins.triggers.watchkit import watching as running
@@ -131,7 +131,7 @@ async def test_force_poll_finds_files_without_inotify(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="sluiceway.plugins.files")
-    monkeypatch.setattr(watching, "RustNotify", _no_inotify)
+    monkeypatch.setattr(inotify, "RustNotify", _no_inotify)
     rec = Recorder()
     watch = FolderWatch(
         make_spec(tmp_path, stable_for="100ms"),
@@ -153,7 +153,7 @@ async def test_force_poll_finds_files_without_inotify(
 
 
 async def test_poll_on_the_trigger_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(watching, "RustNotify", _no_inotify)
+    monkeypatch.setattr(inotify, "RustNotify", _no_inotify)
     rec = Recorder()
     spec = make_spec(tmp_path, stable_for=LONG, poll="50ms")
     watch = FolderWatch(spec, on_ready=rec.on_ready, report=rec.report, poll_interval=3600)
@@ -181,7 +181,7 @@ async def test_a_failing_watch_falls_back_to_polling_with_a_warning(
     def failing(*args: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(watching, "RustNotify", failing)
+    monkeypatch.setattr(inotify, "RustNotify", failing)
     rec = Recorder()
     watch = FolderWatch(
         make_spec(tmp_path, stable_for=LONG),
@@ -204,7 +204,7 @@ async def test_a_network_file_system_is_polled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(watching, "network_fs", lambda folder: "nfs4")
-    monkeypatch.setattr(watching, "RustNotify", _no_inotify)
+    monkeypatch.setattr(inotify, "RustNotify", _no_inotify)
     rec = Recorder()
     watch = FolderWatch(
         make_spec(tmp_path, stable_for=LONG),

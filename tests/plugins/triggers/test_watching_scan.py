@@ -19,8 +19,6 @@ from plugins.triggers.files.scanning import (
 )
 from tests.plugins.triggers.watchkit import make_spec, write
 
-NOW = time.time()
-
 
 @pytest.fixture
 def inbox(tmp_path: Path) -> Path:
@@ -54,15 +52,16 @@ def inbox(tmp_path: Path) -> Path:
     ],
 )
 def test_classify(inbox: Path, name: str, state: str, why: str | None) -> None:
+    now = time.time()
     spec = make_spec(inbox, pattern="*.csv", ignore=["skip_*"], stable_for="30s")
-    got = classify(spec, (inbox / name).resolve() if ".." in name else inbox / name, NOW)
+    got = classify(spec, (inbox / name).resolve() if ".." in name else inbox / name, now)
     assert (got.state, got.why and got.why.split(" /")[0]) == (state, why)
 
 
 def test_classify_says_when_a_waiting_file_will_be_ready(inbox: Path) -> None:
     spec = make_spec(inbox, stable_for="30s")
     mtime = (inbox / "fresh.csv").stat().st_mtime_ns
-    assert classify(spec, Path("fresh.csv"), NOW) == FileState(
+    assert classify(spec, Path("fresh.csv"), mtime / 1e9 + 29) == FileState(
         inbox / "fresh.csv",
         "waiting",
         "unchanged for less than stable_for=30s",
@@ -70,14 +69,14 @@ def test_classify_says_when_a_waiting_file_will_be_ready(inbox: Path) -> None:
         mtime,
         mtime / 1e9 + 30,
     )
-    ready = classify(spec, inbox / "fresh.csv", mtime / 1e9 + 30)
+    ready = classify(spec, inbox / "fresh.csv", mtime / 1e9 + 30.001)
     assert (ready.state, ready.ready_at, ready.size) == ("ready", None, 8)
 
 
 def test_classify_recursive(inbox: Path) -> None:
     spec = make_spec(inbox, recursive=True)
-    assert classify(spec, inbox / "sub" / "deep.csv", NOW).state == "ready"
-    hidden = classify(spec, inbox / ".cache" / "hidden.csv", NOW)
+    assert classify(spec, inbox / "sub" / "deep.csv", time.time()).state == "ready"
+    hidden = classify(spec, inbox / ".cache" / "hidden.csv", time.time())
     assert (hidden.state, hidden.why) == ("ignored", "in a hidden subfolder (.cache)")
 
 
@@ -85,7 +84,7 @@ def test_classify_recursive(inbox: Path) -> None:
 def test_classify_without_permission(inbox: Path) -> None:
     (inbox / "sub").chmod(0)
     try:
-        got = classify(make_spec(inbox, recursive=True), inbox / "sub" / "deep.csv", NOW)
+        got = classify(make_spec(inbox, recursive=True), inbox / "sub" / "deep.csv", time.time())
     finally:
         (inbox / "sub").chmod(0o755)
     assert (got.state, got.why) == ("unreadable", "cannot stat: Permission denied")
