@@ -9,7 +9,6 @@ worker threads; the loop only keeps a dict per path and one heap of stability ti
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,15 +18,15 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
-from watchfiles import Change, awatch
+from watchfiles import Change
 
+from plugins.triggers.files.inotify import Inotify, why_watch_failed
 from plugins.triggers.files.scanning import (
     FileFacts,
     FileState,
     Stat,
     classify,
     folder_problem,
-    identity,
     network_fs,
     scan_folder,
     stat_files,
@@ -42,7 +41,6 @@ log = logging.getLogger("sluiceway.plugins.files")
 
 CHUNK = 1000  # files per on_ready call (without batch), and per slice of work on the loop
 CHECK_EVERY = 2.0  # seconds between looks at a missing folder
-ROOT_CHECK = 1.0  # seconds between checks that the watched folder is still the same one
 STORM = 500  # changes in one batch from which inotify may have dropped some: scan soon
 STORM_QUIET = 0.5  # seconds without a big batch before that scan
 
@@ -59,13 +57,6 @@ class _Signal:
     async def wait(self) -> None:
         await self._event.wait()
         self._event = anyio.Event()
-
-
-async def _set_when_cancelled(event: anyio.Event) -> None:
-    try:
-        await anyio.sleep_forever()
-    finally:
-        event.set()
 
 
 class FolderWatch:
@@ -121,12 +112,21 @@ class FolderWatch:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Scan the folder and hand over the files complete already, then call
         ``task_status.started()`` and watch until cancelled."""
-        await self._startup()
+        notify = None  # armed before the scan: a file landing in between is not missed
+        usable = await anyio.to_thread.run_sync(folder_problem, self.spec.folder) is None
+        if usable and await self._polling_reason() is None:
+            notify = await self._arm()
+        try:
+            await self._startup()
+        except BaseException:
+            if notify is not None:
+                notify.close()
+            raise
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_timers, name=f"{self!r} timers")
             tg.start_soon(self._run_offers, name=f"{self!r} offers")
             tg.start_soon(self._run_rescans, name=f"{self!r} rescans")
-            tg.start_soon(self._run_watch, name=f"{self!r} watch")
+            tg.start_soon(self._run_watch, notify, name=f"{self!r} watch")
             task_status.started()
 
     # --- what was found ---
@@ -240,36 +240,54 @@ class FolderWatch:
             if not self._missing:
                 await self._scan(again=True)
 
-    async def _run_watch(self) -> None:
+    async def _run_watch(self, notify: Inotify | None) -> None:
         """Watch the folder while it is there; report it once when it is not, and pick it up
         again when it is back."""
         while True:
-            problem = await anyio.to_thread.run_sync(folder_problem, self.spec.folder)
-            if problem is not None:
-                self._say_missing(problem)
-                await anyio.sleep(CHECK_EVERY)
-                continue
-            if self._missing is not None:
-                self._missing = None
-                log.info("flow=%s folder %s is back; watching it", self.spec.flow, self.spec.folder)
-                await self._scan(again=False)
-            polling = await self._polling_reason()
-            if polling is None:
-                try:
-                    await self._watch_events()
+            if notify is None:
+                problem = await anyio.to_thread.run_sync(folder_problem, self.spec.folder)
+                if problem is not None:
+                    self._say_missing(problem)
+                    await anyio.sleep(CHECK_EVERY)
                     continue
-                except FileNotFoundError:
-                    continue  # gone between the check and the watch: report it above
-                except (OSError, RuntimeError) as exc:
-                    self._fallback = _why_watch_failed(exc)
-                    log.warning(
-                        "flow=%s cannot watch %s with inotify (%s); polling it every %gs instead",
-                        self.spec.flow,
-                        self.spec.folder,
-                        self._fallback,
-                        self._poll_interval,
-                    )
-            await self._poll()
+                if await self._polling_reason() is not None:
+                    self._say_back()
+                    await self._poll()
+                    continue
+                notify = await self._arm()
+                if notify is None:
+                    continue
+                self._say_back()
+                await self._scan(again=False)  # what landed before the watch was armed
+            try:
+                await notify.run(self._changed, self._clock)
+            except RuntimeError as exc:  # the notify thread failed: polling is the safe way
+                self._fall_back(exc)
+            finally:
+                notify.close()
+            notify = None
+
+    async def _arm(self) -> Inotify | None:
+        """An inotify watch on the folder, or ``None`` (the folder is gone, or watching failed
+        and the watch polls from now on)."""
+        try:
+            return await Inotify.arm(self.spec.folder, recursive=self.spec.recursive)
+        except FileNotFoundError as exc:
+            if await anyio.to_thread.run_sync(folder_problem, self.spec.folder) is None:
+                self._fall_back(exc)  # there after all: not a race with its deletion
+        except (OSError, RuntimeError) as exc:
+            self._fall_back(exc)
+        return None
+
+    def _fall_back(self, exc: BaseException) -> None:
+        self._fallback = why_watch_failed(exc)
+        log.warning(
+            "flow=%s cannot watch %s with inotify (%s); polling it every %gs instead",
+            self.spec.flow,
+            self.spec.folder,
+            self._fallback,
+            self._poll_interval,
+        )
 
     async def _polling_reason(self) -> str | None:
         if self._fallback is not None:
@@ -293,45 +311,17 @@ class FolderWatch:
 
     async def _poll(self) -> None:
         """Scan every poll interval until the folder is gone."""
+        log.info(
+            "flow=%s polling %s every %gs (%s)",
+            self.spec.flow,
+            self.spec.folder,
+            self._poll_interval,
+            await self._polling_reason(),
+        )
         while True:
             if await self._scan(again=False) is not None:
                 return
             await anyio.sleep(self._poll_interval)
-
-    async def _watch_events(self) -> None:
-        """Look at the paths inotify reports until the folder is deleted or replaced."""
-        folder, root = self.spec.folder, str(self.spec.folder)
-        armed_as = await anyio.to_thread.run_sync(identity, folder)
-        next_check = self._clock() + ROOT_CHECK
-        stop = anyio.Event()
-        catch_up = True
-        async with anyio.create_task_group() as tg:
-            # awatch waits in a worker thread that sees a cancel only when it returns: the
-            # stop event ends it at once; yield_on_timeout lets this loop check the folder
-            tg.start_soon(_set_when_cancelled, stop)
-            async for changes in awatch(
-                folder,
-                watch_filter=None,
-                debounce=400,
-                step=20,
-                stop_event=stop,
-                rust_timeout=int(ROOT_CHECK * 1000),
-                yield_on_timeout=True,
-                recursive=self.spec.recursive,
-                ignore_permission_denied=True,
-            ):
-                if catch_up:  # armed now: a file may have landed before the watch was
-                    catch_up = False
-                    await self._scan(again=False)
-                if changes:
-                    await self._changed(changes)
-                if (Change.deleted, root) in changes:
-                    break
-                if self._clock() >= next_check:
-                    next_check = self._clock() + ROOT_CHECK
-                    if await anyio.to_thread.run_sync(identity, folder) != armed_as:
-                        break
-            tg.cancel_scope.cancel()
 
     async def _changed(self, changes: set[tuple[Change, str]]) -> None:
         if len(changes) >= STORM:
@@ -344,6 +334,11 @@ class FolderWatch:
                 self._files.forget(Path(path))
         self._offer(await self._observe(seen, again=False))
 
+    def _say_back(self) -> None:
+        if self._missing is not None:
+            self._missing = None
+            log.info("flow=%s folder %s is back; watching it", self.spec.flow, self.spec.folder)
+
     def _say_missing(self, problem: str) -> None:
         if self._missing is None:
             self._missing = problem
@@ -351,14 +346,3 @@ class FolderWatch:
                 f"{problem}; the files() trigger of flow '{self.spec.flow}' ({self.spec.where}) "
                 f"picks it up when it appears"
             )
-
-
-def _why_watch_failed(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return "the inotify watch limit is reached: raise sysctl fs.inotify.max_user_watches"
-    if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
-        return "too many inotify instances: raise sysctl fs.inotify.max_user_instances"
-    text = str(exc) or type(exc).__name__
-    if "No space left" in text or "limit" in text.lower():
-        return f"{text}: raise sysctl fs.inotify.max_user_watches"
-    return text
