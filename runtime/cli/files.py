@@ -105,6 +105,13 @@ def cmd_files(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _detail(row: dict[str, Any]) -> str:
+    why = row["why"] or ""
+    if row["state"] == "waiting" and row["ready_at"]:
+        return f"{why}; last changed {row['mtime']}, ready at {row['ready_at']}"
+    return why
+
+
 def _table(found: Sequence[Binding], rows: Sequence[dict[str, Any]]) -> None:
     for binding in found:
         mine = [r for r in rows if r["trigger"] == binding.key]
@@ -114,7 +121,8 @@ def _table(found: Sequence[Binding], rows: Sequence[dict[str, Any]]) -> None:
         width = max((len(str(r["path"])) for r in mine), default=4)
         for r in mine:
             size = "" if r["size"] is None else str(r["size"])
-            out(f"  {r['state']:<10} {r['path']:<{width}} {size:>10}  {r['why'] or ''}".rstrip())
+            line = f"  {r['state']:<10} {r['path']:<{width}} {size:>10}  {_detail(r)}"
+            out(line.rstrip())
         out()
 
 
@@ -144,13 +152,14 @@ def _file_key(path: Path) -> claims.FileKey | str:
 
 
 def file_start(
-    args: argparse.Namespace, config: Config, flow: Flow, params: dict[str, Any]
+    args: argparse.Namespace, config: Config, flow: Flow, params: dict[str, Any], notes: list[str]
 ) -> Start | int:
     """What ``run --file`` starts on the runner, or the exit code of why it cannot.
 
     The file is claimed and its run queued in one transaction (so the service never runs
     this content again), the run is executed here, then the trigger's ``on_success`` /
-    ``on_failure`` is carried out on the file as the service would.
+    ``on_failure`` is carried out on the file as the service would; what became of the file
+    is added to *notes* (printed after the run's own lines).
     """
     found = file_bindings(flow)
     if not found:
@@ -195,17 +204,17 @@ def file_start(
         rows = await runner.store.read(claims.claims_of_runs, [run_id])
         done = await anyio.to_thread.run_sync(plugin.settle_blocking, found, rows)
         await claims.settle_claims(runner.store, done, runner.clock.now())
-        for got in done:
-            _say(path, got)
+        notes.extend(_said(path, got) for got in done)
         return result
 
     return start
 
 
-def _say(path: Path, got: Settlement) -> None:
+def _said(path: Path, got: Settlement) -> str:
     if got.outcome == "moved":
-        err(f"{path}: moved to {got.moved_to}")
-    elif got.outcome == "deleted":
-        err(f"{path}: deleted")
-    elif got.outcome in ("failed", "kept"):
-        err(f"{path}: not moved: {got.error}")
+        return f"{path}: moved to {got.moved_to}"
+    if got.outcome == "deleted":
+        return f"{path}: deleted"
+    if got.outcome == "left":
+        return f"{path}: left in place" + (f" ({got.error})" if got.error else "")
+    return f"{path}: not moved: {got.error}"

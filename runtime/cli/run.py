@@ -63,8 +63,14 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.file is not None:  # as the flow's files() trigger would: claim, run, move
         from runtime.cli.files import file_start
 
-        start = file_start(args, config, flow, resolved)
-        return start if isinstance(start, int) else _foreground(args, config, flow, start)
+        notes: list[str] = []
+        start = file_start(args, config, flow, resolved, notes)
+        if isinstance(start, int):
+            return start
+        code = _foreground(args, config, flow, start)
+        for note in notes:  # what became of the file, after the run's own lines
+            err(note)
+        return code
     return _foreground(args, config, flow, lambda runner, handle: runner.run(
         flow, params, key=args.key, handle=handle
     ))  # fmt: skip

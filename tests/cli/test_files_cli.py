@@ -221,3 +221,24 @@ def test_a_file_from_run_file_is_not_claimed_again_by_the_trigger(cli: Cli) -> N
         assert claims.claimed_among(conn, "ingest", [key]) == {key}
     finally:
         conn.close()
+
+
+def test_run_file_outside_the_folder_runs_and_leaves_the_file(cli: Cli) -> None:
+    elsewhere = cli.home / "reprocess" / "orders.csv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("id\n9\n")
+    code, _, err = cli("run", "ingest", "--file", str(elsewhere))
+    assert code == 0, err
+    assert f"{elsewhere}: left in place (not in the trigger's folder)" in err
+    assert elsewhere.exists()
+    # the note comes after the run's own lines
+    assert err.index("left in place") > err.index("run 1 of ingest succeeded")
+
+
+def test_files_table_says_when_a_waiting_file_will_be_ready(cli: Cli) -> None:
+    cli.drop("new.csv")
+    code, out, _ = cli("files", "ingest")
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if "new.csv" in ln)
+    assert line.split()[0] == "waiting"
+    assert "ready at 20" in line
