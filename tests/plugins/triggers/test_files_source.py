@@ -177,7 +177,6 @@ async def test_a_rebind_keeps_what_was_claimed(db_path: Path, tmp_path: Path) ->
             before = store.writer.batches
             source.bind([binding(inbox, **{**MOVES, "on_success": "delete"})])
             source.bind([first])  # a reload back and forth: rescans, claims nothing new
-            await anyio.sleep(0.3)
             _old(inbox / "b.csv")
             await _claims(db_path, 2)
             assert store.writer.batches - before <= 2
@@ -205,3 +204,26 @@ async def test_a_run_of_a_dead_process_is_settled_at_once(db_path: Path, tmp_pat
             await _end(host, run_id, RunState.SUCCEEDED, publish=False)
             assert await source.settler.reconcile() == 1  # no grace: its owner is gone
     assert (tmp_path / "done" / "a.csv").exists()
+
+
+async def test_a_failed_move_is_recorded_and_reported_and_the_source_goes_on(
+    db_path: Path, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    _old(inbox / "a.csv")
+    (tmp_path / "blocked").write_text("a file where the done folder should be")
+    moves = {**MOVES, "on_success": "move:blocked/done"}
+    async with open_store(db_path) as store:
+        host = Host(store, make_flow())
+        async with serving(host, binding(inbox, **moves)):
+            (run_id,) = [r[0] for r in _rows(db_path, "SELECT run_id FROM file_claims")]
+            await _end(host, run_id, RunState.SUCCEEDED)
+            (row,) = await _settled(db_path, 1)
+            _old(inbox / "b.csv")  # the source still claims
+            await _claims(db_path, 2)
+    assert row == (str(inbox / "a.csv"), "failed", None)
+    (error,) = _rows(db_path, "SELECT settle_error FROM file_claims WHERE outcome = 'failed'")
+    assert str(tmp_path / "blocked" / "done") in error[0]
+    assert (inbox / "a.csv").exists()
+    assert len(host.reports) == 1
+    assert f"run {run_id}: {inbox / 'a.csv'}: cannot move to" in host.reports[0]
