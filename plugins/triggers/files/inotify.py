@@ -23,7 +23,10 @@ from plugins.triggers.files.scanning import identity
 ROOT_CHECK = 1.0  # seconds between checks that the watched folder is still the same one
 DEBOUNCE, STEP = 400, 20  # ms: changes are grouped for at most 400 ms, 20 ms quiet ends a group
 
-Changes = set[tuple[Change, str]]
+Changes = set[tuple[int, str]]
+"""Raw changes as watchfiles' Rust side gives them: ``(Change value, path)``; a storm holds
+thousands, and making a ``Change`` of each on the event loop would cost more than the rest."""
+DELETED = int(Change.deleted)
 
 
 async def _set_when_cancelled(event: threading.Event) -> None:
@@ -81,9 +84,8 @@ class Inotify:
                     self._notify.watch, DEBOUNCE, STEP, timeout, stop
                 )
                 if isinstance(raw, set):
-                    changes = {(Change(change), path) for change, path in raw}
-                    await on_changes(changes)
-                    if (Change.deleted, root) in changes:
+                    await on_changes(raw)
+                    if (DELETED, root) in raw:
                         break
                 if clock() >= next_check:
                     next_check = clock() + ROOT_CHECK

@@ -183,6 +183,18 @@ def stat_paths(spec: FilesSpec, paths: Iterable[str]) -> list[Stat]:
     return found
 
 
+def look_at_changes(
+    spec: FilesSpec, changes: Iterable[tuple[int, str]], deleted: int
+) -> tuple[list[Stat], list[Path]]:
+    """``(files, gone)`` after watch events: the files among the changed paths that are for
+    *spec* (see :func:`stat_paths`), and the paths reported *deleted* that are not there."""
+    changes = list(changes)
+    found = stat_paths(spec, (path for _, path in changes))
+    there = {s.path for s in found}
+    gone = [Path(p) for kind, p in changes if kind == deleted and Path(p) not in there]
+    return found, gone
+
+
 def scan_tree(spec: FilesSpec, top: Path | None = None) -> list[Stat]:
     """Every file under *top* (the spec's folder by default) that is for *spec*, recursively
     when the spec says so. Symlinks to files are followed; symlinks to folders too, each

@@ -25,8 +25,8 @@ class _Entry:
     mtime_ns: int
     ready_at: float  # monotonic: when these facts will have been unchanged for stable_for
     ready: bool  # stable now: offered, or about to be
-    offered: bool  # handed over with these facts since the last rescan
-    seen: float  # monotonic: the last stat that saw it
+    offered: tuple[int, int] | None  # (size, mtime_ns) last handed over, kept across changes
+    seen: float  # monotonic: when the newest stat that saw it was asked for
     due: float | None  # the time of its one timer in the heap, if it has one
 
 
@@ -46,28 +46,39 @@ class Stability:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def observe(self, seen: Stat, wall: float, *, again: bool = False) -> FileFacts | None:
-        """Record one stat of a file (at wall-clock *wall*, epoch seconds); return its facts
-        when it should be offered now: ready, and not offered with these facts yet (or
-        *again*, for a rescan, which offers every ready file)."""
+    def observe(
+        self, seen: Stat, wall: float, *, taken: float, again: bool = False
+    ) -> FileFacts | None:
+        """Record one stat of a file (asked for at monotonic *taken*; *wall* is the wall-clock
+        time now, epoch seconds); return its facts when it should be offered now: ready, and
+        not offered with these facts yet (or *again*, for a rescan, which offers every ready
+        file).
+
+        Stats come from several worker threads and may land out of order: one asked for
+        before the stat the file's entry is built on is older news, and is ignored (a newer
+        change still shows at the next event or timer).
+        """
         now = self._clock()
         entry = self._entries.get(seen.path)
+        if entry is not None and taken < entry.seen:
+            return None
         if entry is None or entry.size != seen.size or entry.mtime_ns != seen.mtime_ns:
             settled = moved_in(seen, self.stable_for, wall)
             # the mtime is the last change: unchanged since then (checked when the time comes)
             by_mtime = now + seen.mtime_ns / 1e9 + self.stable_for - wall
             ready_at = min(now + self.stable_for, by_mtime)
-            due = entry.due if entry is not None else None
-            entry = _Entry(seen.size, seen.mtime_ns, ready_at, settled, False, now, due)
+            # what was handed over is kept: coming back to those facts offers nothing
+            due, offered = (entry.due, entry.offered) if entry is not None else (None, None)
+            entry = _Entry(seen.size, seen.mtime_ns, ready_at, settled, offered, taken, due)
             self._entries[seen.path] = entry
         else:
-            entry.seen = now
+            entry.seen = taken
             if not entry.ready and now >= entry.ready_at:
                 entry.ready = True
         if entry.ready:
-            if entry.offered and not again:
+            if entry.offered == (seen.size, seen.mtime_ns) and not again:
                 return None
-            entry.offered = True
+            entry.offered = (seen.size, seen.mtime_ns)
             return FileFacts(seen.path, seen.size, seen.mtime_ns)
         if entry.due is None:
             entry.due = entry.ready_at

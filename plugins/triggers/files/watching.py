@@ -9,6 +9,7 @@ worker threads; the loop only keeps a dict per path and one heap of stability ti
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -18,19 +19,18 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import TaskStatus
-from watchfiles import Change
 
-from plugins.triggers.files.inotify import Inotify, why_watch_failed
+from plugins.triggers.files.inotify import DELETED, Changes, Inotify, why_watch_failed
 from plugins.triggers.files.scanning import (
     FileFacts,
     FileState,
     Stat,
     classify,
     folder_problem,
+    look_at_changes,
     network_fs,
     scan_folder,
     stat_files,
-    stat_paths,
 )
 from plugins.triggers.files.spec import FilesSpec
 from plugins.triggers.files.stability import Stability
@@ -132,11 +132,12 @@ class FolderWatch:
     # --- what was found ---
 
     async def _startup(self) -> None:
+        taken = self._clock()
         problem, seen = await anyio.to_thread.run_sync(scan_folder, self.spec)
         if problem is not None:
             self._say_missing(problem)
             return
-        ready = await self._observe(seen, again=True)
+        ready = await self._observe(seen, taken=taken, again=True)
         log.info(
             "flow=%s watching %s: %d file(s) complete at start, %d waiting",
             self.spec.flow,
@@ -151,16 +152,16 @@ class FolderWatch:
         for i in range(0, len(ready), CHUNK):
             await self._on_ready(ready[i : i + CHUNK])
 
-    async def _observe(self, seen: list[Stat], *, again: bool) -> list[FileFacts]:
-        """Feed stats to the stability tracker in slices, so that a storm of files does not
-        hold the loop; the files to offer now."""
+    async def _observe(self, seen: list[Stat], *, taken: float, again: bool) -> list[FileFacts]:
+        """Feed stats asked for at *taken* to the stability tracker in slices, so that a storm
+        of files does not hold the loop; the files to offer now."""
         ready: list[FileFacts] = []
         for i in range(0, len(seen), CHUNK):
             if i:
                 await anyio.lowlevel.checkpoint()
             wall = time.time()
             for one in seen[i : i + CHUNK]:
-                facts = self._files.observe(one, wall, again=again)
+                facts = self._files.observe(one, wall, taken=taken, again=again)
                 if facts is not None:
                     ready.append(facts)
         self._timer_signal.set()
@@ -180,7 +181,7 @@ class FolderWatch:
         if problem is not None:
             return problem
         self._files.retain((s.path for s in seen), started)
-        self._offer(await self._observe(seen, again=again))
+        self._offer(await self._observe(seen, taken=started, again=again))
         return None
 
     # --- the loops ---
@@ -196,9 +197,8 @@ class FolderWatch:
                 files = list(self._pending.values())
                 self._pending.clear()
             else:
-                files = []
-                for path in list(self._pending)[:CHUNK]:
-                    files.append(self._pending.pop(path))
+                chunk = list(itertools.islice(self._pending, CHUNK))
+                files = [self._pending.pop(path) for path in chunk]
             await self._on_ready(files)
 
     async def _run_timers(self) -> None:
@@ -213,32 +213,34 @@ class FolderWatch:
                 with anyio.move_on_after(delay):
                     await self._timer_signal.wait()
                 continue
-            paths = self._files.pop_due(self._clock())
+            taken = self._clock()
+            paths = self._files.pop_due(taken)
             if not paths:
                 continue
             seen = await anyio.to_thread.run_sync(stat_files, paths)
             for path in set(paths).difference(s.path for s in seen):
                 self._files.forget(path)
-            self._offer(await self._observe(seen, again=False))
+            self._offer(await self._observe(seen, taken=taken, again=False))
 
     async def _run_rescans(self) -> None:
         """The periodic scan that offers every complete file again, and a scan soon after a
         burst big enough that inotify may have dropped events."""
         next_rescan = self._clock() + self._rescan
         while True:
+            storm = False
             with anyio.move_on_after(max(0.0, next_rescan - self._clock())):
                 await self._storm_signal.wait()
+                storm = True
                 while True:  # wait for the burst to pass
                     with anyio.move_on_after(STORM_QUIET) as quiet:
                         await self._storm_signal.wait()
                     if quiet.cancelled_caught:
                         break
-                if not self._missing:
-                    await self._scan(again=False)
-                continue
-            next_rescan = self._clock() + self._rescan
-            if not self._missing:
-                await self._scan(again=True)
+            # the scan runs outside the timeout: a cut scan would lose what it found ready
+            if not storm:
+                next_rescan = self._clock() + self._rescan
+            if self._missing is None:
+                await self._scan(again=not storm)
 
     async def _run_watch(self, notify: Inotify | None) -> None:
         """Watch the folder while it is there; report it once when it is not, and pick it up
@@ -323,16 +325,14 @@ class FolderWatch:
                 return
             await anyio.sleep(self._poll_interval)
 
-    async def _changed(self, changes: set[tuple[Change, str]]) -> None:
+    async def _changed(self, changes: Changes) -> None:
         if len(changes) >= STORM:
             self._storm_signal.set()
-        paths = [path for _, path in changes]
-        seen = await anyio.to_thread.run_sync(stat_paths, self.spec, paths)
-        found = {s.path for s in seen}
-        for change, path in changes:
-            if change == Change.deleted and Path(path) not in found:
-                self._files.forget(Path(path))
-        self._offer(await self._observe(seen, again=False))
+        taken = self._clock()
+        seen, gone = await anyio.to_thread.run_sync(look_at_changes, self.spec, changes, DELETED)
+        for path in gone:
+            self._files.forget(path)
+        self._offer(await self._observe(seen, taken=taken, again=False))
 
     def _say_back(self) -> None:
         if self._missing is not None:

@@ -10,8 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from plugins.triggers.files import watching
 from plugins.triggers.files.watching import FolderWatch
-from tests.plugins.triggers.watchkit import Recorder, make_spec, until, watching, write
+from tests.plugins.triggers.watchkit import Recorder, make_spec, until, write
+from tests.plugins.triggers.watchkit import watching as running
 
 LONG = 600.0  # a stable_for or rescan no test waits for: what happens before it is the point
 
@@ -24,28 +26,31 @@ async def test_files_there_before_start_are_offered_before_started(tmp_path: Pat
     write(inbox / "fresh.csv")  # written just now: waits for stability
     rec = Recorder()
     watch = FolderWatch(make_spec(inbox, stable_for=LONG), on_ready=rec.on_ready, report=rec.report)
-    async with watching(watch):
+    async with running(watch):
         assert rec.names() == ["old.csv"]  # already, at started()
         states = {s.path.name: s.state for s in watch.states()}
         assert states == {"old.csv": "ready", "fresh.csv": "waiting"}
 
 
-async def test_many_files_at_start_come_in_chunks(tmp_path: Path) -> None:
-    for i in range(1200):
+async def test_many_files_at_start_come_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watching, "CHUNK", 10)
+    for i in range(25):
         write(tmp_path / f"f{i:04}.csv", age=3600)
     rec = Recorder()
     watch = FolderWatch(
         make_spec(tmp_path, stable_for=LONG), on_ready=rec.on_ready, report=rec.report
     )
-    async with watching(watch):
-        assert len(rec.distinct()) == 1200
-        assert [len(c) for c in rec.calls] == [1000, 200]
+    async with running(watch):
+        assert len(rec.distinct()) == 25
+        assert [len(c) for c in rec.calls] == [10, 10, 5]
 
 
 async def test_a_file_is_offered_once_stable_and_once_only(tmp_path: Path) -> None:
     rec = Recorder()
     spec = make_spec(tmp_path, stable_for="300ms", pattern="*.csv")
-    async with watching(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)) as watch:
+    async with running(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)) as watch:
         path = write(tmp_path / "a.csv", "1,2,3\n")
         await until(lambda: rec.offered, "a.csv offered")
         # more events and timers come and go: still one offer
@@ -65,7 +70,7 @@ async def test_a_file_is_offered_once_stable_and_once_only(tmp_path: Path) -> No
 async def test_a_slow_writer_is_offered_once_at_full_size_after_it_stops(tmp_path: Path) -> None:
     rec = Recorder()
     spec = make_spec(tmp_path, stable_for="1s")
-    async with watching(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)):
+    async with running(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)):
         target = tmp_path / "slow.csv"
         with target.open("w") as f:
             for i in range(30):  # 3 s of appends, 100 ms apart
@@ -87,7 +92,7 @@ async def test_a_file_renamed_in_is_offered_at_once(tmp_path: Path) -> None:
     staging.mkdir()
     rec = Recorder()
     spec = make_spec(inbox, stable_for=LONG)  # stability would take 10 minutes
-    async with watching(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)) as watch:
+    async with running(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)) as watch:
         write(inbox / "written-here.csv")  # the control: a plain new file waits
         # written a while ago elsewhere, then moved in
         os.rename(write(staging / "old.csv", age=60), inbox / "old.csv")
@@ -109,7 +114,7 @@ async def test_hidden_temporary_and_unmatched_names_are_ignored(tmp_path: Path) 
     rec = Recorder()
     spec = make_spec(tmp_path, pattern="*.csv", ignore=["skip_*"], recursive=True, stable_for=0)
     watch = FolderWatch(spec, on_ready=rec.on_ready, report=rec.report, rescan=0.2)
-    async with watching(watch):
+    async with running(watch):
         for name in [".x.csv", "a.tmp", "b.part", "c.crdownload", "d.swp", "e.txt", "skip_f.csv"]:
             write(tmp_path / name)
         write(tmp_path / ".hidden" / "g.csv")
@@ -123,7 +128,7 @@ async def test_hidden_temporary_and_unmatched_names_are_ignored(tmp_path: Path) 
 async def test_the_same_path_rewritten_is_offered_again(tmp_path: Path) -> None:
     rec = Recorder()
     spec = make_spec(tmp_path, stable_for="100ms")
-    async with watching(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)):
+    async with running(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)):
         path = write(tmp_path / "daily.csv", "v1\n")
         await until(lambda: rec.offered, "the first version offered")
         write(path, "version 2\n")
@@ -137,7 +142,7 @@ async def test_a_periodic_rescan_offers_every_complete_file_again(tmp_path: Path
     rec = Recorder()
     spec = make_spec(tmp_path, stable_for=LONG)
     watch = FolderWatch(spec, on_ready=rec.on_ready, report=rec.report, rescan=0.2)
-    async with watching(watch):
+    async with running(watch):
         await until(lambda: len(rec.offered) >= 3, "a.csv offered by two rescans")
     assert {(f.path.name, f.size) for f in rec.offered} == {("a.csv", 8)}
 
@@ -145,8 +150,8 @@ async def test_a_periodic_rescan_offers_every_complete_file_again(tmp_path: Path
 async def test_a_batch_window_groups_the_files_ready_within_it(tmp_path: Path) -> None:
     write(tmp_path / "before.csv", age=3600)
     rec = Recorder()
-    spec = make_spec(tmp_path, stable_for=LONG, batch="1s")
-    async with watching(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)):
+    spec = make_spec(tmp_path, stable_for=LONG, batch="500ms")
+    async with running(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)):
         assert [[f.path.name for f in c] for c in rec.calls] == [["before.csv"]]
         for i in range(5):
             write(tmp_path / f"b{i}.csv", age=60)
@@ -162,7 +167,7 @@ async def test_a_batch_window_groups_the_files_ready_within_it(tmp_path: Path) -
 async def test_a_vanished_file_is_forgotten(tmp_path: Path) -> None:
     rec = Recorder()
     spec = make_spec(tmp_path, stable_for=LONG)
-    async with watching(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)) as watch:
+    async with running(FolderWatch(spec, on_ready=rec.on_ready, report=rec.report)) as watch:
         path = write(tmp_path / "gone.csv")
         await until(lambda: watch.states(), "gone.csv seen")
         path.unlink()

@@ -33,8 +33,12 @@ def clock() -> Clock:
     return Clock()
 
 
-def observe(files: Stability, clock: Clock, seen: Stat, **kw: bool) -> FileFacts | None:
-    return files.observe(seen, WALL + clock.now, **kw)
+def observe(
+    files: Stability, clock: Clock, seen: Stat, *, taken: float | None = None, again: bool = False
+) -> FileFacts | None:
+    """Observe *seen* as a stat asked for at *taken* (now by default)."""
+    when = clock.now if taken is None else taken
+    return files.observe(seen, WALL + clock.now, taken=when, again=again)
 
 
 def test_a_file_is_ready_stable_for_after_its_last_write(clock: Clock) -> None:
@@ -105,3 +109,14 @@ def test_states_say_when_a_waiting_file_will_be_ready(clock: Clock) -> None:
     waiting, ready = files.states(WALL + 0.5)
     assert (waiting.state, waiting.ready_at, waiting.size) == ("waiting", WALL + 2.0, 10)
     assert (ready.state, ready.ready_at, ready.why) == ("ready", None, None)
+
+
+def test_a_stale_stat_landing_late_is_ignored(clock: Clock) -> None:
+    """Stats come from several worker threads: an older one may be observed after a newer."""
+    files = Stability(2.0, clock)
+    clock.now = 3.0
+    complete, empty = stat(10, 0.5), stat(0, 0.0)
+    assert observe(files, clock, complete, taken=2.9) == FileFacts(A, 10, complete.mtime_ns)
+    assert observe(files, clock, empty, taken=2.8) is None  # asked for before: older news
+    assert [s.size for s in files.states(WALL + 3.0)] == [10]
+    assert observe(files, clock, complete, taken=3.0) is None  # and offered once
