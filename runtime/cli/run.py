@@ -51,15 +51,26 @@ Start = Callable[[Runner, RunHandle], Awaitable[RunResult]]
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    """``sluiceway run FLOW [--param k=v] [--key KEY] [--quiet] [--json]``."""
+    """``sluiceway run FLOW [--param k=v] [--key KEY | --file PATH] [--quiet] [--json]``."""
     try:
         flow = load_flow(config, args.flow)
         params = parse_params(args.param, flow.params)
-        flow.resolve_params(params)
+        resolved = flow.resolve_params(params)
     except FlowValidationError as exc:
         for problem in exc.problems:
             err(problem)
         return EXIT_USAGE
+    if args.file is not None:  # as the flow's files() trigger would: claim, run, move
+        from runtime.cli.files import file_start
+
+        notes: list[str] = []
+        start = file_start(args, config, flow, resolved, notes)
+        if isinstance(start, int):
+            return start
+        code = _foreground(args, config, flow, start)
+        for note in notes:  # what became of the file, after the run's own lines
+            err(note)
+        return code
     return _foreground(args, config, flow, lambda runner, handle: runner.run(
         flow, params, key=args.key, handle=handle
     ))  # fmt: skip

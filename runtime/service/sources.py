@@ -13,6 +13,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from runtime.abc import Binding, TriggerSource
+from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.registry import PluginError, trigger_source
 from runtime.service.context import ServiceContext
@@ -43,6 +44,11 @@ class ServiceHost:
     @property
     def store(self) -> Any:
         return self._ctx.store
+
+    @property
+    def config(self) -> Config:
+        """The service's config (a source reads its own table, e.g. ``[files]``)."""
+        return self._ctx.config
 
     @property
     def bus(self) -> Any:

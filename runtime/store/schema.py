@@ -146,6 +146,30 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE error_type = 'InterruptedRunError'
         AND error_message IN ('interrupted by service shutdown', 'interrupted by service restart');
     """,
+    # 6: file claims of files() triggers: one row per (flow, path, content) taken, committed in
+    # the transaction that queues its run, so a file's content runs exactly once; what became
+    # of the file after its run (moved, deleted, left, or why not) is recorded on the claim
+    """
+    CREATE TABLE file_claims (
+        id           INTEGER PRIMARY KEY,
+        flow         TEXT NOT NULL,
+        trigger      TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        mtime_ns     INTEGER NOT NULL,
+        run_id       INTEGER REFERENCES runs(id),
+        claimed_at   TEXT NOT NULL,
+        settled_at   TEXT,
+        outcome      TEXT,
+        moved_to     TEXT,
+        settle_error TEXT
+    );
+    -- the same content of the same path is claimed once, whatever sees it again
+    CREATE UNIQUE INDEX file_claims_content ON file_claims(flow, path, size, mtime_ns);
+    CREATE INDEX file_claims_by_run ON file_claims(run_id);
+    -- claims whose file still waits for its run's end: start-up reconciles them by this index
+    CREATE INDEX file_claims_unsettled ON file_claims(run_id) WHERE settled_at IS NULL;
+    """,
     # data-quality checks: run.check(...) in a task and @flow.check(after=...) functions, one
     # row per check per attempt (a failed one also records a quality.failed event)
     """
@@ -254,4 +278,19 @@ INSERT INTO flows (name, path, source_hash, updated_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET path = excluded.path, source_hash = excluded.source_hash,
     updated_at = excluded.updated_at
 WHERE flows.source_hash IS NOT excluded.source_hash OR flows.path IS NOT excluded.path
+"""
+
+# A claim is inserted only when its content was never claimed; RETURNING says which were new.
+INSERT_CLAIM = """
+INSERT INTO file_claims (flow, trigger, path, size, mtime_ns, claimed_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+# a settled claim stays settled: a second settler (the service beside `run --file`) changes
+# nothing
+SETTLE_CLAIM = """
+UPDATE file_claims SET settled_at = ?, outcome = ?, moved_to = ?, settle_error = ?
+WHERE id = ? AND settled_at IS NULL
 """

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -152,8 +153,10 @@ def resolve(binding: Binding) -> FilesSpec:
         raise ValueError("; ".join(problems))
 
     def absolute(path: str | Path) -> Path:
+        # normalised ("flows/../inbox" is "inbox"), symlinks kept: a claim's path is the
+        # path the watcher finds, and `run --file` names the same file the same way
         p = Path(path).expanduser()
-        return p if p.is_absolute() else binding.base / p
+        return Path(os.path.normpath(p if p.is_absolute() else binding.base / p))
 
     def action(key: str) -> Action:
         kind, folder = _action(options.get(key), key, [])
