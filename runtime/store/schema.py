@@ -146,6 +146,25 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE error_type = 'InterruptedRunError'
         AND error_message IN ('interrupted by service shutdown', 'interrupted by service restart');
     """,
+    # 6: the file claims of files() triggers. Number 6 is the files plugin's (numbers were
+    # assigned ahead so parallel work does not collide); on a branch without it, nothing.
+    """
+    SELECT 1;
+    """,
+    # 7: on_flow triggers: per (downstream flow, trigger key) the upstream run id up to which
+    # every run of the upstream has ended and been handled (its downstream run queued, or it
+    # did not match). Runs above it are looked at again; their downstream runs exist at most
+    # once through the runs' unique (flow, idempotency_key) index.
+    """
+    CREATE TABLE upstream_cursors (
+        flow       TEXT NOT NULL,
+        trigger    TEXT NOT NULL,
+        upstream   TEXT NOT NULL,
+        cursor     INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (flow, trigger)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
