@@ -171,7 +171,8 @@ def _ended_sql(watch: Watch) -> str:
     # the NOT EXISTS is one search of the unique (flow, idempotency_key) index per run
     if watch.task is None:
         return (
-            "SELECT r.id, r.state, r.logical_date, r.params FROM runs r "
+            # by flow, from the cursor: runs_by_state would read every flow's runs above it
+            "SELECT r.id, r.state, r.logical_date, r.params FROM runs r INDEXED BY runs_by_flow "
             f"WHERE r.flow = ? AND r.id > ? AND r.state IN ({marks}) "
             "AND NOT EXISTS (SELECT 1 FROM runs d WHERE d.flow = ? "
             "AND d.idempotency_key = 'flow:' || r.flow || ':' || r.id) "
