@@ -229,7 +229,11 @@ class Flow:
             except PluginError as exc:
                 found.append(f"{at}: {exc}")
                 continue
-            found.extend(f"{at}: {p}" for p in plugin.check_options(spec.options))
+            try:
+                refused = list(plugin.check_options(spec.options))
+            except Exception as exc:  # noqa: BLE001 - a plugin bug is its trigger's problem
+                refused = [f"plugin {spec.plugin!r} failed checking the options: {exc!r}"]
+            found.extend(f"{at}: {p}" for p in refused)
         return found
 
     @property
