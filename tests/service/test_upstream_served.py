@@ -46,9 +46,23 @@ def publish(run: Run) -> None:
 """
 
 
-def setup(home: Home) -> None:
+AUDIT = """
+from runtime import Flow, on_flow
+
+audit = Flow("audit", triggers=[on_flow("report")])
+
+
+@audit.task
+def check() -> None:
+    return None
+"""
+
+
+def setup(home: Home, *, chain: bool = False) -> None:
     (home.flows / "orders.py").write_text(ORDERS)
     (home.flows / "report.py").write_text(REPORT)
+    if chain:  # orders -> report -> audit
+        (home.flows / "audit.py").write_text(AUDIT)
 
 
 def start(home: Home) -> Served:
@@ -76,13 +90,14 @@ def wait_reports(home: Home, count: int) -> list[str]:
     return home.lines("reports.txt")
 
 
-def test_an_upstream_run_made_while_the_service_was_stopped_fires_once_at_start(
+def test_an_upstream_run_made_while_the_service_was_stopped_fires_its_chain_once(
     home: Home,
 ) -> None:
-    setup(home)
-    stop(start(home))  # the trigger was seen: its cursor starts at orders' newest run (none)
-    assert home.query("SELECT flow, upstream, cursor FROM upstream_cursors") == [
-        ("report", "orders", 0)
+    setup(home, chain=True)
+    stop(start(home))  # the triggers were seen: each cursor starts at its upstream's newest run
+    assert home.query("SELECT flow, upstream, cursor FROM upstream_cursors ORDER BY flow") == [
+        ("audit", "report", 0),
+        ("report", "orders", 0),
     ]
     ran = home.cli("run", "orders")  # another process, no service listening
     assert ran.returncode == 0, ran.stderr
@@ -92,11 +107,17 @@ def test_an_upstream_run_made_while_the_service_was_stopped_fires_once_at_start(
     second = start(home)
     assert report_runs(home) == [(2, f"flow:orders:{orders_id}")], second.describe()
     assert wait_reports(home, 1) == [f"2 orders {orders_id} {{'region': 'eu'}}"]
+    audits = home.wait_rows(  # the chain goes on: report's run started audit's
+        "SELECT idempotency_key, state FROM runs WHERE flow = 'audit'",
+        what="the audit run succeeded",
+        until=lambda rows: rows == [("flow:report:2", "succeeded")],
+    )
     stop(second)
 
     third = start(home)
     assert report_runs(home) == [(2, f"flow:orders:{orders_id}")], third.describe()
     stop(third)
+    assert home.query("SELECT idempotency_key, state FROM runs WHERE flow = 'audit'") == audits
     assert home.lines("reports.txt") == [f"2 orders {orders_id} {{'region': 'eu'}}"]
 
 
