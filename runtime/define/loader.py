@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.define.crossflow import cross_flow_problems
 from runtime.define.flow import Flow
 from runtime.define.importing import import_flow_file, is_flow_module, shown_path
 from runtime.define.probe import ProbeError, probe_files
@@ -69,9 +70,15 @@ def load_flows(
     with _importing:  # one import at a time: the collector and sys.path are process-wide
         before = set(sys.modules)
         try:
-            _load_files(loaded, None if pools is None else set(pools), files, fatal)
+            found, complete = _load_files(
+                loaded, None if pools is None else set(pools), files, fatal
+            )
         finally:
             _forget_helpers(folder, before)
+    # across files: on_flow triggers naming flows and tasks that exist, and no cycle of them
+    for name, problems in cross_flow_problems(found, complete=complete).items():
+        loaded.problems.extend(problems)
+        loaded.broken.add(name)
     for name in loaded.broken:
         loaded.flows.pop(name, None)
     return loaded
@@ -131,17 +138,22 @@ def _load_files(
     pool_names: set[str] | None,
     files: Iterable[Path],
     fatal: dict[Path, str],
-) -> None:
+) -> tuple[dict[str, Flow], bool]:
+    """Import *files* into *loaded*; every flow found (broken ones too) by name, and whether
+    every file imported (else a flow named elsewhere may be in one that did not)."""
     seen: dict[str, Flow] = {}
+    complete = True
     for path in files:
         if path in fatal:  # it would end this process: not imported, its flows not loaded
             loaded.files[path] = []
             loaded.problems.append(fatal[path])
+            complete = False
             continue
         flows, problem = import_flow_file(path)
         loaded.files[path] = [f.name for f in flows]
         if problem:
             loaded.problems.append(problem)
+            complete = False
             continue
         if not flows:
             loaded.problems.append(f"{shown_path(path)}:1: defines no Flow")
@@ -160,3 +172,4 @@ def _load_files(
                 loaded.broken.add(flow.name)
             else:
                 loaded.flows[flow.name] = flow
+    return seen, complete

@@ -8,6 +8,7 @@ the ``files`` plugin's). Each spec remembers the file and line it was written on
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def source(plugin: str, **options: Any) -> SourceTrigger:
 
 
 def files(
-    folder: str,
+    folder: str | os.PathLike[str],
     pattern: str = "*",
     *,
     recursive: bool = False,
@@ -128,6 +129,8 @@ def files(
         "on_failure": (on_failure, None),
         "poll": (poll, None),
     }
+    if isinstance(folder, os.PathLike):
+        folder = os.fspath(folder)  # files(Path("inbox")) is files("inbox"), key and all
     options: dict[str, Any] = {"folder": folder, "pattern": pattern}
     options.update((k, value) for k, (value, default) in given.items() if value != default)
     return SourceTrigger("files", options, _caller(1))
@@ -198,12 +201,17 @@ def on_flow(
     date, state and params are in ``run.trigger``. A cycle of ``on_flow`` triggers is a
     problem of the flows it joins.
     """
-    states = (state,) if isinstance(state, str) else tuple(state)
     problems = []
+    if isinstance(state, str):
+        states: tuple[Any, ...] = (state,)
+    elif isinstance(state, Iterable) and not isinstance(state, Mapping | bytes):
+        states = tuple(state)
+    else:  # None, 5: said below, not a TypeError at the flow file's import
+        states = (state,)
     if not isinstance(flow, str) or not NAME_PATTERN.match(flow):
         problems.append(f"on_flow: flow name must be letters, digits, '_', '.', '-', not {flow!r}")
     allowed = FLOW_STATES if task is None else TASK_STATES
-    bad = [s for s in states if s not in allowed]
+    bad = [s for s in states if not isinstance(s, str) or s not in allowed]
     if bad or not states:
         what = "a run" if task is None else "a task"
         problems.append(
@@ -212,7 +220,9 @@ def on_flow(
         )
     if task is not None and (not isinstance(task, str) or not NAME_PATTERN.match(task)):
         problems.append(f"on_flow: task must be a task name, not {task!r}")
-    return FlowTrigger(flow, tuple(dict.fromkeys(states)), task, _caller(1), tuple(problems))
+    if not bad:
+        states = tuple(dict.fromkeys(states))  # in order, once each
+    return FlowTrigger(flow, states, task, _caller(1), tuple(problems))
 
 
 def source_problems(flow: str, where: str, specs: Iterable[SourceTrigger]) -> list[str]:
@@ -228,5 +238,9 @@ def source_problems(flow: str, where: str, specs: Iterable[SourceTrigger]) -> li
         except PluginError as exc:
             found.append(f"{at}: {exc}")
             continue
-        found.extend(f"{at}: {p}" for p in plugin.check_options(spec.options))
+        try:
+            refused = list(plugin.check_options(spec.options))
+        except Exception as exc:  # noqa: BLE001 - a plugin bug is its trigger's problem
+            refused = [f"plugin {spec.plugin!r} failed checking the options: {exc!r}"]
+        found.extend(f"{at}: {p}" for p in refused)
     return found

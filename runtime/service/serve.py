@@ -21,6 +21,7 @@ from runtime.service.recovery import Recovery
 from runtime.service.reload import Reloader, record_flow
 from runtime.service.runs import ActiveRuns
 from runtime.service.sources import Sources
+from runtime.service.upstream import Upstreams
 from runtime.store import queue, requests
 from runtime.store.lock import DatabaseLock
 
@@ -48,6 +49,7 @@ class Service:
         self.run_queue = RunQueue(ctx, self.runs, self.recovery)
         self.reloader = Reloader(ctx, files)
         self.sources = Sources(ctx)
+        self.upstreams = Upstreams(ctx)
         self.feeders: anyio.CancelScope | None = None
         self.stopping = False
 
@@ -91,6 +93,8 @@ class Service:
         await feeders.start(self.run_queue.run, name="queue")
         # after the queue: a source's start-up scan queues what arrived while we were down
         await feeders.start(self.sources.run, name="trigger sources")
+        # on_flow: what ended while the service was down is queued before READY
+        await feeders.start(self.upstreams.run, name="on_flow triggers")
         await feeders.start(
             run_sla_monitor,
             ctx.runner.bus,

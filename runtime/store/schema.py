@@ -170,7 +170,21 @@ MIGRATIONS: tuple[str, ...] = (
     -- claims whose file still waits for its run's end: start-up reconciles them by this index
     CREATE INDEX file_claims_unsettled ON file_claims(run_id) WHERE settled_at IS NULL;
     """,
-    # data-quality checks: run.check(...) in a task and @flow.check(after=...) functions, one
+    # 7: on_flow triggers: per (downstream flow, trigger key) the upstream run id up to which
+    # every run of the upstream has ended and been handled (its downstream run queued, or it
+    # did not match). Runs above it are looked at again; their downstream runs exist at most
+    # once through the runs' unique (flow, idempotency_key) index.
+    """
+    CREATE TABLE upstream_cursors (
+        flow       TEXT NOT NULL,
+        trigger    TEXT NOT NULL,
+        upstream   TEXT NOT NULL,
+        cursor     INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (flow, trigger)
+    );
+    """,
+    # 8: data-quality checks: run.check(...) in a task and @flow.check(after=...) functions, one
     # row per check per attempt (a failed one also records a quality.failed event)
     """
     CREATE TABLE checks (
