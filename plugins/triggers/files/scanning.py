@@ -176,7 +176,8 @@ def stat_paths(spec: FilesSpec, paths: Iterable[str]) -> list[Stat]:
         if not in_scope(spec, path):
             continue
         if spec.recursive and os.path.isdir(path) and not os.path.islink(path):
-            found.extend(scan_tree(spec, path))
+            if not path.name.startswith("."):  # hidden folders are skipped, as by scans
+                found.extend(scan_tree(spec, path))
             continue
         if spec.ignored_because(path.name) is None and (seen := _stat(path)) is not None:
             found.append(seen)
