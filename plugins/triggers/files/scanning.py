@@ -74,9 +74,15 @@ class FileState:
 
 
 class Stat(NamedTuple):
-    """What one stat of a file says; ``ctime_ns`` tells a rename (see :func:`moved_in`)."""
+    """What one stat of a file says; ``ctime_ns`` tells a rename (see :func:`moved_in`).
+
+    ``key`` is ``str(path)``, made in the worker thread: the watcher keys its dicts and heap
+    by it, because hashing a ``Path`` (on the loop, thousands of times in a storm) costs
+    more than everything else it does per file.
+    """
 
     path: Path
+    key: str
     size: int
     mtime_ns: int
     ctime_ns: int
@@ -158,13 +164,13 @@ def _stat(path: Path) -> Stat | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return Stat(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return Stat(path, str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def stat_files(paths: Iterable[Path]) -> list[Stat]:
-    """The regular files among *paths* (symlinks followed) as they are now; the others
-    (vanished, a folder now, no permission) are left out."""
-    return [seen for path in paths if (seen := _stat(path)) is not None]
+def stat_files(keys: Iterable[str]) -> list[Stat]:
+    """The regular files among *keys* (paths as strings; symlinks followed) as they are now;
+    the others (vanished, a folder now, no permission) are left out."""
+    return [seen for key in keys if (seen := _stat(Path(key))) is not None]
 
 
 def stat_paths(spec: FilesSpec, paths: Iterable[str]) -> list[Stat]:
@@ -176,7 +182,8 @@ def stat_paths(spec: FilesSpec, paths: Iterable[str]) -> list[Stat]:
         if not in_scope(spec, path):
             continue
         if spec.recursive and os.path.isdir(path) and not os.path.islink(path):
-            found.extend(scan_tree(spec, path))
+            if not path.name.startswith("."):  # hidden folders are skipped, as by scans
+                found.extend(scan_tree(spec, path))
             continue
         if spec.ignored_because(path.name) is None and (seen := _stat(path)) is not None:
             found.append(seen)
@@ -185,13 +192,14 @@ def stat_paths(spec: FilesSpec, paths: Iterable[str]) -> list[Stat]:
 
 def look_at_changes(
     spec: FilesSpec, changes: Iterable[tuple[int, str]], deleted: int
-) -> tuple[list[Stat], list[Path]]:
+) -> tuple[list[Stat], list[str]]:
     """``(files, gone)`` after watch events: the files among the changed paths that are for
-    *spec* (see :func:`stat_paths`), and the paths reported *deleted* that are not there."""
+    *spec* (see :func:`stat_paths`), and the keys of the paths reported *deleted* that are
+    not there."""
     changes = list(changes)
     found = stat_paths(spec, (path for _, path in changes))
-    there = {s.path for s in found}
-    gone = [Path(p) for kind, p in changes if kind == deleted and Path(p) not in there]
+    there = {s.key for s in found}
+    gone = [k for kind, p in changes if kind == deleted and (k := str(Path(p))) not in there]
     return found, gone
 
 
@@ -230,7 +238,7 @@ def _scan_entry(
         st = entry.stat()
     except OSError:  # vanished between listing and stat, a dangling symlink, no permission
         return
-    found.append(Stat(Path(entry.path), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    found.append(Stat(Path(entry.path), entry.path, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
 
 def scan_folder(spec: FilesSpec) -> tuple[str | None, list[Stat]]:
@@ -276,7 +284,7 @@ def classify(spec: FilesSpec, path: Path, now: float) -> FileState:
         return state("ignored", "a folder, not a file", st)
     if not stat.S_ISREG(st.st_mode):
         return state("ignored", "not a regular file", st)
-    seen = Stat(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    seen = Stat(path, str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if moved_in(seen, spec.stable_for, now):
         return state("ready", None, st)
     return state("waiting", f"unchanged for less than stable_for={spec.stable_for:g}s", st)

@@ -40,8 +40,8 @@ class Stability:
     def __init__(self, stable_for: float, clock: Callable[[], float]) -> None:
         self.stable_for = stable_for
         self._clock = clock
-        self._entries: dict[Path, _Entry] = {}
-        self._heap: list[tuple[float, Path]] = []
+        self._entries: dict[str, _Entry] = {}  # by Stat.key
+        self._heap: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -59,7 +59,7 @@ class Stability:
         change still shows at the next event or timer).
         """
         now = self._clock()
-        entry = self._entries.get(seen.path)
+        entry = self._entries.get(seen.key)
         if entry is not None and taken < entry.seen:
             return None
         if entry is None or entry.size != seen.size or entry.mtime_ns != seen.mtime_ns:
@@ -70,7 +70,7 @@ class Stability:
             # what was handed over is kept: coming back to those facts offers nothing
             due, offered = (entry.due, entry.offered) if entry is not None else (None, None)
             entry = _Entry(seen.size, seen.mtime_ns, ready_at, settled, offered, taken, due)
-            self._entries[seen.path] = entry
+            self._entries[seen.key] = entry
         else:
             entry.seen = taken
             if not entry.ready and now >= entry.ready_at:
@@ -82,49 +82,51 @@ class Stability:
             return FileFacts(seen.path, seen.size, seen.mtime_ns)
         if entry.due is None:
             entry.due = entry.ready_at
-            heapq.heappush(self._heap, (entry.ready_at, seen.path))
+            heapq.heappush(self._heap, (entry.ready_at, seen.key))
         return None
 
     def next_due(self) -> float | None:
         """When the earliest timer ends (monotonic), or ``None`` without timers."""
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[Path]:
-        """The files whose timer ended by *now*: stat them again and :meth:`observe` them."""
-        due: list[Path] = []
+    def pop_due(self, now: float) -> list[str]:
+        """The keys of the files whose timer ended by *now*: stat them again and
+        :meth:`observe` them."""
+        due: list[str] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            when, path = heapq.heappop(heap)
-            entry = self._entries.get(path)
+            when, key = heapq.heappop(heap)
+            entry = self._entries.get(key)
             if entry is None or entry.due != when:
                 continue  # forgotten since, or a stale timer
             entry.due = None
-            due.append(path)
+            due.append(key)
         return due
 
-    def forget(self, path: Path) -> None:
+    def forget(self, key: str) -> None:
         """The file is gone (deleted, moved away, vanished at a stat)."""
-        self._entries.pop(path, None)
+        self._entries.pop(key, None)
 
-    def retain(self, present: Iterable[Path], scanned_at: float) -> None:
-        """After a full scan that started at *scanned_at* (monotonic): forget the files it did
-        not see, unless something saw them after it started (an event during the scan)."""
+    def retain(self, present: Iterable[str], scanned_at: float) -> None:
+        """After a full scan that started at *scanned_at* (monotonic): forget the files whose
+        keys it did not see, unless a stat asked for after it started saw them (an event
+        during the scan)."""
         keep = set(present)
-        gone = [p for p, e in self._entries.items() if p not in keep and e.seen < scanned_at]
-        for path in gone:
-            del self._entries[path]
+        gone = [k for k, e in self._entries.items() if k not in keep and e.seen < scanned_at]
+        for key in gone:
+            del self._entries[key]
 
     def states(self, wall: float) -> list[FileState]:
         """Every known file: ``ready``, or ``waiting`` with its wall-clock ``ready_at``."""
         now = self._clock()
         return [
             FileState(
-                path,
+                Path(key),
                 "ready" if e.ready else "waiting",
                 None if e.ready else f"unchanged for less than stable_for={self.stable_for:g}s",
                 e.size,
                 e.mtime_ns,
                 None if e.ready else wall + e.ready_at - now,
             )
-            for path, e in self._entries.items()
+            for key, e in self._entries.items()
         ]

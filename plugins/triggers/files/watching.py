@@ -13,7 +13,6 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -39,7 +38,8 @@ __all__ = ["FileFacts", "FileState", "FolderWatch", "classify"]
 
 log = logging.getLogger("sluiceway.plugins.files")
 
-CHUNK = 1000  # files per on_ready call (without batch), and per slice of work on the loop
+CHUNK = 1000  # files per on_ready call (without batch)
+SLICE = 500  # stats observed on the loop between two checkpoints (a few ms)
 CHECK_EVERY = 2.0  # seconds between looks at a missing folder
 STORM = 500  # changes in one batch from which inotify may have dropped some: scan soon
 STORM_QUIET = 0.5  # seconds without a big batch before that scan
@@ -94,7 +94,7 @@ class FolderWatch:
         self._poll_interval = spec.poll if spec.poll is not None else poll_interval
         self._clock = clock
         self._files = Stability(spec.stable_for, clock)
-        self._pending: dict[Path, FileFacts] = {}
+        self._pending: dict[str, FileFacts] = {}  # by Stat.key
         self._pending_signal = _Signal()
         self._timer_signal = _Signal()
         self._storm_signal = _Signal()
@@ -137,7 +137,7 @@ class FolderWatch:
         if problem is not None:
             self._say_missing(problem)
             return
-        ready = await self._observe(seen, taken=taken, again=True)
+        ready = [facts for _, facts in await self._observe(seen, taken=taken, again=True)]
         log.info(
             "flow=%s watching %s: %d file(s) complete at start, %d waiting",
             self.spec.flow,
@@ -152,24 +152,26 @@ class FolderWatch:
         for i in range(0, len(ready), CHUNK):
             await self._on_ready(ready[i : i + CHUNK])
 
-    async def _observe(self, seen: list[Stat], *, taken: float, again: bool) -> list[FileFacts]:
+    async def _observe(
+        self, seen: list[Stat], *, taken: float, again: bool
+    ) -> list[tuple[str, FileFacts]]:
         """Feed stats asked for at *taken* to the stability tracker in slices, so that a storm
-        of files does not hold the loop; the files to offer now."""
-        ready: list[FileFacts] = []
-        for i in range(0, len(seen), CHUNK):
+        of files does not hold the loop; the files to offer now, with their keys."""
+        ready: list[tuple[str, FileFacts]] = []
+        for i in range(0, len(seen), SLICE):
             if i:
                 await anyio.lowlevel.checkpoint()
             wall = time.time()
-            for one in seen[i : i + CHUNK]:
+            for one in seen[i : i + SLICE]:
                 facts = self._files.observe(one, wall, taken=taken, again=again)
                 if facts is not None:
-                    ready.append(facts)
+                    ready.append((one.key, facts))
         self._timer_signal.set()
         return ready
 
-    def _offer(self, ready: Iterable[FileFacts]) -> None:
-        for facts in ready:
-            self._pending[facts.path] = facts
+    def _offer(self, ready: Iterable[tuple[str, FileFacts]]) -> None:
+        for key, facts in ready:
+            self._pending[key] = facts
         if self._pending:
             self._pending_signal.set()
 
@@ -180,7 +182,7 @@ class FolderWatch:
         problem, seen = await anyio.to_thread.run_sync(scan_folder, self.spec)
         if problem is not None:
             return problem
-        self._files.retain((s.path for s in seen), started)
+        self._files.retain((s.key for s in seen), started)
         self._offer(await self._observe(seen, taken=started, again=again))
         return None
 
@@ -198,7 +200,7 @@ class FolderWatch:
                 self._pending.clear()
             else:
                 chunk = list(itertools.islice(self._pending, CHUNK))
-                files = [self._pending.pop(path) for path in chunk]
+                files = [self._pending.pop(key) for key in chunk]
             await self._on_ready(files)
 
     async def _run_timers(self) -> None:
@@ -214,12 +216,12 @@ class FolderWatch:
                     await self._timer_signal.wait()
                 continue
             taken = self._clock()
-            paths = self._files.pop_due(taken)
-            if not paths:
+            keys = self._files.pop_due(taken)
+            if not keys:
                 continue
-            seen = await anyio.to_thread.run_sync(stat_files, paths)
-            for path in set(paths).difference(s.path for s in seen):
-                self._files.forget(path)
+            seen = await anyio.to_thread.run_sync(stat_files, keys)
+            for key in set(keys).difference(s.key for s in seen):
+                self._files.forget(key)
             self._offer(await self._observe(seen, taken=taken, again=False))
 
     async def _run_rescans(self) -> None:
@@ -295,7 +297,7 @@ class FolderWatch:
         if self._fallback is not None:
             return self._fallback
         if self.spec.poll is not None:
-            return "poll= is set on the trigger"
+            return f"the trigger sets poll={self.spec.poll:g}s"
         if self._force_poll:
             return "[files] poll = true"
         fstype = await anyio.to_thread.run_sync(network_fs, self.spec.folder)
@@ -330,8 +332,8 @@ class FolderWatch:
             self._storm_signal.set()
         taken = self._clock()
         seen, gone = await anyio.to_thread.run_sync(look_at_changes, self.spec, changes, DELETED)
-        for path in gone:
-            self._files.forget(path)
+        for key in gone:
+            self._files.forget(key)
         self._offer(await self._observe(seen, taken=taken, again=False))
 
     def _say_back(self) -> None:

@@ -140,6 +140,8 @@ def test_stats_of_event_paths_skip_what_is_not_for_the_spec(inbox: Path) -> None
     paths += [inbox / "sub" / "deep.csv", inbox.parent / "x.csv"]
     assert [s.path.name for s in stat_paths(spec, map(str, paths))] == ["old.csv"]
     # recursive: a new subfolder is listed, its files may have landed before its watch
-    deep = stat_paths(make_spec(inbox, recursive=True), [str(inbox / "sub")])
-    assert [s.path.name for s in deep] == ["deep.csv"]
-    assert [s.path.name for s in stat_files([inbox / "old.csv", inbox / "gone.csv"])] == ["old.csv"]
+    deep = stat_paths(make_spec(inbox, recursive=True), [str(inbox / "sub"), str(inbox / ".cache")])
+    assert [s.path.name for s in deep] == ["deep.csv"]  # not .cache/hidden.csv
+    assert [s.path.name for s in stat_files([str(inbox / "old.csv"), str(inbox / "gone.csv")])] == [
+        "old.csv"
+    ]

@@ -12,6 +12,7 @@ from plugins.triggers.files.stability import Stability
 
 WALL = 1_800_000_000.0  # wall-clock epoch seconds at clock 0
 A = Path("/in/a.csv")
+KA = str(A)
 
 
 class Clock:
@@ -25,7 +26,8 @@ class Clock:
 def stat(size: int, written: float, *, ctime: float | None = None, path: Path = A) -> Stat:
     """A stat of *path*, last written at clock time *written*."""
     mtime = int((WALL + written) * 1e9)
-    return Stat(path, size, mtime, int((WALL + ctime) * 1e9) if ctime is not None else mtime)
+    ctime_ns = int((WALL + ctime) * 1e9) if ctime is not None else mtime
+    return Stat(path, str(path), size, mtime, ctime_ns)
 
 
 @pytest.fixture
@@ -49,11 +51,11 @@ def test_a_file_is_ready_stable_for_after_its_last_write(clock: Clock) -> None:
     assert files.pop_due(clock.now) == []
     assert observe(files, clock, stat(20, 1.0)) is None  # it grew: the window starts again
     clock.now = 2.0
-    assert files.pop_due(clock.now) == [A]  # the first timer: look again
+    assert files.pop_due(clock.now) == [KA]  # the first timer: look again
     assert observe(files, clock, stat(20, 1.0)) is None
     assert files.next_due() == 3.0
     clock.now = 3.0
-    assert files.pop_due(clock.now) == [A]
+    assert files.pop_due(clock.now) == [KA]
     assert observe(files, clock, stat(20, 1.0)) == FileFacts(A, 20, stat(20, 1.0).mtime_ns)
     assert observe(files, clock, stat(20, 1.0)) is None  # offered once
     assert observe(files, clock, stat(20, 1.0), again=True) is not None  # a rescan offers again
@@ -83,7 +85,7 @@ def test_a_rewritten_file_is_offered_again(clock: Clock) -> None:
     clock.now = 5.0
     assert observe(files, clock, stat(12, 5.0)) is None
     clock.now = 7.0
-    assert files.pop_due(clock.now) == [A]
+    assert files.pop_due(clock.now) == [KA]
     assert observe(files, clock, stat(12, 5.0)) == FileFacts(A, 12, stat(12, 5.0).mtime_ns)
 
 
@@ -92,13 +94,13 @@ def test_forgotten_files_have_no_timers_and_retain_keeps_what_events_saw(clock: 
     b, c = Path("/in/b.csv"), Path("/in/c.csv")
     for path in (A, b, c):
         observe(files, clock, stat(1, 0.0, path=path))
-    files.forget(A)
+    files.forget(KA)
     clock.now = 1.0
     observe(files, clock, stat(1, 0.0, path=c))  # an event during the scan below
-    files.retain([b], scanned_at=0.5)  # the scan saw only b
+    files.retain([str(b)], scanned_at=0.5)  # the scan saw only b
     assert sorted(s.path.name for s in files.states(WALL)) == ["b.csv", "c.csv"]
     clock.now = 2.0
-    assert files.pop_due(clock.now) == [b, c]
+    assert files.pop_due(clock.now) == [str(b), str(c)]
 
 
 def test_states_say_when_a_waiting_file_will_be_ready(clock: Clock) -> None:

@@ -70,7 +70,7 @@ async def test_files_whose_events_were_dropped_are_found_by_a_scan_after_a_burst
     """inotify drops events silently when its queue overflows; a burst brings a scan soon."""
     real = scanning.look_at_changes
 
-    def lossy(spec: FilesSpec, changes: Any, deleted: int) -> tuple[list[Stat], list[Path]]:
+    def lossy(spec: FilesSpec, changes: Any, deleted: int) -> tuple[list[Stat], list[str]]:
         found, gone = real(spec, changes, deleted)
         return [s for s in found if not s.path.name.startswith("lost")], gone
 
