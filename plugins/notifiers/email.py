@@ -3,6 +3,8 @@ implicit TLS, or none for a relay on this machine."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import logging
 import re
@@ -13,6 +15,8 @@ from email.utils import formatdate, make_msgid
 from typing import Any, ClassVar
 
 import aiosmtplib
+import anyio
+from aiosmtplib import SMTPResponse
 
 from plugins.notifiers import facts as f
 from plugins.notifiers import options as opt
@@ -194,6 +198,35 @@ class EmailNotifier(Notifier):
             )
         return problems
 
+    async def _deliver(self, msg: EmailMessage) -> tuple[dict[str, SMTPResponse], str]:
+        """Connect (with TLS as configured), log in, send *msg*, quit, and close the socket
+        at once: a TLS transport closed the usual way lingers for the server's close_notify,
+        and would be left open if the loop stopped first."""
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.options.get("username"),
+            password=self.options.get("password"),
+            use_tls=self.tls_mode == "implicit",
+            start_tls=self.tls_mode == "starttls",
+            validate_certs=self.options.get("verify", True) is not False,
+            tls_context=self._tls_context(),
+            timeout=self.timeout,
+        )
+        transport = None
+        try:
+            await client.connect()
+            transport = client.transport
+            refused, answer = await client.send_message(msg)
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                await client.quit()  # the mail is accepted already: a bad QUIT changes nothing
+            return refused, answer
+        finally:
+            transport = transport or client.transport
+            client.close()
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.abort()
+
     def __repr__(self) -> str:
         return f"EmailNotifier(name={self.name!r}, host={self.host!r}, port={self.port})"
 
@@ -210,18 +243,8 @@ class EmailNotifier(Notifier):
         """
         msg = build_message(alert, sender=self.sender, to=self.to, name=self.name)
         try:
-            refused, answer = await aiosmtplib.send(
-                msg,
-                hostname=self.host,
-                port=self.port,
-                username=self.options.get("username"),
-                password=self.options.get("password"),
-                use_tls=self.tls_mode == "implicit",
-                start_tls=self.tls_mode == "starttls",
-                validate_certs=self.options.get("verify", True) is not False,
-                tls_context=self._tls_context(),
-                timeout=self.timeout,
-            )
+            with anyio.fail_after(self.timeout):
+                refused, answer = await self._deliver(msg)
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             raise _delivery_error(exc, self.host, self.timeout) from None
         if refused:
@@ -253,12 +276,16 @@ def _delivery_error(exc: BaseException, host: str, timeout: float) -> DeliveryEr
         return DeliveryError(
             f"{host} answered {exc.code} {text}", status=exc.code, permanent=exc.code >= 500
         )
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        text = f.one_line(redact.redact(exc.message), 200)
-        return DeliveryError(f"{host}: {text}", permanent=True)
     if isinstance(exc, aiosmtplib.SMTPConnectError | OSError):
         cause = exc.__cause__ or exc
         reason = getattr(cause, "strerror", None) or getattr(cause, "reason", None) or ""
         detail = f"{type(cause).__name__}" + (f": {redact.redact(str(reason))}" if reason else "")
         return DeliveryError(f"cannot reach {host}: {detail}")
-    return DeliveryError(f"{host}: {type(exc).__name__}: {redact.redact(str(exc))[:200]}")
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return DeliveryError(f"{host} closed the connection")
+    text = f.one_line(redact.redact(str(exc)), 200)
+    if isinstance(exc, aiosmtplib.SMTPException):
+        # what is left is a mismatch of setups (STARTTLS or AUTH not offered by the server,
+        # a malformed address): retrying cannot help until the config changes
+        return DeliveryError(f"{host}: {text}", permanent=True)
+    return DeliveryError(f"{host}: {type(exc).__name__}: {text}")
