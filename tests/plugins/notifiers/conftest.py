@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +52,8 @@ class Endpoint:
     every request; ``url(path)`` is its address.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scheme: str = "http") -> None:
+        self.scheme = scheme
         self.received: list[Received] = []
         self.replies: list[Reply] = [Reply()]
         self.release = asyncio.Event()  # lets hanging handlers return at teardown
@@ -60,7 +63,7 @@ class Endpoint:
         self.replies = list(replies)
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -71,20 +74,29 @@ class Endpoint:
         return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
 
 
-@pytest.fixture
-async def endpoint() -> AsyncIterator[Endpoint]:
-    """A running :class:`Endpoint`."""
-    server = Endpoint()
+@asynccontextmanager
+async def serve(tls: ssl.SSLContext | None = None) -> AsyncIterator[Endpoint]:
+    """Run an :class:`Endpoint` on 127.0.0.1 (over TLS with *tls*) until the block ends."""
+    server = Endpoint(scheme="https" if tls else "http")
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server.handle)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     server.port = site.port
-    yield server
-    server.release.set()
-    await runner.cleanup()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[Endpoint]:
+    """A running :class:`Endpoint`."""
+    async with serve() as server:
+        yield server
 
 
 @pytest.fixture

@@ -7,13 +7,15 @@ from __future__ import annotations
 import traceback
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
 from plugins.notifiers.http import parse_retry_after
 from plugins.notifiers.webhook import WebhookNotifier
 from runtime.abc import DeliveryError
-from tests.plugins.notifiers.conftest import Endpoint, Reply, alert
+from tests.plugins.notifiers.conftest import Endpoint, Reply, alert, serve
+from tests.plugins.notifiers.smtp import certificates
 
 NOW = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
 
@@ -151,3 +153,16 @@ async def test_a_long_error_body_is_cut_and_flattened(endpoint: Endpoint) -> Non
     assert "\n" not in message
     assert "line one line two" in message
     assert len(message) < 300
+
+
+async def test_https_with_a_private_ca(tmp_path: Path) -> None:
+    certs = certificates(tmp_path)
+    async with serve(certs.server) as server:
+        trusting = webhook(server.url(), ca_file=str(certs.ca_file))
+        assert await trusting.send(alert()) == "200 OK: ok"
+        error = await failure(webhook(server.url()))
+        assert str(error).startswith("cannot reach 127.0.0.1: ")
+        assert "certificate verify failed" in str(error)
+        assert not error.permanent
+        assert await webhook(server.url(), verify=False).send(alert()) == "200 OK: ok"
+    assert len(server.received) == 2
