@@ -96,7 +96,16 @@ def lines(alert: Mapping[str, Any]) -> list[tuple[str, str]]:
     details = alert.get("details")
     if isinstance(details, Mapping):
         labelled += [(str(k).replace("_", " ").capitalize(), v) for k, v in details.items()]
-    return [(label, one_line(str(value))) for label, value in labelled if value not in (None, "")]
+    return [(label, one_line(shown(value))) for label, value in labelled if value not in (None, "")]
+
+
+def shown(value: Any) -> str:
+    """*value* as people read it: a table as ``key: value, ...``, a list comma-separated."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {shown(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(shown(v) for v in value)
+    return str(value)
 
 
 def items(alert: Mapping[str, Any]) -> list[Mapping[str, Any]]:

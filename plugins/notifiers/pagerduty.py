@@ -68,14 +68,27 @@ def _link_text(alert: Mapping[str, Any]) -> str:
 def events(
     alert: Mapping[str, Any], *, source: str, severity: str | None = None
 ) -> list[dict[str, Any]]:
-    """The Events API v2 events *alert* becomes, without the routing key: one ``trigger``, or
-    for a recovery one ``resolve`` per event in ``alert["resolves"]``."""
-    if alert.get("kind") != "recovery":
+    """The Events API v2 events *alert* becomes, without the routing key: one ``trigger``; for
+    a digest one per kind of event it groups (each joins that kind's incident); for a
+    recovery one ``resolve`` per event in ``alert["resolves"]``."""
+    if alert.get("kind") == "recovery":
+        return [
+            {"event_action": "resolve", "dedup_key": dedup_key(alert.get("flow"), str(event))}
+            for event in alert.get("resolves") or []
+        ]
+    grouped = f.items(alert)
+    kinds = list(dict.fromkeys(str(item.get("event")) for item in grouped if item.get("event")))
+    if len(kinds) < 2:
         return [_trigger(alert, source, severity)]
-    return [
-        {"event_action": "resolve", "dedup_key": dedup_key(alert.get("flow"), str(event))}
-        for event in alert.get("resolves") or []
-    ]
+    out = []
+    for kind in kinds:
+        mine = [item for item in grouped if item.get("event") == kind]
+        part = {**alert, "event": kind, "items": mine}
+        part["summary"] = (
+            f"{alert.get('flow') or 'sluiceway'}: {len(mine)} x {kind} ({f.title(alert)})"
+        )
+        out.append(_trigger(part, source, severity))
+    return out
 
 
 class PagerDutyNotifier(HttpNotifier):

@@ -83,8 +83,7 @@ async def test_a_bad_event_is_permanent(endpoint: Endpoint) -> None:
 
 
 async def test_a_digest_is_one_trigger_listing_its_items(endpoint: Endpoint) -> None:
-    items = [alert(id=f"s-{n}", run_id=n, event="task.retrying") for n in range(3)]
-    items.append(alert(id="s-9", run_id=9))
+    items = [alert(id=f"s-{n}", run_id=n) for n in range(4)]
     await pagerduty(endpoint).send(alert(kind="digest", event="run.failed", items=items))
     (request,) = endpoint.received
     body = request.json()
@@ -135,3 +134,27 @@ def test_options() -> None:
     assert PagerDutyNotifier.check_options({"routing_key": 5}) == [
         "option 'routing_key' must be a string, not int"
     ]
+
+
+async def test_a_digest_of_several_kinds_joins_each_kinds_incident(endpoint: Endpoint) -> None:
+    items = [alert(id="s-1", event="task.failed"), alert(id="s-2"), alert(id="s-3")]
+    digest = alert(
+        kind="digest",
+        summary="orders: 3 alerts grouped",
+        items=items,
+        details={"count": 3, "events": {"task.failed": 1, "run.failed": 2}},
+    )
+    await pagerduty(endpoint).send(digest)
+    bodies = [r.json() for r in endpoint.received]
+    assert [b["dedup_key"] for b in bodies] == [
+        "sluiceway/orders/task.failed",
+        "sluiceway/orders/run.failed",
+    ]
+    assert bodies[1]["payload"]["summary"] == "orders: 2 x run.failed (orders: 3 alerts grouped)"
+    assert [len(b["payload"]["custom_details"]["items"]) for b in bodies] == [1, 2]
+
+
+async def test_a_recovery_with_nothing_to_resolve_sends_nothing(endpoint: Endpoint) -> None:
+    answer = await pagerduty(endpoint).send(alert(kind="recovery", resolves=[]))
+    assert answer == "nothing to resolve"
+    assert endpoint.received == []

@@ -148,3 +148,10 @@ def test_options() -> None:
     assert SlackNotifier.check_options({"url": "https://h.example", "channel": "#x"}) == [
         "unknown option 'channel' (known: ca_file, mention, timeout, url, verify)"
     ]
+
+
+def test_details_read_as_words() -> None:
+    body = message(alert(kind="digest", details={"count": 3, "events": {"run.failed": 2, "x": 1}}))
+    fields = [f["text"] for f in blocks_of(body, "section")[0]["fields"]]
+    assert "*Count*\n3" in fields
+    assert "*Events*\nrun.failed: 2, x: 1" in fields
