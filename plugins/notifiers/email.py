@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiosmtplib
@@ -177,7 +178,7 @@ class EmailNotifier(Notifier):
             *opt.string(options, "password", secret=True),
             *opt.choice(options, "tls", TLS_MODES),
             *opt.boolean(options, "verify"),
-            *opt.string(options, "ca_file"),
+            *opt.pem_file(options),
             *opt.timeout(options),
         ]
         port = options.get("port")
@@ -232,7 +233,9 @@ class EmailNotifier(Notifier):
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self._context is None and self.options.get("ca_file"):
-            self._context = ssl.create_default_context(cafile=str(self.options["ca_file"]))
+            self._context = ssl.create_default_context(
+                cafile=str(Path(self.options["ca_file"]).expanduser())
+            )
         return self._context
 
     async def send(self, alert: Mapping[str, Any]) -> str:

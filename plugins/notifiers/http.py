@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from functools import cache
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
@@ -186,7 +187,7 @@ class HttpNotifier(Notifier):
             *opt.url(options, required=cls.DEFAULT_URL is None, example=cls.URL_EXAMPLE),
             *opt.timeout(options),
             *opt.boolean(options, "verify"),
-            *opt.string(options, "ca_file"),
+            *opt.pem_file(options),
         ]
 
     def secrets(self) -> list[str]:
@@ -204,7 +205,9 @@ class HttpNotifier(Notifier):
             if self.options.get("verify") is False:
                 self._tls = False
             elif self.options.get("ca_file"):
-                self._tls = ssl.create_default_context(cafile=str(self.options["ca_file"]))
+                self._tls = ssl.create_default_context(
+                    cafile=str(Path(self.options["ca_file"]).expanduser())
+                )
             else:
                 self._tls = True
         return self._tls

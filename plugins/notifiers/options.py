@@ -5,7 +5,9 @@ repeats a secret value (a URL or a password is described, never shown)."""
 from __future__ import annotations
 
 import difflib
+import ssl
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from yarl import URL
@@ -89,6 +91,22 @@ def string(
         return [f"option {key!r} must be a string, not {shown}"]
     if required and not value.strip():
         return [f"option {key!r} must not be empty"]
+    return []
+
+
+def pem_file(options: Mapping[str, Any], key: str = "ca_file") -> list[str]:
+    """Problems with the PEM file named by option *key*: it must be a readable file."""
+    problems = string(options, key)
+    value = options.get(key)
+    if problems or value is None:
+        return problems
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return [f"option {key!r}: {path} is not a file"]
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        return [f"option {key!r}: {path} holds no usable certificate ({type(exc).__name__})"]
     return []
 
 

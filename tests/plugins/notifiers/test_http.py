@@ -166,3 +166,14 @@ async def test_https_with_a_private_ca(tmp_path: Path) -> None:
         assert not error.permanent
         assert await webhook(server.url(), verify=False).send(alert()) == "200 OK: ok"
     assert len(server.received) == 2
+
+
+def test_a_ca_file_is_checked_when_the_options_are(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pem"
+    assert WebhookNotifier.check_options({"url": "https://x.example", "ca_file": str(missing)}) == [
+        f"option 'ca_file': {missing} is not a file"
+    ]
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    (problem,) = WebhookNotifier.check_options({"url": "https://x.example", "ca_file": str(junk)})
+    assert problem.startswith(f"option 'ca_file': {junk} holds no usable certificate")
