@@ -279,13 +279,13 @@ def _delivery_error(exc: BaseException, host: str, timeout: float) -> DeliveryEr
         return DeliveryError(
             f"{host} answered {exc.code} {text}", status=exc.code, permanent=exc.code >= 500
         )
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):  # a ConnectionError: first
+        return DeliveryError(f"{host} closed the connection")
     if isinstance(exc, aiosmtplib.SMTPConnectError | OSError):
         cause = exc.__cause__ or exc
         reason = getattr(cause, "strerror", None) or getattr(cause, "reason", None) or ""
         detail = f"{type(cause).__name__}" + (f": {redact.redact(str(reason))}" if reason else "")
         return DeliveryError(f"cannot reach {host}: {detail}")
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return DeliveryError(f"{host} closed the connection")
     text = f.one_line(redact.redact(str(exc)), 200)
     if isinstance(exc, aiosmtplib.SMTPException):
         # what is left is a mismatch of setups (STARTTLS or AUTH not offered by the server,

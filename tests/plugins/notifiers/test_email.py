@@ -3,6 +3,7 @@ with a trustme CA, a multipart text+HTML message, and the server's refusals."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,38 @@ def test_default_ports_follow_the_tls_mode() -> None:
     base = {"host": "h.example", "from": "a@example.com", "to": "b@example.com"}
     ports = [EmailNotifier("x", base | {"tls": t}).port for t in ("starttls", "implicit", "none")]
     assert ports == [587, 465, 25]
+
+
+async def silent_server(close: bool) -> tuple[asyncio.Server, asyncio.Event]:
+    """A TCP server on 127.0.0.1 that never says hello (or, with *close*, hangs up at once)."""
+    release = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not close:
+            await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, release
+
+
+@pytest.mark.parametrize(
+    ("close", "message"),
+    [
+        (False, "127.0.0.1 did not answer within 0.3s"),
+        (True, "cannot reach 127.0.0.1: SMTPServerDisconnected"),
+    ],
+    ids=["silent", "hangs-up"],
+)
+async def test_a_server_that_never_greets(certs: Certificates, close: bool, message: str) -> None:
+    server, release = await silent_server(close)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await EmailNotifier("oncall", options(port, "none", certs, timeout=0.3)).send(alert())
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+    assert str(info.value) == message
+    assert not info.value.permanent
