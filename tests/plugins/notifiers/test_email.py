@@ -14,7 +14,14 @@ from plugins.notifiers.email import EmailNotifier, build_message
 from runtime.abc import DeliveryError
 from runtime.errors import ConfigError
 from tests.plugins.notifiers.conftest import CANARY, alert
-from tests.plugins.notifiers.smtp import USER, Certificates, Mailbox, certificates, smtp_server
+from tests.plugins.notifiers.smtp import (
+    USER,
+    Certificates,
+    Mailbox,
+    certificates,
+    free_port,
+    smtp_server,
+)
 
 
 @pytest.fixture
@@ -172,8 +179,6 @@ async def test_starttls_against_a_plain_server_is_permanent(
 
 
 async def test_a_closed_port(certs: Certificates) -> None:
-    from tests.plugins.notifiers.smtp import free_port
-
     with pytest.raises(DeliveryError) as info:
         await EmailNotifier("oncall", options(free_port(), "none", certs)).send(alert())
     assert str(info.value).startswith("cannot reach 127.0.0.1: ")

@@ -7,7 +7,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from plugins.notifiers.email import EmailNotifier
+from plugins.notifiers.email import EmailNotifier, build_message
 from plugins.notifiers.pagerduty import PagerDutyNotifier
 from plugins.notifiers.slack import SlackNotifier
 from plugins.notifiers.webhook import WebhookNotifier
@@ -70,3 +70,22 @@ async def test_a_third_party_notifier_found_by_its_entry_point(
     with pytest.raises(DeliveryError, match=r"^127\.0\.0\.1 answered 404 Not Found$") as info:
         await notifier.send(alert())
     assert info.value.permanent
+
+
+MINIMAL = {"id": "test-1", "kind": "test", "summary": "a test from sluiceway test-alert"}
+
+
+@pytest.mark.parametrize("name", ["webhook", "slack", "pagerduty"])
+async def test_a_bare_test_alert_goes_through_every_http_notifier(
+    endpoint: Endpoint, name: str
+) -> None:
+    options = {"url": endpoint.url()} | ({"routing_key": "k" * 32} if name == "pagerduty" else {})
+    notifier = registry.notifier(name)(name, options)
+    assert (await notifier.send(MINIMAL)).startswith("200 OK")
+    assert "a test from sluiceway test-alert" in endpoint.received[0].body.decode()
+
+
+def test_a_bare_test_alert_makes_an_email() -> None:
+    msg = build_message(MINIMAL, sender="a@example.com", to=["b@example.com"], name="x")
+    assert msg["Subject"] == "[sluiceway] a test from sluiceway test-alert"
+    assert msg["X-Sluiceway-Event"] == "test"
