@@ -120,7 +120,7 @@ def _recipients(value: Any) -> list[str]:
 def _check_addresses(options: Mapping[str, Any]) -> list[str]:
     problems = []
     sender = options.get("from")
-    if not isinstance(sender, str) or "@" not in sender:
+    if not isinstance(sender, str) or "@" not in sender or "\n" in sender or "\r" in sender:
         problems.append("option 'from' is required: the sender's address (alerts@example.com)")
     to = options.get("to")
     if isinstance(to, str):
@@ -131,7 +131,7 @@ def _check_addresses(options: Mapping[str, Any]) -> list[str]:
         problems += [
             f"option 'to': {item!r} is not an email address"
             for item in to
-            if not isinstance(item, str) or "@" not in item or "\n" in item
+            if not isinstance(item, str) or "@" not in item or "\n" in item or "\r" in item
         ]
     return problems
 

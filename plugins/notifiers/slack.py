@@ -20,6 +20,7 @@ HEADER_MAX = 150
 SECTION_MAX = 3000
 FIELD_MAX = 2000
 FIELDS_MAX = 10
+URL_MAX = 3000  # a button's url: Slack refuses the whole message (400) beyond it
 DIGEST_LINES = 20
 
 ICONS = {
@@ -87,11 +88,12 @@ def message(alert: Mapping[str, Any], *, mention: str | None = None) -> dict[str
         },
         *_body_blocks(alert),
     ]
-    if alert.get("url"):
+    link = str(alert.get("url") or "")
+    if link.startswith(("https://", "http://")) and len(link) <= URL_MAX:
         button = {
             "type": "button",
             "text": {"type": "plain_text", "text": "Open run" if alert.get("run_id") else "Open"},
-            "url": str(alert["url"]),
+            "url": link,
         }
         blocks.append({"type": "actions", "elements": [button]})
     context = [str(p) for p in ("sluiceway", alert.get("event"), alert.get("ts")) if p]

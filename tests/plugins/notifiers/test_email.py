@@ -190,6 +190,7 @@ async def test_a_closed_port(certs: Certificates) -> None:
     [
         ({"host": None}, "option 'host' is required"),
         ({"from": "nobody"}, "option 'from' is required: the sender's address"),
+        ({"from": "a@example.com\nBcc: x@evil.example"}, "option 'from' is required"),
         ({"to": []}, "option 'to' is required"),
         ({"to": ["ok@example.com", "bad"]}, "option 'to': 'bad' is not an email address"),
         ({"tls": "ssl"}, "option 'tls' must be one of 'starttls', 'implicit', 'none'"),

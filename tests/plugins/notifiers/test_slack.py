@@ -155,3 +155,8 @@ def test_details_read_as_words() -> None:
     fields = [f["text"] for f in blocks_of(body, "section")[0]["fields"]]
     assert "*Count*\n3" in fields
     assert "*Events*\nrun.failed: 2, x: 1" in fields
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "https://s.example/" + "x" * 3000])
+def test_a_link_slack_would_refuse_is_left_out(url: str) -> None:
+    assert blocks_of(message(alert(url=url)), "actions") == []
