@@ -96,13 +96,13 @@ def from_event(event: Event, public_url: str | None = None) -> dict[str, Any] | 
         return _check_failed(event, what, base)
     if isinstance(event, SlaMissed):
         scope = f"task {event.task}" if event.task else "run"
-        details: dict[str, Any] = {
+        facts: dict[str, Any] = {
             "sla": event.sla,
             "deadline": codec.iso(event.deadline),
             "scope": event.scope,
         }
         summary = f"{what}: {scope} missed its SLA of {event.sla:g}s"
-        return make_alert("sla.missed", summary, event.ts, task=event.task, details=details, **base)
+        return make_alert("sla.missed", summary, event.ts, task=event.task, details=facts, **base)
     return None
 
 
