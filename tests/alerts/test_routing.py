@@ -80,8 +80,12 @@ def test_a_bad_route_is_one_error_naming_the_entry(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD.replace("notifiers.webhook.ops", "notifiers.pigeon.ops").replace(
-            "webhook:ops", "pigeon:ops"), "[notifiers.pigeon.ops]: unknown plugin 'pigeon'"),
+        (
+            GOOD.replace("notifiers.webhook.ops", "notifiers.pigeon.ops").replace(
+                "webhook:ops", "pigeon:ops"
+            ),
+            "[notifiers.pigeon.ops]: unknown plugin 'pigeon'",
+        ),
         (GOOD.replace('url = "${OPS_URL}"', 'url = "ftp://x"'), "[notifiers.webhook.ops]: option"),
     ],
     ids=["plugin", "options"],
