@@ -65,16 +65,23 @@ class Endpoint:
             ]
 
     def wait_answered(self, count: int, path: str | None = None) -> list[Received]:
+        def enough() -> list[Received] | None:
+            got = self.answered(path)
+            return got if len(got) >= count else None
+
         return wait_until(
-            lambda: (got := self.answered(path)) and len(got) >= count and got,
+            enough,
             f"{count} answered request(s) at the endpoint",
             timeout=WAIT,
             details=lambda: f"received: {self.received}",
         )
 
     def wait_received(self, count: int) -> list[Received]:
+        def enough() -> list[Received] | None:
+            return list(self.received) if len(self.received) >= count else None
+
         return wait_until(
-            lambda: len(self.received) >= count and list(self.received),
+            enough,
             f"{count} request(s) at the endpoint",
             details=lambda: f"received: {self.received}",
         )
@@ -103,7 +110,7 @@ class Endpoint:
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             ready.set()
-            while not stop.is_set():
+            while not stop.is_set():  # noqa: ASYNC110 - stop is a threading.Event
                 await asyncio.sleep(0.05)
             self._release.set()
             await runner.cleanup()

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
 
 from runtime import codec
 from runtime.alerting import AlertRoute
@@ -25,6 +24,7 @@ from runtime.store import Store, open_store
 from runtime.store.rows import RunRow
 from tests.alerts.conftest import CANARY
 from tests.alerts.endpoint import Endpoint, Reply
+from tests.waiting import WAIT
 
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -75,9 +75,10 @@ def first(tmp_path: Path, column: int) -> Any:
     return found[0][column] if found else None
 
 
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    with anyio.fail_after(timeout):
-        while not (value := check()):
+async def until(check: Callable[[], Any]) -> Any:
+    """Poll *check* (the database, or what the endpoint's thread recorded) until truthy."""
+    with anyio.fail_after(WAIT):
+        while not (value := check()):  # noqa: ASYNC110 - another thread, another process
             await anyio.sleep(0.02)
         return value
 
@@ -109,13 +110,14 @@ async def test_a_failure_is_delivered_once_with_its_facts(
     tmp_path: Path, endpoint: Endpoint
 ) -> None:
     config = routes(FAILED, ops=endpoint.url(f"/hooks/{CANARY}"))
-    async with hub_for(tmp_path, config) as (hub, store, bus):
+    async with hub_for(tmp_path, config) as (_hub, store, bus):
         run_id = await end_run(store, bus, "orders", RunState.FAILED)
         await end_run(store, bus, "orders", RunState.SUCCEEDED)  # not routed
         await until(lambda: endpoint.answered())
         await until(lambda: first(tmp_path, 3) == "delivered")
     body = endpoint.answered()[0].json()
-    assert body["event"] == "run.failed" and body["run_id"] == run_id
+    assert body["event"] == "run.failed"
+    assert body["run_id"] == run_id
     assert body["logical_date"] == "2026-01-02T00:00:00Z"
     assert body["id"] == "sluiceway-1"
     assert len(endpoint.received) == 1
@@ -125,12 +127,14 @@ async def test_a_failure_is_delivered_once_with_its_facts(
 async def test_a_500_then_success_and_a_429_retry_after(tmp_path: Path, endpoint: Endpoint) -> None:
     endpoint.answer(Reply(500), Reply(429, {"Retry-After": "1"}), Reply(200))
     config = routes(FAILED, ops=endpoint.url())
-    async with hub_for(tmp_path, config) as (hub, store, bus):
+    async with hub_for(tmp_path, config) as (_hub, store, bus):
         await end_run(store, bus, "orders", RunState.FAILED)
         await until(lambda: first(tmp_path, 3) == "delivered")
     assert [r.status for r in endpoint.received] == [500, 429, 200]
     (row,) = rows(tmp_path / "h.db", "SELECT attempts, last_error, answer FROM outbox")
-    assert row[0] == 3 and "429" in row[1] and row[2].startswith("200")
+    assert row[0] == 3
+    assert "429" in row[1]
+    assert row[2].startswith("200")
     # the 429 asked for a second: the third try did not come before it
     assert rows(tmp_path / "h.db", "SELECT state FROM outbox") == [("delivered",)]
 
@@ -150,7 +154,8 @@ async def test_dead_letter_after_the_tries_then_resend(tmp_path: Path, endpoint:
         hub.sender.wake()
         await until(lambda: first(tmp_path, 3) == "delivered")
         again = await store.writer.submit(lambda db: outbox.resend(db, 1, 0.0))
-        assert again is not None and "not dead" in again
+        assert again is not None
+        assert "not dead" in again
 
 
 async def test_a_hanging_destination_delays_neither_others_nor_the_caller(
@@ -160,7 +165,7 @@ async def test_a_hanging_destination_delays_neither_others_nor_the_caller(
     route = AlertRoute(("run.failed",), ("webhook:slow", "webhook:fast"))
     config = routes(route, slow=endpoint.url("/slow"), fast=endpoint.url("/fast"))
     endpoint.answer(Reply(hang=True), Reply(200))
-    async with hub_for(tmp_path, config) as (hub, store, bus):
+    async with hub_for(tmp_path, config) as (_hub, store, bus):
         started = anyio.current_time()
         await end_run(store, bus, "orders", RunState.FAILED)
         assert anyio.current_time() - started < 0.9  # publishing never waits for delivery
@@ -174,7 +179,7 @@ async def test_a_digest_of_20_failures_then_one_recovery(
 ) -> None:
     route = AlertRoute(("run.failed",), ("webhook:ops",), digest=3600.0)
     config = routes(route, ops=endpoint.url())
-    async with hub_for(tmp_path, config) as (hub, store, bus):
+    async with hub_for(tmp_path, config) as (_hub, store, bus):
         for _ in range(20):
             await end_run(store, bus, "orders", RunState.FAILED)
         await store.flush()
@@ -185,6 +190,8 @@ async def test_a_digest_of_20_failures_then_one_recovery(
         await anyio.sleep(0.3)  # nothing else follows
     digest, recovery = (r.json() for r in endpoint.received)
     assert len(endpoint.received) == 2
-    assert digest["kind"] == "digest" and len(digest["items"]) == 20
+    assert digest["kind"] == "digest"
+    assert len(digest["items"]) == 20
     assert all(item["event"] == "run.failed" for item in digest["items"])
-    assert recovery["kind"] == "recovery" and recovery["resolves"] == ["run.failed"]
+    assert recovery["kind"] == "recovery"
+    assert recovery["resolves"] == ["run.failed"]

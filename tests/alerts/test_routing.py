@@ -116,7 +116,8 @@ def test_flow_routes_are_checked_when_the_flow_is_made() -> None:
 
     problems = flow.problems()
     assert len(flow.alerts) == 2
-    assert flow.alerts[0].flows == ("orders",) and flow.alerts[0].digest == 300.0
+    assert flow.alerts[0].flows == ("orders",)
+    assert flow.alerts[0].digest == 300.0
     assert any("alerts[2]: unknown event 'run.nope'" in p for p in problems)
     assert any("alerts: pigeon:x: unknown plugin 'pigeon'" in p for p in problems)
     assert any("alerts[4]: unknown key 'flows'" in p for p in problems)
