@@ -186,11 +186,13 @@ def expand_env(value: Any, env: Mapping[str, str], where: str, found: list[str])
 
 def read_alert_tables(
     raw: Mapping[str, Any], file: str, env: Mapping[str, str]
-) -> tuple[tuple[AlertRoute, ...], dict[str, dict[str, Any]], list[str]]:
+) -> tuple[tuple[AlertRoute, ...], dict[str, dict[str, Any]], list[str], list[str]]:
     """The ``[[alerts]]`` routes and ``[notifiers.<plugin>.<name>]`` tables of config file
     *file* (*raw*: its two top-level values, when present): the routes, the destinations'
-    options by ``"<plugin>:<name>"`` with ``${VAR}`` read from *env*, and the values that
-    came from the environment or are secret by name (to be masked).
+    options by ``"<plugin>:<name>"`` with ``${VAR}`` read from *env*, the values that
+    came from the environment or are secret by name (to be masked), and the problems of
+    destinations that cannot be used (a ``${VAR}`` not set: an error for the service and
+    ``test-alert``, not for ``sluiceway runs`` in a shell without the secrets).
 
     A route naming a destination that has no table is refused here; whether the plugin
     exists and takes the options is checked when the service builds its routing.
@@ -199,6 +201,7 @@ def read_alert_tables(
     """
     notifiers: dict[str, dict[str, Any]] = {}
     secret: list[str] = []
+    problems: list[str] = []
     tables = raw.get("notifiers", {})
     if not isinstance(tables, dict):
         raise ValueError(f"{file}: notifiers must be tables like [notifiers.slack.ops]")
@@ -210,7 +213,11 @@ def read_alert_tables(
         for name, options in named.items():
             where = f"{file}: [notifiers.{plugin}.{name}]"
             parse_destination(f"{plugin}:{name}")
-            notifiers[f"{plugin}:{name}"] = expand_env(options, env, where, secret)
+            try:
+                notifiers[f"{plugin}:{name}"] = expand_env(options, env, where, secret)
+            except ValueError as exc:  # the service refuses it; other commands need not care
+                notifiers[f"{plugin}:{name}"] = options
+                problems.append(str(exc))
     given = raw.get("alerts", [])
     if not isinstance(given, list):
         raise ValueError(f"{file}: alerts must be an array of tables like [[alerts]]")
@@ -229,7 +236,7 @@ def read_alert_tables(
                     f" [notifiers.{destination.replace(':', '.')}] table (configured: {known})"
                 )
         routes.append(route)
-    return tuple(routes), notifiers, [*secret, *_secret_values(notifiers)]
+    return tuple(routes), notifiers, [*secret, *_secret_values(notifiers)], problems
 
 
 SECRET_KEYS = ("url", "secret", "password", "routing_key", "token")

@@ -82,6 +82,8 @@ class Config:
         from the environment, by ``"<plugin>:<name>"``; secret values are masked
     :ivar alert_retries: tries of one alert delivery before it is dead-lettered
     :ivar alert_timeout: longest one delivery attempt may take
+    :ivar notifier_problems: why destinations cannot be used (a ``${VAR}`` not set); the
+        service refuses to start with any
     :ivar source: where the values came from, for messages
     """
 
@@ -102,6 +104,7 @@ class Config:
     notifiers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     alert_retries: int = 8
     alert_timeout: float = 10.0
+    notifier_problems: tuple[str, ...] = ()
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -248,7 +251,7 @@ def load_config(
         sources.append(f"environment {ENV_PREFIX}*")
     made = {name: _TABLES[name][0](**given) for name, given in tables.items()}
     try:
-        routes, notifiers, secret = read_alert_tables(raw, str(file), env)
+        routes, notifiers, secret, unusable = read_alert_tables(raw, str(file), env)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     # never shown, wherever they could surface
@@ -259,6 +262,7 @@ def load_config(
         pools=pools,
         alerts=routes,
         notifiers=notifiers,
+        notifier_problems=tuple(unusable),
         source=", ".join(sources) or "defaults",
     )
 

@@ -11,7 +11,7 @@ from runtime import codec
 from runtime.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out
 from runtime.clock import SystemClock
 from runtime.config import Config
-from runtime.errors import ParamError
+from runtime.errors import ConfigError, ParamError
 from runtime.redact import redact
 
 
@@ -81,6 +81,9 @@ def cmd_test_alert(args: argparse.Namespace, config: Config) -> int:
         known = ", ".join(sorted(config.notifiers)) or "none"
         raise ParamError(f"unknown destination {dest!r} (configured: {known})")
     where = f"{config.source}: [notifiers.{dest.replace(':', '.')}]"
+    unusable = [p for p in config.notifier_problems if where in p]
+    if unusable:
+        raise ConfigError(unusable[0])
     notifier = make_notifier(dest, config.notifiers[dest], where)
     alert: dict[str, Any] = make_alert(
         "service.started",

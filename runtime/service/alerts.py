@@ -110,6 +110,8 @@ def build_routing(config: Config) -> Routing:
 
     :raises ConfigError: naming the entry (``[notifiers.slack.ops]``) and the problem
     """
+    if config.notifier_problems:
+        raise ConfigError(config.notifier_problems[0])
     notifiers = {
         dest: make_notifier(dest, options, f"{config.source}: [notifiers.{dest.replace(':', '.')}]")
         for dest, options in config.notifiers.items()
