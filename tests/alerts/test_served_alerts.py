@@ -59,7 +59,8 @@ def test_kill_9_before_delivery_then_exactly_one_delivery_and_no_secret(
     assert again.wait_exit(30) == 0
     assert len(endpoint.answered()) == 1
     body = delivered.json()
-    assert body["event"] == "run.failed" and body["run_id"] == run_id
+    assert body["event"] == "run.failed"
+    assert body["run_id"] == run_id
     assert delivered.headers["X-Sluiceway-Signature"].startswith("sha256=")
     assert len(endpoint.received) == 2  # the hung one and the one answered; no third
     outputs = [served.log(), again.log()]
@@ -67,7 +68,8 @@ def test_kill_9_before_delivery_then_exactly_one_delivery_and_no_secret(
         done = home.cli(*args)
         assert done.returncode == 0, done.stderr
         outputs += [done.stdout, done.stderr]
-    assert "webhook:ops" in outputs[2] and '"delivered"' in outputs[2]
+    assert "webhook:ops" in outputs[2]
+    assert '"delivered"' in outputs[2]
     for text in outputs:
         assert CANARY not in text
     for file in home.root.glob("history.db*"):
