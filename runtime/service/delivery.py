@@ -95,6 +95,8 @@ class Sender:
             await self.idle.wait()
 
     async def _cycle(self, lanes: TaskGroup) -> None:
+        if self._busy and self._busy >= set(self.notifiers()):
+            return  # every lane is busy (a hanging endpoint): reading would only force commits
         now = self.clock.now().timestamp()
         held = await self.store.read(outbox.waiting)
         if held is not None and held <= now:
