@@ -7,7 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from runtime import codec
-from runtime.engine.events import CheckFailed, Event, RunEnded, RunStarted, TaskEnded, TaskRetrying
+from runtime.engine.events import (
+    CheckFailed,
+    Event,
+    RunEnded,
+    RunStarted,
+    TaskEnded,
+    TaskEvent,
+    TaskRetrying,
+)
 from runtime.scheduling.sla import SlaMissed
 from runtime.states import RunState, TaskState
 
@@ -64,7 +72,10 @@ def make_alert(
 
 def from_event(event: Event, public_url: str | None = None) -> dict[str, Any] | None:
     """The alert of bus *event*, or ``None`` when it is none (a task started, a task that
-    succeeded at its first attempt, a skipped task)."""
+    succeeded at its first attempt, a skipped or upstream_failed task, an event of one
+    instance of a mapped task)."""
+    if isinstance(event, TaskEvent) and event.index is not None:
+        return None  # a mapped instance: its task's own end says it (no storm of instances)
     base: dict[str, Any] = {"flow": event.flow, "run_id": event.run_id, "public_url": public_url}
     what = f"{event.flow} run {event.run_id}"
     if isinstance(event, TaskEnded):

@@ -174,7 +174,8 @@ class AlertHub:
         if type(event) is TaskStarted:  # the most frequent event, never an alert
             return
         alert = from_event(event, self.public_url)
-        flow = self.flows().get(event.flow) or event.flow
+        loaded = self.flows().get(event.flow)
+        flow = event.flow if loaded is None else loaded
         if alert is not None:
             self._queue(alert, flow)
         if isinstance(event, RunEnded) and event.state is RunState.SUCCEEDED:
