@@ -88,3 +88,46 @@ def test_a_bad_route_stops_the_service_with_one_message(home: Home, tmp_path: Pa
     assert served.wait_exit(30) == 2
     assert "${OPS_SECRET} is not set" in served.log()
     assert "[notifiers.webhook.ops]" in served.log()
+
+
+SERVICE_CONFIG = """
+shutdown_grace = "10s"
+alert_timeout = "5s"
+
+[[alerts]]
+on = ["service.started", "service.stopping", "trigger.error"]
+to = ["webhook:ops"]
+
+[notifiers.webhook.ops]
+url = "${OPS_URL}"
+"""
+
+
+def events(endpoint: Endpoint) -> list[str]:
+    return [str(r.json()["event"]) for r in endpoint.answered()]
+
+
+@pytest.mark.slow
+def test_service_events_a_bad_reload_and_the_shutdown_alert(home: Home, endpoint: Endpoint) -> None:
+    (home.flows / "orders.py").write_text(FLOW)
+    (home.flows / "broken.py").write_text("from runtime import Flow\nthis is not python\n")
+    config = home.root / "sluiceway.toml"
+    config.write_text(SERVICE_CONFIG)
+    served = home.serve(OPS_URL=endpoint.url())
+    served.wait_ready()
+    endpoint.wait_answered(2)
+    assert sorted(events(endpoint)) == ["service.started", "trigger.error"]
+    broken = next(r.json() for r in endpoint.answered() if r.json()["event"] == "trigger.error")
+    assert "broken.py" in broken["summary"]
+    # a bad config at SIGHUP: one error naming the entry; the last good routing stays
+    config.write_text(SERVICE_CONFIG.replace('"trigger.error"]', '"trigger.oops"]'))
+    served.send(signal.SIGHUP)
+    served.wait_log("unknown event 'trigger.oops'")
+    assert "[[alerts]] #1" in served.log()
+    endpoint.wait_answered(3)  # the reload found broken.py broken again: still routed
+    assert events(endpoint)[2] == "trigger.error"
+    served.send(signal.SIGTERM)
+    assert served.wait_exit(30) == 0
+    # the stopping alert was delivered during the shutdown, not left for the next start
+    assert events(endpoint)[-1] == "service.stopping"
+    assert home.query("SELECT state, COUNT(*) FROM outbox GROUP BY state") == [("delivered", 4)]
