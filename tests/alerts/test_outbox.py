@@ -195,3 +195,38 @@ async def test_a_digest_of_20_failures_then_one_recovery(
     assert all(item["event"] == "run.failed" for item in digest["items"])
     assert recovery["kind"] == "recovery"
     assert recovery["resolves"] == ["run.failed"]
+
+
+async def test_a_flows_own_routes_apply_to_it_only(tmp_path: Path, endpoint: Endpoint) -> None:
+    from runtime import Flow
+    from runtime.engine.events import TaskEnded
+    from runtime.states import TaskState
+
+    flow = Flow(
+        "orders",
+        alerts=[
+            {"on": ["task.failed"], "to": ["webhook:ops"]},
+            {"on": ["task.failed"], "to": ["webhook:gone"]},
+        ],
+    )
+    config = routes(ops=endpoint.url())
+    async with open_store(tmp_path / "h.db", interval=0.02) as store:
+        bus = EventBus()
+        routing = build_routing(config)
+        hub = AlertHub(store, SystemClock(), config, routing, lambda: {"orders": flow})
+        hub.attach(bus)
+        (problem,) = routing.flow_problems([flow])
+        assert "test_outbox.py" in problem
+        assert "unknown destination 'webhook:gone'" in problem
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.sender.run)
+            for name in ("orders", "billing"):
+                bus.publish(
+                    TaskEnded(NOW, 1, name, "load", "load", None, TaskState.FAILED, 2, 0.1, "x")
+                )
+            await until(lambda: first(tmp_path, 3) == "delivered")
+            tg.cancel_scope.cancel()
+    (got,) = endpoint.answered()
+    assert got.json()["flow"] == "orders"
+    assert got.json()["event"] == "task.failed"
+    assert len(rows(tmp_path / "h.db")) == 1  # billing has no route

@@ -23,6 +23,21 @@ def load() -> None:
     raise RuntimeError("warehouse refused the connection")
 """
 
+STAGGERED = """
+import asyncio
+import random
+
+from runtime import Flow
+
+orders = Flow("orders")
+
+
+@orders.task
+async def load() -> None:
+    await asyncio.sleep(random.uniform(0.0, 2.0))  # failures spread over two seconds
+    raise RuntimeError("warehouse refused the connection")
+"""
+
 CONFIG = """
 alert_timeout = "20s"
 
@@ -131,3 +146,22 @@ def test_service_events_a_bad_reload_and_the_shutdown_alert(home: Home, endpoint
     # the stopping alert was delivered during the shutdown, not left for the next start
     assert events(endpoint)[-1] == "service.stopping"
     assert home.query("SELECT state, COUNT(*) FROM outbox GROUP BY state") == [("delivered", 4)]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_stream_leaves_an_alert_for_every_recorded_failure_and_no_other(
+    home: Home, endpoint: Endpoint
+) -> None:
+    (home.flows / "orders.py").write_text(STAGGERED)
+    (home.root / "sluiceway.toml").write_text(CONFIG)
+    endpoint.answer(Reply(hang=True))
+    served = home.serve(OPS_URL=endpoint.url(), OPS_SECRET="hmac-secret-x")
+    served.wait_ready()
+    home.queue_runs("orders", 60)
+    home.wait_rows("SELECT id FROM runs WHERE state = 'failed'", what="a first failed run")
+    served.kill9()  # while runs go on failing: the last batch is committed whole or not at all
+    failed = {r[0] for r in home.query("SELECT id FROM runs WHERE state = 'failed'")}
+    alerted = [r[0] for r in home.query("SELECT run_id FROM outbox WHERE event = 'run.failed'")]
+    assert failed
+    assert len(failed) < 60  # killed mid-stream
+    assert sorted(alerted) == sorted(failed)  # each failure once, no alert without its failure
