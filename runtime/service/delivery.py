@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from runtime.abc import DeliveryError, Notifier
 from runtime.clock import Clock
+from runtime.errors import StoreError
 from runtime.redact import redact
 from runtime.store import Store, outbox
 from runtime.store.outbox import Delivery
@@ -79,7 +80,11 @@ class Sender:
             task_status.started()
             while True:
                 self._wake = anyio.Event()
-                await self._cycle(lanes)
+                try:
+                    await self._cycle(lanes)
+                except Exception:  # a locked or failing store: alerts wait, the service goes on
+                    log.exception("alerts: reading the outbox failed; trying again in %gs", POLL)
+                    self._next = None
                 wait = POLL
                 if self._next is not None:
                     wait = max(0.0, min(wait, self._next - self.clock.now().timestamp()))
@@ -211,8 +216,11 @@ class Sender:
         """Queue the mark (not awaited: it is committed even when the sender is cancelled
         right after; the next read flushes it first)."""
         now = self.clock.now()
-        self.store.writer.put_op(
-            lambda db: outbox.mark(
-                db, row.id, state=state, now=now, answer=answer, error=error, next_at=next_at
+        try:
+            self.store.writer.put_op(
+                lambda db: outbox.mark(
+                    db, row.id, state=state, now=now, answer=answer, error=error, next_at=next_at
+                )
             )
-        )
+        except StoreError:  # closed: the row stays as it was and is tried again next start
+            log.warning("alert=%s %s: not recorded, the store is closed", row.id, state)
