@@ -20,9 +20,18 @@ from runtime.alerting import AlertRoute, parse_destination
 from runtime.clock import Clock
 from runtime.config import Config
 from runtime.define.flow import Flow
-from runtime.engine.events import Event, EventBus, RunEnded, TaskStarted
+from runtime.engine.events import (
+    CheckFailed,
+    Event,
+    EventBus,
+    RunEnded,
+    RunStarted,
+    TaskEnded,
+    TaskRetrying,
+)
 from runtime.errors import ConfigError, StoreError
 from runtime.redact import register
+from runtime.scheduling.sla import SlaMissed
 from runtime.service.alert_events import from_event, make_alert
 from runtime.service.delivery import Sender
 from runtime.states import RunState
@@ -58,12 +67,40 @@ def make_notifier(destination: str, options: Mapping[str, Any], where: str) -> N
     return made
 
 
+# the event names each bus event type may become: the hub looks no further when none is routed
+_NAMES: dict[type[Event], tuple[str, ...]] = {
+    RunStarted: ("run.started",),
+    RunEnded: ("run.succeeded", "run.failed", "run.cancelled"),
+    TaskEnded: ("task.failed", "task.recovered"),
+    TaskRetrying: ("task.retrying",),
+    CheckFailed: ("quality.failed",),
+    SlaMissed: ("sla.missed",),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Routing:
     """The config's routes, and one notifier instance per configured destination."""
 
     routes: tuple[AlertRoute, ...] = ()
     notifiers: Mapping[str, Notifier] = field(default_factory=dict)
+    wanted: frozenset[str] = field(init=False)  # every event name a config route takes
+    recovers: bool = field(init=False)  # a config route sends recoveries
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wanted", frozenset(n for r in self.routes for n in r.on))
+        object.__setattr__(self, "recovers", any(r.recovers for r in self.routes))
+
+    def routes_any(self, names: tuple[str, ...], flow: Flow | None) -> bool:
+        """Whether any route, the config's or *flow*'s own, takes one of *names* (cheap:
+        the engine publishes an event per task state change)."""
+        if not self.wanted.isdisjoint(names):
+            return True
+        return flow is not None and any(n in r.on for r in flow.alerts for n in names)
+
+    def may_recover(self, flow: Flow | None) -> bool:
+        """Whether a success of *flow* may owe a recovery to anyone."""
+        return self.recovers or (flow is not None and any(r.recovers for r in flow.alerts))
 
     def targets(self, event: str, flow: Flow | str | None) -> list[Queued]:
         """Where an *event* of *flow* goes: the config's routes, then the flow's own; a
@@ -171,15 +208,22 @@ class AlertHub:
 
     def on_event(self, event: Event) -> None:
         """The bus subscriber: must not block, and must not await (same transaction)."""
-        if type(event) is TaskStarted:  # the most frequent event, never an alert
+        names = _NAMES.get(type(event))
+        if names is None:  # a task started: the most frequent event, never an alert
             return
-        alert = from_event(event, self.public_url)
+        routing = self.routing
         loaded = self.flows().get(event.flow)
         flow = event.flow if loaded is None else loaded
-        if alert is not None:
-            self._queue(alert, flow)
-        if isinstance(event, RunEnded) and event.state is RunState.SUCCEEDED:
-            destinations = self.routing.recovering(flow)
+        if routing.routes_any(names, loaded):
+            alert = from_event(event, self.public_url)
+            if alert is not None:
+                self._queue(alert, flow)
+        if (
+            type(event) is RunEnded
+            and event.state is RunState.SUCCEEDED
+            and routing.may_recover(loaded)
+        ):
+            destinations = routing.recovering(flow)
             if destinations:
                 self._recover(event, destinations)
 
