@@ -230,3 +230,21 @@ async def test_a_flows_own_routes_apply_to_it_only(tmp_path: Path, endpoint: End
     assert got.json()["flow"] == "orders"
     assert got.json()["event"] == "task.failed"
     assert len(rows(tmp_path / "h.db")) == 1  # billing has no route
+
+
+async def test_a_digest_window_closes_by_itself(tmp_path: Path, endpoint: Endpoint) -> None:
+    route = AlertRoute(("run.failed",), ("webhook:ops",), digest=0.5)
+    config = routes(route, ops=endpoint.url())
+    async with hub_for(tmp_path, config) as (_hub, store, bus):
+        for _ in range(3):
+            await end_run(store, bus, "orders", RunState.FAILED)
+        await end_run(store, bus, "billing", RunState.FAILED)  # its own window, alone
+        await until(lambda: len(endpoint.answered()) == 2)
+    by_flow = {r.json()["flow"]: r.json() for r in endpoint.answered()}
+    assert by_flow["orders"]["kind"] == "digest"
+    assert len(by_flow["orders"]["items"]) == 3
+    assert by_flow["billing"]["kind"] == "alert"  # one alone goes as it is
+    states = rows(tmp_path / "h.db", "SELECT flow, kind, state, digest_id FROM outbox")
+    digest_id = next(i for i, (f, k, *_) in enumerate(states, 1) if k == "digest")
+    assert sorted(s[2] for s in states) == ["delivered", "delivered", *["grouped"] * 3]
+    assert {s[3] for s in states if s[2] == "grouped"} == {digest_id}
