@@ -33,7 +33,13 @@ def cmd_alerts(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         out(redact(codec.pretty([row.as_json() for row in rows])))
         return EXIT_OK
-    out(f"{'ID':>6}  {'EVENT':<16} {'FLOW':<16} {'RUN':>5}  {'DESTINATION':<22} {'STATE':<9} TRIES")
+    if not rows:
+        err("no alert deliveries" + (" failed" if args.failed else ""))
+        return EXIT_OK
+    out(
+        f"{'ID':>6}  {'EVENT':<16} {'FLOW':<16} {'RUN':>5}  {'DESTINATION':<22} {'STATE':<9} "
+        f"TRIES  {'WHEN (UTC)':<19}  LAST ERROR"
+    )
     for row in rows:
         run = str(row.run_id) if row.run_id is not None else "-"
         line = (

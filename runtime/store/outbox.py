@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from runtime import codec
@@ -96,6 +96,10 @@ class Delivery:
             "answer": self.answer,
             "created_at": self.created_at,
             "delivered_at": self.delivered_at,
+            # when a pending row is tried next, when a held one's digest window closes
+            "next_attempt_at": codec.iso(datetime.fromtimestamp(self.next_at, UTC))
+            if self.state in ACTIVE
+            else None,
             "digest_id": self.digest_id,
         }
 
