@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/files.py
+	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/notifiers.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

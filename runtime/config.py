@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime import redact
+from runtime.alerting import AlertRoute, read_alert_tables
 from runtime.durations import parse_duration
 from runtime.errors import ConfigError
 
@@ -76,6 +77,13 @@ class Config:
         database, a full disk) are retried before the process gives up and exits non-zero
     :ivar api: the ``[api]`` table (:class:`ApiConfig`)
     :ivar files: the ``[files]`` table (:class:`FilesConfig`)
+    :ivar alerts: the ``[[alerts]]`` routes (:class:`runtime.alerting.AlertRoute`)
+    :ivar notifiers: each ``[notifiers.<plugin>.<name>]`` table's options, ``${VAR}`` read
+        from the environment, by ``"<plugin>:<name>"``; secret values are masked
+    :ivar alert_retries: tries of one alert delivery before it is dead-lettered
+    :ivar alert_timeout: longest one delivery attempt may take
+    :ivar notifier_problems: why destinations cannot be used (a ``${VAR}`` not set); the
+        service refuses to start with any
     :ivar source: where the values came from, for messages
     """
 
@@ -92,6 +100,11 @@ class Config:
     commit_timeout: float = 30.0
     api: ApiConfig = field(default_factory=ApiConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    alerts: tuple[AlertRoute, ...] = ()
+    notifiers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    alert_retries: int = 8
+    alert_timeout: float = 10.0
+    notifier_problems: tuple[str, ...] = ()
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -202,6 +215,8 @@ _KEYS: dict[str, Callable[[Any], Any]] = {
     "loop_block_threshold": _threshold,
     "busy_timeout": lambda value: parse_duration(value, what="value"),
     "commit_timeout": lambda value: parse_duration(value, what="value"),
+    "alert_retries": _positive_int,
+    "alert_timeout": _seconds(0.05),
 }
 _SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": _positive_int}
 
@@ -224,24 +239,43 @@ def load_config(
     pools: dict[str, int] = {}
     tables: dict[str, dict[str, Any]] = {name: {} for name in _TABLES}
     sources = []
+    raw: dict[str, Any] = {}  # the [[alerts]] and [notifiers.*] values of the file
     explicit = path or env.get(ENV_CONFIG)
     file = cwd / explicit if explicit else cwd / CONFIG_FILE
     if explicit and not file.exists():
         raise ConfigError(f"{file}: config file not found")
     if file.exists():
         sources.append(str(file))
-        _read_file(file, values, pools, tables)
+        _read_file(file, values, pools, tables, raw)
     if _read_env(env, values, pools, tables):
         sources.append(f"environment {ENV_PREFIX}*")
     made = {name: _TABLES[name][0](**given) for name, given in tables.items()}
-    redact.register([made["api"].token])  # never shown, wherever it could surface
-    return Config(**values, **made, pools=pools, source=", ".join(sources) or "defaults")
+    try:
+        routes, notifiers, secret, unusable = read_alert_tables(raw, str(file), env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    # never shown, wherever they could surface
+    redact.register([made["api"].token, *secret])
+    return Config(
+        **values,
+        **made,
+        pools=pools,
+        alerts=routes,
+        notifiers=notifiers,
+        notifier_problems=tuple(unusable),
+        source=", ".join(sources) or "defaults",
+    )
 
 
 def _read_file(
-    file: Path, values: dict[str, Any], pools: dict[str, int], tables: dict[str, dict[str, Any]]
+    file: Path,
+    values: dict[str, Any],
+    pools: dict[str, int],
+    tables: dict[str, dict[str, Any]],
+    raw: dict[str, Any],
 ) -> None:
-    """Add the settings of config file *file* to *values*, *pools* and *tables*."""
+    """Add the settings of config file *file* to *values*, *pools* and *tables*; its alert
+    routes and notifier tables to *raw* (read by :func:`read_alert_tables`)."""
     try:
         data = tomllib.loads(file.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -249,7 +283,9 @@ def _read_file(
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc}") from exc
     for key, value in data.items():
-        if key in _TABLES:
+        if key in ("alerts", "notifiers"):
+            raw[key] = value
+        elif key in _TABLES:
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
             _read_table(f"{file}: [{key}]", key, value, tables[key])
@@ -264,7 +300,8 @@ def _read_file(
                 checked = file.parent / checked
             values[key] = checked
         else:
-            known = ", ".join([*_KEYS, *(f"[{s}]" for s in [*_SECTIONS, *_TABLES])])
+            tables_ = [*_SECTIONS, *_TABLES, "notifiers.*"]
+            known = ", ".join([*_KEYS, *(f"[{s}]" for s in tables_), "[[alerts]]"])
             raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
 
 

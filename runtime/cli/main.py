@@ -35,6 +35,8 @@ COMMANDS = {
     "backfill": "backfill",
     "files": "files",
     "emit": "emit",
+    "alerts": "alerts",
+    "test-alert": "alerts",
 }
 
 
@@ -67,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def handler(command: str) -> Handler:
     """The function of *command*, its module imported only now: cold start stays small."""
     found: Handler = getattr(
-        importlib.import_module(f"runtime.cli.{COMMANDS[command]}"), f"cmd_{command}"
+        importlib.import_module(f"runtime.cli.{COMMANDS[command]}"),
+        f"cmd_{command.replace('-', '_')}",
     )
     return found
 
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_commands(add)
     _add_backfill(add)
     _add_event_commands(add)
+    _add_alert_commands(add)
     return parser
 
 
@@ -220,6 +224,19 @@ def _add_event_commands(add: AddCommand) -> None:
     p.add_argument("--data", default="{}", help="the event's JSON body (run.trigger.payload)")
     p.add_argument("--key", help="idempotency key: the same key never makes second runs")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
+
+
+def _add_alert_commands(add: AddCommand) -> None:
+    """alerts, test-alert (runtime/cli/alerts.py)."""
+    p = add("alerts", "List alert deliveries (newest first); `alerts resend ID` retries one.")
+    p.add_argument("action", nargs="?", choices=["resend"], help="resend a dead letter")
+    p.add_argument("id", nargs="?", type=int, help="the delivery to resend")
+    p.add_argument("--failed", action="store_true", help="only dead letters and failed tries")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+
+    p = add("test-alert", "Send a test alert to a destination now and print the answer.")
+    p.add_argument("destination", help="'<plugin>:<name>', e.g. slack:data-team")
 
 
 if __name__ == "__main__":

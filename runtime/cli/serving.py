@@ -28,9 +28,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     """``sluiceway serve [--dry-run]``."""
     if args.dry_run:
         return _dry_run(config)
+    from runtime.config import load_config
     from runtime.service.serve import serve
 
-    return serve(config)
+    def reread() -> Config:  # SIGHUP: the alert routing is read again
+        return load_config(args.config).with_overrides(flows=args.flows, db=args.db)
+
+    return serve(config, reread)
 
 
 def _dry_run(config: Config) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from runtime import codec
+from runtime.alerting import flow_routes
 from runtime.define.checks import CheckDef, Severity, flow_check_problems
 from runtime.define.graph import Graph, build_graph, find_cycle
 from runtime.define.sources import EventTrigger, FlowTrigger, SourceTrigger, source_problems
@@ -22,6 +23,7 @@ from runtime.define.triggers import (
     catchup_problems,
     load_zone,
 )
+from runtime.define.views import TriggerViews, alert_problems
 from runtime.durations import parse_duration
 from runtime.errors import FlowValidationError, ParamError, SluicewayError
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 _collector: list[Flow] | None = None
 
 
-class Flow:
+class Flow(TriggerViews):
     """A named DAG of tasks, declared by decorating functions with :meth:`task`.
 
     :param name: unique among the loaded flows; letters, digits, ``_ . -``
@@ -56,6 +58,9 @@ class Flow:
         is recorded once as an ``sla.missed`` event while the run still goes
     :param tz: the zone logical dates are shown in (default: the first cron trigger's, else
         UTC)
+    :param alerts: this flow's own alert routes, dicts with the fields of a config
+        ``[[alerts]]`` route but ``flows``: ``{"on": ["run.failed"], "to": ["slack:ops"],
+        "digest": "15m"}``; checked when the flow loads
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class Flow:
         max_catchup: int = DEFAULT_MAX_CATCHUP,
         sla: float | str | None = None,
         tz: str | None = None,
+        alerts: Iterable[Any] = (),
     ) -> None:
         frame = sys._getframe(1)
         self.where = location(frame.f_code.co_filename, frame.f_lineno)
@@ -92,6 +98,8 @@ class Flow:
         self.sla: float | None = None
         self._init_schedule(sla, tz)
         self._check_options()
+        self.alerts, problems = flow_routes(name, self.where, alerts)
+        self._problems.extend(problems)
         if _collector is not None:
             _collector.append(self)
 
@@ -226,6 +234,7 @@ class Flow:
         """
         out = list(self._problems)
         out.extend(source_problems(self.name, self.where, self.sources))
+        out.extend(alert_problems(self.alerts))
         out.extend(flow_check_problems(self.name, self.checks, self.tasks))
         if not self.tasks:
             out.append(f"{self.where}: flow {self.name!r} has no tasks")
@@ -239,26 +248,6 @@ class Flow:
             first = self.tasks[cycle[0]]
             out.append(f"{first.where}: flow {self.name!r} has a cycle: {' -> '.join(cycle)}")
         return out
-
-    @property
-    def time_triggers(self) -> tuple[CronTrigger | EveryTrigger, ...]:
-        """The ``cron()`` and ``every()`` triggers: what the scheduler plans."""
-        return tuple(t for t in self.triggers if isinstance(t, CronTrigger | EveryTrigger))
-
-    @property
-    def sources(self) -> tuple[SourceTrigger, ...]:
-        """The triggers served by trigger-source plugins (``files()``, ``source()``)."""
-        return tuple(t for t in self.triggers if isinstance(t, SourceTrigger))
-
-    @property
-    def events(self) -> tuple[EventTrigger, ...]:
-        """The ``on_event()`` triggers."""
-        return tuple(t for t in self.triggers if isinstance(t, EventTrigger))
-
-    @property
-    def upstreams(self) -> tuple[FlowTrigger, ...]:
-        """The ``on_flow()`` triggers."""
-        return tuple(t for t in self.triggers if isinstance(t, FlowTrigger))
 
     def _wire(self, task: Task) -> list[str]:
         """Sort *task*'s parameters into upstream tasks, flow params and ``run``; the problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -34,6 +35,7 @@ class ServiceContext:
     flows_changed: anyio.Event = field(default_factory=anyio.Event)
     queue_changed: anyio.Event = field(default_factory=anyio.Event)
     stopping: bool = False
+    alerts: Any = None  # the AlertHub (runtime.service.alerts), when the service has one
 
     @property
     def store(self) -> Store:

@@ -68,6 +68,8 @@ class Reloader:
                 flows[name] = ctx.flows[name]
         for problem in loaded.problems:
             log.error("reload: %s (the last good version stays)", problem)
+            if ctx.alerts is not None:
+                ctx.alerts.service_event("trigger.error", f"reload: {problem}")
         for path, names in loaded.files.items():
             if names:
                 self.files[path] = names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,9 @@ from runtime.config import Config
 from runtime.define.loader import load_flows_off_loop
 from runtime.engine.events import EventBus
 from runtime.engine.runner import open_runner
+from runtime.errors import ConfigError
 from runtime.service import sdnotify
+from runtime.service.alerts import AlertHub, Routing, build_routing
 from runtime.service.context import ServiceContext
 from runtime.service.queue import RunQueue
 from runtime.service.recovery import Recovery
@@ -42,8 +45,18 @@ class Service:
     flows folder); the scheduler and the SLA monitor get what they use as arguments.
     """
 
-    def __init__(self, ctx: ServiceContext, files: dict[Path, list[str]]) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        files: dict[Path, list[str]],
+        alerts: AlertHub | None = None,
+        reread: Callable[[], Config] | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.alerts = alerts or AlertHub(
+            ctx.store, ctx.clock, ctx.config, Routing(), lambda: self.ctx.flows
+        )
+        self.reread = reread  # the config again, for SIGHUP (alert routing)
         self.runs = ActiveRuns(ctx, on_end=self._say_status)
         self.recovery = Recovery(ctx, self.runs)
         self.run_queue = RunQueue(ctx, self.runs, self.recovery)
@@ -60,21 +73,37 @@ class Service:
             # the reasons an earlier service left are not this one's to show
             queue.clear_wait_reasons(self.ctx.store)
             requests.record_served(self.ctx.store, self.ctx.flows.values())
-            async with anyio.create_task_group() as run_group:
-                self.runs.group = run_group
-                await self.recovery.recover()
-                async with anyio.create_task_group() as feeders:
-                    self.feeders = feeders.cancel_scope
-                    await self._start_feeders(feeders)
-                    log.info(
-                        "service ready: %d flow(s), epoch %d", len(self.ctx.flows), self.ctx.epoch
-                    )
-                    sdnotify.notify("READY=1\nSTATUS=" + self._status())
-                    if ready is not None:
-                        ready.set()
+            # alerts in their own group: they go on while runs finish, and are drained after
+            async with anyio.create_task_group() as alerting:
+                await alerting.start(self.alerts.sender.run, name="alerts")
+                await self._serve_runs(ready)
+                await self.alerts.sender.drain(self._drain_time())
+                alerting.cancel_scope.cancel()
             queue.clear_wait_reasons(self.ctx.store)  # no service decides them any more
             requests.record_served(self.ctx.store, [])
             outer.cancel_scope.cancel()  # the runs are done: stop listening for signals
+
+    async def _serve_runs(self, ready: anyio.Event | None) -> None:
+        async with anyio.create_task_group() as run_group:
+            self.runs.group = run_group
+            await self.recovery.recover()
+            async with anyio.create_task_group() as feeders:
+                self.feeders = feeders.cancel_scope
+                await self._start_feeders(feeders)
+                log.info("service ready: %d flow(s), epoch %d", len(self.ctx.flows), self.ctx.epoch)
+                self.alerts.service_event(
+                    "service.started",
+                    f"sluiceway service started (epoch {self.ctx.epoch}, "
+                    f"{len(self.ctx.flows)} flow(s))",
+                )
+                sdnotify.notify("READY=1\nSTATUS=" + self._status())
+                if ready is not None:
+                    ready.set()
+
+    def _drain_time(self) -> float:
+        """How long alerts still queued at shutdown may take to go out (else: next start)."""
+        config = self.ctx.config
+        return min(config.shutdown_grace, config.alert_timeout + 1.0)
 
     async def _start_feeders(self, feeders: TaskGroup) -> None:
         from runtime.scheduling.sla import run_sla_monitor
@@ -130,6 +159,11 @@ class Service:
                         grace,
                     )
                     sdnotify.notify(f"STOPPING=1\nSTATUS=stopping, {len(self.runs)} run(s)")
+                    self.alerts.service_event(
+                        "service.stopping",
+                        f"sluiceway service stopping ({signal.Signals(signum).name}),"
+                        f" {len(self.runs)} run(s) active",
+                    )
                     if self.feeders is not None:
                         self.feeders.cancel()
                     outer.start_soon(self._interrupt_after, grace, name="grace")
@@ -139,6 +173,11 @@ class Service:
 
     async def _reload_on_sighup(self) -> None:
         sdnotify.notify("RELOADING=1")
+        if self.reread is not None:
+            try:
+                self.alerts.reload(self.reread())
+            except ConfigError as exc:
+                log.error("SIGHUP: %s (the last good alert routing stays)", exc)
         await self.reloader.reload()
         sdnotify.notify("READY=1\nSTATUS=" + self._status())
 
@@ -172,11 +211,15 @@ async def run_service(
     clock: Clock | None = None,
     bus: EventBus | None = None,
     ready: anyio.Event | None = None,
+    reread: Callable[[], Config] | None = None,
 ) -> None:
     """Run the service until SIGTERM/SIGINT (in-process entry point; tests use it too).
 
+    :param reread: reads the config again on SIGHUP (for the alert routing)
+    :raises ConfigError: when an alert route or notifier is bad (before anything starts)
     :raises StoreError: when another service holds the database
     """
+    routing = build_routing(config)
     lock = DatabaseLock(config.db)
     lock.acquire()
     try:
@@ -189,14 +232,25 @@ async def run_service(
             for flow in loaded.flows.values():
                 record_flow(runner, flow)
             ctx = ServiceContext(config, runner, dict(loaded.flows), epoch)
-            service = Service(ctx, {p: n for p, n in loaded.files.items() if n})
-            await service.run(ready=ready)
+            alerts = AlertHub(ctx.store, ctx.clock, config, routing, lambda: ctx.flows)
+            ctx.alerts = alerts
+            files = {p: n for p, n in loaded.files.items() if n}
+            service = Service(ctx, files, alerts, reread)
+            for problem in routing.flow_problems(ctx.flows.values()):
+                log.error("%s", problem)
+            alerts.attach(runner.bus)
+            for problem in [*routing.flow_problems(ctx.flows.values()), *loaded.problems]:
+                alerts.service_event("trigger.error", problem)
+            try:
+                await service.run(ready=ready)
+            finally:
+                alerts.detach()
         log.info("service stopped")
     finally:
         lock.release()
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, reread: Callable[[], Config] | None = None) -> int:
     """``sluiceway serve``: returns the exit code (0 after a clean stop)."""
-    anyio.run(run_service, config)
+    anyio.run(lambda: run_service(config, reread=reread))
     return 0

@@ -70,6 +70,10 @@ class ServiceHost:
     def report(self, binding: Binding | None, problem: str) -> None:
         where = f"{binding.where}: flow {binding.flow!r}: {binding.key}: " if binding else ""
         log.error("trigger: %s%s", where, problem)
+        if self._ctx.alerts is not None:
+            self._ctx.alerts.service_event(
+                "trigger.error", f"trigger: {where}{problem}", flow=binding and binding.flow
+            )
 
 
 class Sources:

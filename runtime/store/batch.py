@@ -44,9 +44,11 @@ class Waiter:
 
     __slots__ = ("done", "error", "op", "urgent", "value")
 
-    def __init__(self, op: Op | None = None, *, urgent: bool = True) -> None:
+    def __init__(self, op: Op | None = None, *, urgent: bool | None = True) -> None:
         self.op = op
-        self.urgent = urgent  # someone awaits it (put_op's are not awaited)
+        # someone awaits it (put_op's are not awaited); None: not awaited, and it must be
+        # committed with the rows queued before it (put_op(with_rows=True))
+        self.urgent = urgent
         self.done = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None

@@ -201,6 +201,34 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX checks_by_run ON checks(run_id, id);
     """,
+    # 9: the alert outbox: one row per alert and destination, written in the batch of the state
+    # change that caused it; the sender delivers it (runtime/service/alerts.py). state: held
+    # (in a digest window until next_at), pending (due at next_at), delivered, dead, grouped
+    # (sent inside digest row digest_id). open: a failure a later success resolves.
+    # next_at is unix seconds: ISO text without fixed width does not sort.
+    """
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY,
+        created_at   TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        flow         TEXT,
+        run_id       INTEGER,
+        task         TEXT,
+        destination  TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at      REAL NOT NULL,
+        last_error   TEXT,
+        answer       TEXT,
+        delivered_at TEXT,
+        payload      TEXT NOT NULL,
+        digest_id    INTEGER,
+        open         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_at);
+    CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -146,11 +146,12 @@ class Writer:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.add_log, row)
 
-    def put_op(self, op: Op) -> None:
+    def put_op(self, op: Op, *, with_rows: bool = False) -> None:
         """Queue *op* for the next batch without waiting for it (committed at close at the
-        latest, even when the caller is being cancelled)."""
+        latest, even when the caller is being cancelled); *with_rows*: in the same
+        transaction as the rows queued before it (an alert and the state change causing it)."""
         self._check_open()
-        self._ops.append(Waiter(op, urgent=False))
+        self._ops.append(Waiter(op, urgent=None if with_rows else False))
         self._wake()
 
     async def submit(self, op: Op) -> Any:
@@ -331,9 +332,10 @@ class Writer:
             # someone waits for an op (a run row before its trigger is acknowledged): commit
             # just the ops now, and the rows with the timed batch, so the op's latency does
             # not grow with the engine's load; rows never wait longer than the interval
+            self._ops = [w for w in ops if w.urgent is None]  # these wait for the rows
             if self._pending():
                 self._wake()
-            return Batch(ops)
+            return Batch([w for w in ops if w.urgent is not None])
         self._rows_since = None
         batch = Batch(ops, self._runs, logs=self._logs, events=self._events)
         # rows queued as makers are built now, on the loop thread, from the newest state

@@ -1,0 +1,289 @@
+"""Alerts in the service: the routing (routes + notifier instances), and the hub that turns
+bus events and the service's own events into outbox rows and wakes the sender.
+
+The hub subscribes to the event bus. The engine records a state change (``put_run``,
+``put_task``) and publishes its event synchronously; the hub queues the outbox row with
+``put_op(..., with_rows=True)`` without awaiting anything in between, so the row is
+committed in the same transaction as the state change (runtime/store/outbox.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime import registry
+from runtime.abc import Notifier
+from runtime.alerting import AlertRoute, parse_destination
+from runtime.clock import Clock
+from runtime.config import Config
+from runtime.define.flow import Flow
+from runtime.engine.events import (
+    CheckFailed,
+    Event,
+    EventBus,
+    RunEnded,
+    RunStarted,
+    TaskEnded,
+    TaskRetrying,
+)
+from runtime.errors import ConfigError, StoreError
+from runtime.redact import register
+from runtime.scheduling.sla import SlaMissed
+from runtime.service.alert_events import from_event, make_alert
+from runtime.service.delivery import Sender
+from runtime.states import RunState
+from runtime.store import Store, outbox
+from runtime.store.outbox import Queued
+
+log = logging.getLogger("sluiceway.runtime.service.alerts")
+
+__all__ = ["AlertHub", "Routing", "build_routing", "make_notifier"]
+
+
+def make_notifier(destination: str, options: Mapping[str, Any], where: str) -> Notifier:
+    """The notifier of *destination* (``"<plugin>:<name>"``) made from its *options*; its
+    secrets are registered for masking.
+
+    :raises ConfigError: naming *where*, when the plugin is unknown or refuses the options
+    """
+    plugin, name = parse_destination(destination)
+    try:
+        cls = registry.notifier(plugin)
+    except registry.PluginError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    problems = cls.check_options(options)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    try:
+        made = cls(name, options)
+        register(made.secrets())
+    except Exception as exc:
+        raise ConfigError(
+            f"{where}: notifier {plugin!r} fails: {type(exc).__name__}: {exc}"
+        ) from exc
+    return made
+
+
+# the event names each bus event type may become: the hub looks no further when none is routed
+_NAMES: dict[type[Event], tuple[str, ...]] = {
+    RunStarted: ("run.started",),
+    RunEnded: ("run.succeeded", "run.failed", "run.cancelled"),
+    TaskEnded: ("task.failed", "task.recovered"),
+    TaskRetrying: ("task.retrying",),
+    CheckFailed: ("quality.failed",),
+    SlaMissed: ("sla.missed",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The config's routes, and one notifier instance per configured destination."""
+
+    routes: tuple[AlertRoute, ...] = ()
+    notifiers: Mapping[str, Notifier] = field(default_factory=dict)
+    wanted: frozenset[str] = field(init=False)  # every event name a config route takes
+    recovers: bool = field(init=False)  # a config route sends recoveries
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wanted", frozenset(n for r in self.routes for n in r.on))
+        object.__setattr__(self, "recovers", any(r.recovers for r in self.routes))
+
+    def routes_any(self, names: tuple[str, ...], flow: Flow | None) -> bool:
+        """Whether any route, the config's or *flow*'s own, takes one of *names* (cheap:
+        the engine publishes an event per task state change)."""
+        if not self.wanted.isdisjoint(names):
+            return True
+        return flow is not None and any(n in r.on for r in flow.alerts for n in names)
+
+    def may_recover(self, flow: Flow | None) -> bool:
+        """Whether a success of *flow* may owe a recovery to anyone."""
+        return self.recovers or (flow is not None and any(r.recovers for r in flow.alerts))
+
+    def targets(self, event: str, flow: Flow | str | None) -> list[Queued]:
+        """Where an *event* of *flow* goes: the config's routes, then the flow's own; a
+        destination once (its first route decides digest and recovery)."""
+        found: dict[str, Queued] = {}
+        for route in self._routes(flow):
+            if route.matches(event, _name(flow)):
+                for dest in route.to:
+                    if dest in self.notifiers:
+                        found.setdefault(dest, Queued(dest, route.digest, route.recovers))
+        return list(found.values())
+
+    def recovering(self, flow: Flow | str) -> list[str]:
+        """Destinations that get a recovery when *flow* succeeds after alerts."""
+        found: dict[str, None] = {}
+        for route in self._routes(flow):
+            if route.recovers and route.covers(_name(flow)):
+                found.update(dict.fromkeys(d for d in route.to if d in self.notifiers))
+        return list(found)
+
+    def _routes(self, flow: Flow | str | None) -> Iterable[AlertRoute]:
+        yield from self.routes
+        if isinstance(flow, Flow):
+            yield from flow.alerts
+
+    def flow_problems(self, flows: Iterable[Flow]) -> list[str]:
+        """Flow routes naming a destination the config has no table for."""
+        return [
+            f"{route.where}: alerts: unknown destination {dest!r} (configured: "
+            f"{', '.join(sorted(self.notifiers)) or 'none'}); its alerts are not sent"
+            for flow in flows
+            for route in flow.alerts
+            for dest in route.to
+            if dest not in self.notifiers
+        ]
+
+
+def _name(flow: Flow | str | None) -> str | None:
+    return flow.name if isinstance(flow, Flow) else flow
+
+
+def build_routing(config: Config) -> Routing:
+    """The routing of *config*: every destination's notifier made and checked.
+
+    :raises ConfigError: naming the entry (``[notifiers.slack.ops]``) and the problem
+    """
+    if config.notifier_problems:
+        raise ConfigError(config.notifier_problems[0])
+    notifiers = {
+        dest: make_notifier(dest, options, f"{config.source}: [notifiers.{dest.replace(':', '.')}]")
+        for dest, options in config.notifiers.items()
+    }
+    return Routing(config.alerts, notifiers)
+
+
+class AlertHub:
+    """Turns events into outbox rows (same transaction) and runs the :class:`Sender`.
+
+    :param flows: the flows of the latest reload (their own ``alerts=`` routes count)
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        config: Config,
+        routing: Routing,
+        flows: Callable[[], Mapping[str, Flow]],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.routing = routing
+        self.flows = flows
+        self.public_url = config.api.public_url
+        self._bus: EventBus | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.sender = Sender(
+            store,
+            clock,
+            lambda: self.routing.notifiers,
+            retries=config.alert_retries,
+            timeout=config.alert_timeout,
+            settle=config.flush_interval,
+        )
+
+    def attach(self, bus: EventBus) -> None:
+        """Listen to *bus* while any destination is configured: with no listener the engine
+        does not even build per-task events."""
+        self._bus = bus
+        self._listen()
+
+    def detach(self) -> None:
+        """Stop listening to the bus."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._bus = self._unsubscribe = None
+
+    def _listen(self) -> None:
+        wanted = bool(self.routing.notifiers) and self._bus is not None
+        if wanted and self._unsubscribe is None and self._bus is not None:
+            self._unsubscribe = self._bus.subscribe(self.on_event)
+        elif not wanted and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def on_event(self, event: Event) -> None:
+        """The bus subscriber: must not block, and must not await (same transaction)."""
+        names = _NAMES.get(type(event))
+        if names is None:  # a task started: the most frequent event, never an alert
+            return
+        routing = self.routing
+        loaded = self.flows().get(event.flow)
+        flow = event.flow if loaded is None else loaded
+        if routing.routes_any(names, loaded):
+            alert = from_event(event, self.public_url)
+            if alert is not None:
+                self._queue(alert, flow)
+        if (
+            type(event) is RunEnded
+            and event.state is RunState.SUCCEEDED
+            and routing.may_recover(loaded)
+        ):
+            destinations = routing.recovering(flow)
+            if destinations:
+                self._recover(event, destinations)
+
+    def service_event(
+        self,
+        name: str,
+        summary: str,
+        *,
+        flow: str | None = None,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """An event of the service itself (started, stopping, a trigger error)."""
+        alert = make_alert(name, summary, self.clock.now(), flow=flow, error=error, details=details)
+        self._queue(alert, self.flows().get(flow) if flow else None)
+
+    def reload(self, config: Config) -> bool:
+        """Use *config*'s routes from now on; on a bad entry keep the last good routing and
+        log the error naming it. True when it was applied."""
+        try:
+            routing = build_routing(config)
+        except ConfigError as exc:
+            log.error("alerts: %s (the last good routing stays)", exc)
+            return False
+        self.routing = routing
+        self._listen()
+        for problem in routing.flow_problems(self.flows().values()):
+            log.error("%s", problem)
+        log.info(
+            "alerts: %d route(s), %d destination(s)", len(routing.routes), len(routing.notifiers)
+        )
+        return True
+
+    def _queue(self, alert: dict[str, Any], flow: Flow | str | None) -> None:
+        to = self.routing.targets(alert["event"], flow)
+        if not to:
+            return
+        now = self.clock.now()
+        try:
+            self.store.writer.put_op(
+                lambda db: outbox.queue_alert(db, alert, to, now), with_rows=True
+            )
+        except StoreError:  # the service is past its end: nothing can be recorded any more
+            log.warning("alert %s: %s not queued: the store is closed", alert["event"], to)
+            return
+        self.sender.wake()
+
+    def _recover(self, event: RunEnded, destinations: list[str]) -> None:
+        alert = make_alert(
+            "run.recovered",
+            f"{event.flow} run {event.run_id} succeeded: recovered",
+            event.ts,
+            kind="recovery",
+            flow=event.flow,
+            run_id=event.run_id,
+            state="succeeded",
+            public_url=self.public_url,
+        )
+        now = self.clock.now()
+        self.store.writer.put_op(
+            lambda db: outbox.recover(db, alert, destinations, now), with_rows=True
+        )
+        self.sender.wake()
