@@ -15,6 +15,8 @@ from runtime.define.loader import load_flows_off_loop
 from runtime.engine.events import EventBus
 from runtime.engine.runner import open_runner
 from runtime.service import sdnotify
+from runtime.service.api.listen import Listener, open_listener
+from runtime.service.api.server import ApiServer
 from runtime.service.context import ServiceContext
 from runtime.service.queue import RunQueue
 from runtime.service.recovery import Recovery
@@ -41,13 +43,16 @@ class Service:
     flows folder); the scheduler and the SLA monitor get what they use as arguments.
     """
 
-    def __init__(self, ctx: ServiceContext, files: dict[Path, list[str]]) -> None:
+    def __init__(
+        self, ctx: ServiceContext, files: dict[Path, list[str]], api: Listener | None = None
+    ) -> None:
         self.ctx = ctx
         self.runs = ActiveRuns(ctx, on_end=self._say_status)
         self.recovery = Recovery(ctx, self.runs)
         self.run_queue = RunQueue(ctx, self.runs, self.recovery)
         self.reloader = Reloader(ctx, files)
         self.sources = Sources(ctx)
+        self.api = ApiServer(ctx, api) if api is not None else None
         self.feeders: anyio.CancelScope | None = None
         self.stopping = False
 
@@ -100,6 +105,8 @@ class Service:
             name="sla",
         )
         await feeders.start(self.reloader.watch, name="reload")
+        if self.api is not None:
+            await feeders.start(self.api.run, name="api")
         interval = sdnotify.watchdog_interval()
         if interval:
             feeders.start_soon(self._watchdog, interval, name="watchdog")
@@ -172,10 +179,13 @@ async def run_service(
     """Run the service until SIGTERM/SIGINT (in-process entry point; tests use it too).
 
     :raises StoreError: when another service holds the database
+    :raises ConfigError: when ``[api]`` is misconfigured or its address cannot be bound
     """
     lock = DatabaseLock(config.db)
     lock.acquire()
+    api: Listener | None = None
     try:
+        api = open_listener(config.api)  # a bad [api] or a busy port refuses the start
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
             epoch = runner.epoch
@@ -185,10 +195,12 @@ async def run_service(
             for flow in loaded.flows.values():
                 record_flow(runner, flow)
             ctx = ServiceContext(config, runner, dict(loaded.flows), epoch)
-            service = Service(ctx, {p: n for p, n in loaded.files.items() if n})
+            service = Service(ctx, {p: n for p, n in loaded.files.items() if n}, api)
             await service.run(ready=ready)
         log.info("service stopped")
     finally:
+        if api is not None:
+            api.close()
         lock.release()
 
 
