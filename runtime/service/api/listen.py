@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 
@@ -109,7 +110,7 @@ def listen(settings: ApiSettings) -> Listener:
         family, _, _, _, address = infos[0]
         sock = socket.create_server(address, family=family, backlog=128)
     except OSError as exc:
-        why = exc.strerror or str(exc)
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(f"[api] bind = {where!r}: cannot listen there: {why}") from None
     return Listener(settings, sock)
 
