@@ -15,6 +15,7 @@ from runtime.config import ApiConfig, Config
 from runtime.errors import ConfigError
 from runtime.service.api.app import make_app
 from runtime.service.api.listen import ApiSettings, api_settings, is_loopback, listen
+from runtime.service.api.routes import ROUTES
 from runtime.service.context import ServiceContext
 from tests.conftest import MakeRunner
 from tests.service.api_server import TOKEN
@@ -117,7 +118,7 @@ async def test_an_unexpected_error_is_a_500_without_details_and_logged_with_trac
 
     async with make_runner() as runner:
         ctx = ServiceContext(Config(db=db_path), runner, {}, epoch=1)
-        app = make_app(ctx, ApiSettings("127.0.0.1", 0, TOKEN))
+        app = make_app(ctx, ApiSettings("127.0.0.1", 0, TOKEN), ROUTES)
         app.router.add_post("/api/broken", broken)  # a route added the way the table adds them
         app_runner = web.AppRunner(app, access_log=None)
         await app_runner.setup()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,15 +29,32 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 PUBLIC = web.AppKey("public", frozenset)  # handlers served without the token (health checks)
 
 
-def make_app(ctx: ServiceContext, settings: ApiSettings) -> web.Application:
-    """The application with every route of :mod:`runtime.service.api.routes`."""
-    from runtime.service.api.routes import ROUTES
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route of the API (the table is :data:`runtime.service.api.routes.ROUTES`).
 
+    :ivar name: unique; aiohttp's route name (``app.router[name].url_for(...)``)
+    :ivar summary: one line, for the route list and the OpenAPI document
+    :ivar public: served without the token (health checks only)
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    summary: str
+    public: bool = False
+
+
+def make_app(
+    ctx: ServiceContext, settings: ApiSettings, routes: Sequence[Route]
+) -> web.Application:
+    """The application serving *routes* for the service *ctx*."""
     app = web.Application(middlewares=[errors, auth], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     app[SETTINGS] = settings
-    app[PUBLIC] = frozenset(route.handler for route in ROUTES if route.public)
-    for route in ROUTES:
+    app[PUBLIC] = frozenset(route.handler for route in routes if route.public)
+    for route in routes:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     return app
 

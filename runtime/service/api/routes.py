@@ -3,31 +3,12 @@ dashboard's routes are generated from / added to it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aiohttp import web
 
-from runtime.service.api.app import Handler
+from runtime.service.api.app import Route
 from runtime.service.api.errors import json_response
 from runtime.service.api.events import send_event
 from runtime.service.api.runs import create_run
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One route.
-
-    :ivar name: unique; aiohttp's route name (``app.router[name].url_for(...)``)
-    :ivar summary: one line, for the route list and the OpenAPI document
-    :ivar public: served without the token (health checks only)
-    """
-
-    method: str
-    path: str
-    handler: Handler
-    name: str
-    summary: str
-    public: bool = False
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 
 from runtime.service.api.app import make_app
 from runtime.service.api.listen import Listener
+from runtime.service.api.routes import ROUTES
 from runtime.service.context import ServiceContext
 
 log = logging.getLogger("sluiceway.runtime.api")
@@ -33,7 +34,7 @@ class ApiServer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve; started once the socket accepts requests; until cancelled."""
-        app = make_app(self.ctx, self.listener.settings)
+        app = make_app(self.ctx, self.listener.settings, ROUTES)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.grace
         )
