@@ -58,7 +58,7 @@ def free_port() -> int:
     return port
 
 
-def start_service(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_service(home: Path, port: int, *, paused: bool) -> subprocess.Popen[bytes]:
     (home / "flows").mkdir()
     (home / "flows" / "flows.py").write_text(FLOWS)
     env = {
@@ -67,7 +67,11 @@ def start_service(home: Path, port: int) -> subprocess.Popen[bytes]:
         "SLUICEWAY_API_TOKEN": TOKEN,
         "SLUICEWAY_LOG_LEVEL": "WARNING",
     }
-    args = [*SLUICEWAY, "serve", "--flows", str(home / "flows"), "--db", str(home / "h.db")]
+    where = ["--flows", str(home / "flows"), "--db", str(home / "h.db")]
+    if paused:  # the runs stay queued: the service only answers the API
+        for flow in ("one", "first", "second"):
+            subprocess.run([*SLUICEWAY, "pause", flow, *where], env=env, check=True)
+    args = [*SLUICEWAY, "serve", *where]
     proc = subprocess.Popen(args, cwd=home, env=env, stderr=(home / "serve.log").open("wb"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -129,11 +133,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--paused", action="store_true", help="flows paused: the service only queues the runs"
+    )
     args = parser.parse_args()
     total = 1000 if args.quick else 4000
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        proc = start_service(Path(tmp), port)
+        proc = start_service(Path(tmp), port, paused=args.paused)
         try:
             anyio.run(bench, port, total, args.clients)
         finally:

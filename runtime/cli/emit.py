@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from typing import Any
 
 import anyio
@@ -85,7 +86,7 @@ def _through_store(config: Config, name: str, payload: Any, key: str | None) -> 
     async def queue() -> dict[str, Any]:
         async with open_store(config.db, interval=config.flush_interval) as store:
             queued = await queue_event(store, loaded.flows, name, payload, key=key, now=now)
-            runs = await run_objects(store, queued)
+            runs = await run_objects(partial(store.read, flush=False), queued)
         existed = [item.run_id for item in queued if not item.created]
         return {"event": name, "runs": runs, "existed": existed}
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,10 @@ from runtime.store import Store, queries
 
 if TYPE_CHECKING:
     from runtime.define.flow import Flow
+
+
+Read = Callable[..., Awaitable[Any]]
+"""Runs a query function of :mod:`runtime.store.queries` on a read connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +121,8 @@ async def queue_event(
     return [item for item in queued if item is not None]
 
 
-async def run_objects(store: Store, queued: list[Queued]) -> list[dict[str, Any]]:
-    """The runs of *queued*, each in the ``runs --json`` shape (already committed: no flush)."""
-    ids = [item.run_id for item in queued]
-    found: list[dict[str, Any]] = await store.read(queries.runs_by_id, ids, flush=False)
+async def run_objects(read: Read, queued: list[Queued]) -> list[dict[str, Any]]:
+    """The runs of *queued*, each in the ``runs --json`` shape, read with *read* (a
+    :meth:`Store.read`; the runs are committed already, so it need not flush)."""
+    found: list[dict[str, Any]] = await read(queries.runs_by_id, [item.run_id for item in queued])
     return found

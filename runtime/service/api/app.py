@@ -8,14 +8,19 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
+import anyio
 import orjson
 from aiohttp import web
 
 from runtime.service.api.errors import HttpError
 from runtime.service.api.listen import ApiSettings
 from runtime.service.context import ServiceContext
+from runtime.store import connect_reader
+
+T = TypeVar("T")
 
 log = logging.getLogger("sluiceway.runtime.api")
 
@@ -24,7 +29,27 @@ CHUNK = 64 << 10
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+class Reader:
+    """The API's own read connection to the store: its reads (one per request) never wait
+    behind the service's (the run queue reads on every wake), and theirs not behind these.
+    Closed with the application."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect_reader(path)
+        self._lock = anyio.Lock()
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a query function of :mod:`runtime.store.queries` in a worker thread."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(fn, self._conn, *args)
+
+    async def close(self, app: web.Application | None = None) -> None:
+        self._conn.close()
+
+
 CONTEXT = web.AppKey("context", ServiceContext)
+READER = web.AppKey("reader", Reader)
 SETTINGS = web.AppKey("settings", ApiSettings)
 PUBLIC = web.AppKey("public", frozenset)  # handlers served without the token (health checks)
 
@@ -53,6 +78,8 @@ def make_app(
     app = web.Application(middlewares=[errors, auth], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     app[SETTINGS] = settings
+    app[READER] = Reader(ctx.store.path)
+    app.on_cleanup.append(app[READER].close)
     app[PUBLIC] = frozenset(route.handler for route in routes if route.public)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)

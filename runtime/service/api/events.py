@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from runtime.errors import UnknownEventError
-from runtime.service.api.app import CONTEXT, read_json
+from runtime.service.api.app import CONTEXT, READER, read_json
 from runtime.service.api.errors import HttpError, json_response
 from runtime.service.api.runs import check_key
 from runtime.store.incoming import queue_event, run_objects
@@ -54,5 +54,5 @@ async def send_event(request: web.Request) -> web.Response:
             ",".join(f"{q.run_id}({q.flow})" for q in created),
             key,
         )
-    runs = await run_objects(ctx.store, queued)
+    runs = await run_objects(request.app[READER], queued)
     return json_response({"event": name, "runs": runs}, status=201 if created else 200)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from runtime.errors import ParamError
-from runtime.service.api.app import CONTEXT, read_json
+from runtime.service.api.app import CONTEXT, READER, read_json
 from runtime.service.api.errors import HttpError, json_response
 from runtime.store.incoming import queue_run, run_objects
 
@@ -84,5 +84,5 @@ async def create_run(request: web.Request) -> web.Response:
     if queued.created:
         ctx.wake_queue()
         log.info("api: run=%s flow=%s queued key=%s", queued.run_id, name, key)
-    (run,) = await run_objects(ctx.store, [queued])
+    (run,) = await run_objects(request.app[READER], [queued])
     return json_response(run, status=201 if queued.created else 200)
