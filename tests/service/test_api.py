@@ -4,16 +4,24 @@ real aiohttp client. Runs, events, auth, idempotency, bad input of every kind, b
 from __future__ import annotations
 
 import io
+import logging
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
+import anyio.abc
 import orjson
 import pytest
 
 from runtime import Flow, on_event
+from runtime.config import Config
+from runtime.service.api.listen import ApiSettings, listen
+from runtime.service.api.server import ApiServer
+from runtime.service.context import ServiceContext
 from runtime.store import connect_reader, queries
 from tests.conftest import MakeRunner
 from tests.service.api_server import TOKEN, Api, open_api
@@ -367,3 +375,66 @@ async def test_an_event_with_bad_json_is_a_400(make_runner: MakeRunner) -> None:
         status, answer, _ = await post(api, "/api/events/landed", data=b"{nope")
     assert status == 400
     assert_error(answer, "bad_request", "body", "not valid JSON")
+
+
+# --- stop ---
+
+
+async def test_on_stop_new_connections_are_refused_and_a_request_in_flight_completes(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    """Stopping closes the listening socket first; a request waiting for its commit (another
+    connection holds the write lock) gets the grace to finish: 201, its run committed."""
+    async with make_runner() as runner:
+        ctx = ServiceContext(Config(db=db_path), runner, FLOWS, epoch=1)
+        listener = listen(ApiSettings("127.0.0.1", 0, TOKEN))
+        url, port = listener.url, listener.sock.getsockname()[1]
+        server = ApiServer(ctx, listener, grace=10.0)
+        answers: list[tuple[int, Any]] = []
+        serving = anyio.CancelScope()
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        queueing = anyio.Event()
+
+        class Seen(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if record.getMessage().startswith("api: queueing a run"):
+                    queueing.set()
+
+        seen = Seen(logging.DEBUG)
+        api_log = logging.getLogger("sluiceway.runtime.api")
+        api_log.addHandler(seen)
+        level = api_log.level
+        api_log.setLevel(logging.DEBUG)
+
+        async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with serving:
+                await server.run(task_status=task_status)
+
+        async def client() -> None:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url + "/api/flows/alpha/runs", json={}, headers=api_headers) as resp,
+            ):
+                answers.append((resp.status, await resp.json()))
+
+        api_headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+                    await group.start(serve)
+                    blocker.execute("BEGIN IMMEDIATE")  # the writer's commit must wait
+                    group.start_soon(client)
+                    await queueing.wait()  # the handler waits for its commit now
+                    serving.cancel()  # what the service's SIGTERM does to its feeders
+                    await anyio.sleep(0.2)
+                    with pytest.raises(ConnectionRefusedError):  # refused at once
+                        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                    assert answers == []  # still waiting for its commit
+                    blocker.execute("COMMIT")
+        finally:
+            blocker.close()
+            api_log.removeHandler(seen)
+            api_log.setLevel(level)
+    [(status, answer)] = answers
+    assert status == 201, answer
+    assert db_rows(db_path, "SELECT id, state FROM runs") == [(answer["id"], "queued")]

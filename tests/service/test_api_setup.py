@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
 from runtime.config import ApiConfig, Config
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, StoreError
 from runtime.service.api.app import make_app
 from runtime.service.api.listen import ApiSettings, api_settings, is_loopback, listen
 from runtime.service.api.routes import ROUTES
@@ -110,36 +112,61 @@ def test_the_socket_is_bound_to_the_host_given_only() -> None:
 # --- the application ---
 
 
-async def test_an_unexpected_error_is_a_500_without_details_and_logged_with_traceback(
-    make_runner: MakeRunner, db_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def broken(request: web.Request) -> web.Response:
-        raise RuntimeError("secret detail /etc/sluiceway.toml")
-
+async def _post_to_added_route(
+    make_runner: MakeRunner, db_path: Path, handler: Any
+) -> tuple[int, int, str, dict[str, str]]:
+    """Serve the API with *handler* added at POST /api/added; (status without the token,
+    status with it, its body, its headers)."""
     async with make_runner() as runner:
         ctx = ServiceContext(Config(db=db_path), runner, {}, epoch=1)
         app = make_app(ctx, ApiSettings("127.0.0.1", 0, TOKEN), ROUTES)
-        app.router.add_post("/api/broken", broken)  # a route added the way the table adds them
+        app.router.add_post("/api/added", handler)  # a route added the way the table adds them
         app_runner = web.AppRunner(app, access_log=None)
         await app_runner.setup()
         site = web.TCPSite(app_runner, "127.0.0.1", 0)
         await site.start()
         try:
             port = app_runner.addresses[0][1]
-            url = f"http://127.0.0.1:{port}/api/broken"
-            with caplog.at_level(logging.ERROR, "sluiceway.runtime.api"):
-                async with aiohttp.ClientSession() as session:
-                    async with session.post(url) as resp:
-                        anonymous = resp.status
-                    headers = {"Authorization": f"Bearer {TOKEN}"}
-                    async with session.post(url, headers=headers) as resp:
-                        status, text = resp.status, await resp.text()
+            url = f"http://127.0.0.1:{port}/api/added"
+            async with aiohttp.ClientSession() as session:
+                async with session.post(url) as resp:
+                    anonymous = resp.status
+                headers = {"Authorization": f"Bearer {TOKEN}"}
+                async with session.post(url, headers=headers) as resp:
+                    return anonymous, resp.status, await resp.text(), dict(resp.headers)
         finally:
             await app_runner.cleanup()
+
+
+async def test_an_unexpected_error_is_a_500_without_details_and_logged_with_traceback(
+    make_runner: MakeRunner, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail /etc/sluiceway.toml")
+
+    with caplog.at_level(logging.ERROR, "sluiceway.runtime.api"):
+        anonymous, status, text, _ = await _post_to_added_route(make_runner, db_path, broken)
     assert anonymous == 401  # auth comes first, for added routes too
     assert status == 500
     assert text == (
         '{"error":{"code":"internal","message":"internal error; the service log has the details"}}'
     )
-    assert "POST /api/broken failed" in caplog.text
+    assert "POST /api/added failed" in caplog.text
     assert "RuntimeError: secret detail" in caplog.text  # the traceback, in the log only
+
+
+async def test_a_store_that_cannot_commit_is_a_503_to_retry(
+    make_runner: MakeRunner, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def locked(request: web.Request) -> web.Response:
+        raise StoreError(f"{db_path}: cannot commit (OperationalError: database is locked)")
+
+    with caplog.at_level(logging.ERROR, "sluiceway.runtime.api"):
+        _, status, text, headers = await _post_to_added_route(make_runner, db_path, locked)
+    assert status == 503
+    assert headers["Retry-After"] == "5"
+    error = orjson.loads(text)["error"]
+    assert error["code"] == "unavailable"
+    assert "nothing was queued; try again" in error["message"]
+    assert str(db_path) not in text
+    assert "database is locked" in caplog.text

@@ -15,6 +15,7 @@ import anyio
 import orjson
 from aiohttp import web
 
+from runtime.errors import StoreError
 from runtime.service.api.errors import HttpError
 from runtime.service.api.listen import ApiSettings
 from runtime.service.context import ServiceContext
@@ -92,8 +93,9 @@ def make_app(
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure as the one error body: ours (:class:`HttpError`), aiohttp's (404 for an
-    unknown route, 405 with ``Allow``, 413), and anything else as a 500 that names nothing
-    (the traceback goes to the service's log, never into a response)."""
+    unknown route, 405 with ``Allow``, 413), a store that cannot commit as a 503 (nothing
+    was queued: try again), and anything else as a 500 that names nothing (the traceback
+    goes to the service's log, never into a response)."""
     try:
         return await handler(request)
     except HttpError as exc:
@@ -102,6 +104,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _from_aiohttp(request, exc).response()
+    except StoreError as exc:  # a locked or failing database: nothing was queued
+        log.error("api: %s %s: %s", request.method, request.path, exc)
+        return HttpError(
+            503,
+            "the run history cannot be written right now, so nothing was queued; try again "
+            "(with the same idempotency key); the service log says why",
+            headers={"Retry-After": "5"},
+        ).response()
     except Exception:
         log.exception("api: %s %s failed", request.method, request.path)
         return HttpError(500, "internal error; the service log has the details").response()

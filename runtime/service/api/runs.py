@@ -80,6 +80,7 @@ async def create_run(request: web.Request) -> web.Response:
         raise HttpError(400, str(exc), field="params") from None
     trigger = {"kind": "api", "via": "http", "remote": request.remote}
     now = ctx.clock.now()
+    log.debug("api: queueing a run of flow=%s key=%s", name, key)
     queued = await queue_run(ctx.store, flow, params=resolved, trigger=trigger, key=key, now=now)
     if queued.created:
         ctx.wake_queue()
