@@ -44,9 +44,10 @@ def _run_request(body: Any) -> tuple[dict[str, Any], str | None]:
             'body must be a JSON object like {"params": {...}, "idempotency_key": "..."}',
             field="body",
         )
-    for name in sorted(body.keys() - RUN_FIELDS):
+    unknown = sorted(body.keys() - RUN_FIELDS)
+    if unknown:
         raise HttpError(
-            400, f"unknown field {name!r} (fields: idempotency_key, params)", field=name
+            400, f"unknown field {unknown[0]!r} (fields: idempotency_key, params)", field=unknown[0]
         )
     params = body.get("params", {})
     if params is None:
@@ -69,10 +70,13 @@ async def create_run(request: web.Request) -> web.Response:
         raise HttpError(
             404, f"unknown flow {name!r} (loaded flows: {known})", code="unknown_flow", field="flow"
         )
-    for param in sorted(params.keys() - flow.params.keys()):
+    undeclared = sorted(params.keys() - flow.params.keys())
+    if undeclared:  # named here, so that the answer can point at the field
         known = ", ".join(sorted(flow.params)) or "none"
         raise HttpError(
-            400, f"flow {name!r} has no param {param!r} (params: {known})", field=f"params.{param}"
+            400,
+            f"flow {name!r} has no param {undeclared[0]!r} (params: {known})",
+            field=f"params.{undeclared[0]}",
         )
     try:
         resolved = flow.resolve_params(params)
