@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/files.py
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/notifiers.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

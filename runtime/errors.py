@@ -31,6 +31,16 @@ class UnknownFlowError(SluicewayError):
         super().__init__(f"unknown flow {name!r} (loaded flows: {hint})")
 
 
+class UnknownEventError(SluicewayError):
+    """An event was sent that no loaded flow listens to (no ``on_event(name)`` trigger)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"no flow listens to event {name!r}: no loaded flow has on_event({name!r})"
+        )
+
+
 # --- schedules ---
 
 

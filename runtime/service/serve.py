@@ -18,6 +18,8 @@ from runtime.engine.runner import open_runner
 from runtime.errors import ConfigError
 from runtime.service import sdnotify
 from runtime.service.alerts import AlertHub, Routing, build_routing
+from runtime.service.api.listen import Listener, open_listener
+from runtime.service.api.server import ApiServer
 from runtime.service.context import ServiceContext
 from runtime.service.queue import RunQueue
 from runtime.service.recovery import Recovery
@@ -51,6 +53,7 @@ class Service:
         files: dict[Path, list[str]],
         alerts: AlertHub | None = None,
         reread: Callable[[], Config] | None = None,
+        api: Listener | None = None,
     ) -> None:
         self.ctx = ctx
         self.alerts = alerts or AlertHub(
@@ -63,6 +66,7 @@ class Service:
         self.reloader = Reloader(ctx, files)
         self.sources = Sources(ctx)
         self.upstreams = Upstreams(ctx)
+        self.api = ApiServer(ctx, api) if api is not None else None
         self.feeders: anyio.CancelScope | None = None
         self.stopping = False
 
@@ -133,6 +137,8 @@ class Service:
             name="sla",
         )
         await feeders.start(self.reloader.watch, name="reload")
+        if self.api is not None:
+            await feeders.start(self.api.run, name="api")
         interval = sdnotify.watchdog_interval()
         if interval:
             feeders.start_soon(self._watchdog, interval, name="watchdog")
@@ -218,11 +224,14 @@ async def run_service(
     :param reread: reads the config again on SIGHUP (for the alert routing)
     :raises ConfigError: when an alert route or notifier is bad (before anything starts)
     :raises StoreError: when another service holds the database
+    :raises ConfigError: when ``[api]`` is misconfigured or its address cannot be bound
     """
     routing = build_routing(config)
     lock = DatabaseLock(config.db)
     lock.acquire()
+    api: Listener | None = None
     try:
+        api = open_listener(config.api)  # a bad [api] or a busy port refuses the start
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
             epoch = runner.epoch
@@ -235,7 +244,7 @@ async def run_service(
             alerts = AlertHub(ctx.store, ctx.clock, config, routing, lambda: ctx.flows)
             ctx.alerts = alerts
             files = {p: n for p, n in loaded.files.items() if n}
-            service = Service(ctx, files, alerts, reread)
+            service = Service(ctx, files, alerts, reread, api)
             for problem in routing.flow_problems(ctx.flows.values()):
                 log.error("%s", problem)
             alerts.attach(runner.bus)
@@ -247,6 +256,8 @@ async def run_service(
                 alerts.detach()
         log.info("service stopped")
     finally:
+        if api is not None:
+            api.close()
         lock.release()
 
 

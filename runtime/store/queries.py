@@ -83,6 +83,17 @@ def list_runs(
     return [_run_dict(row) for row in conn.execute(sql, (*args, limit))]
 
 
+def runs_by_id(conn: sqlite3.Connection, run_ids: list[int]) -> list[dict[str, Any]]:
+    """The runs *run_ids* in that order, each as one element of :func:`list_runs` (the
+    ``runs --json`` shape); ids with no run are left out."""
+    if not run_ids:
+        return []
+    marks = ",".join("?" * len(run_ids))
+    sql = f"SELECT {_run_columns(conn)} FROM runs WHERE id IN ({marks})"
+    found = {row["id"]: _run_dict(row) for row in conn.execute(sql, run_ids)}
+    return [found[run_id] for run_id in run_ids if run_id in found]
+
+
 def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     """One run with its tasks (mapped instances as separate items with an ``index``).
 

@@ -1,0 +1,189 @@
+"""The aiohttp application: what every route shares (the service context, the token) and the
+middlewares every request passes (errors outermost, then auth), and reading a JSON body
+within the size limit."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+from aiohttp import web
+
+from runtime.errors import StoreError
+from runtime.service.api.errors import HttpError
+from runtime.service.api.listen import ApiSettings
+from runtime.service.context import ServiceContext
+from runtime.store import connect_reader
+
+T = TypeVar("T")
+
+log = logging.getLogger("sluiceway.runtime.api")
+
+MAX_BODY = 1 << 20  # 1 MiB, chunked (streamed) bodies included
+CHUNK = 64 << 10
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Reader:
+    """The API's own read connection to the store: its reads (one per request) never wait
+    behind the service's (the run queue reads on every wake), and theirs not behind these.
+    Closed with the application."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect_reader(path)
+        self._lock = anyio.Lock()
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a query function of :mod:`runtime.store.queries` in a worker thread."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(fn, self._conn, *args)
+
+    async def close(self, app: web.Application | None = None) -> None:
+        self._conn.close()
+
+
+CONTEXT = web.AppKey("context", ServiceContext)
+READER = web.AppKey("reader", Reader)
+SETTINGS = web.AppKey("settings", ApiSettings)
+PUBLIC = web.AppKey("public", frozenset)  # handlers served without the token (health checks)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route of the API (the table is :data:`runtime.service.api.routes.ROUTES`).
+
+    :ivar name: unique; aiohttp's route name (``app.router[name].url_for(...)``)
+    :ivar summary: one line, for the route list and the OpenAPI document
+    :ivar public: served without the token (health checks only)
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    summary: str
+    public: bool = False
+
+
+def make_app(
+    ctx: ServiceContext, settings: ApiSettings, routes: Sequence[Route]
+) -> web.Application:
+    """The application serving *routes* for the service *ctx*."""
+    app = web.Application(middlewares=[errors, auth], client_max_size=MAX_BODY)
+    app[CONTEXT] = ctx
+    app[SETTINGS] = settings
+    app[READER] = Reader(ctx.store.path)
+    app.on_cleanup.append(app[READER].close)
+    app[PUBLIC] = frozenset(route.handler for route in routes if route.public)
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+    return app
+
+
+# --- middlewares ---
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure as the one error body: ours (:class:`HttpError`), aiohttp's (404 for an
+    unknown route, 405 with ``Allow``, 413), a store that cannot commit as a 503 (nothing
+    was queued: try again), and anything else as a 500 that names nothing (the traceback
+    goes to the service's log, never into a response)."""
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_aiohttp(request, exc).response()
+    except StoreError as exc:  # a locked or failing database: nothing was queued
+        log.error("api: %s %s: %s", request.method, request.path, exc)
+        return HttpError(
+            503,
+            "the run history cannot be written right now, so nothing was queued; try again "
+            "(with the same idempotency key); the service log says why",
+            headers={"Retry-After": "5"},
+        ).response()
+    except Exception:
+        log.exception("api: %s %s failed", request.method, request.path)
+        return HttpError(500, "internal error; the service log has the details").response()
+
+
+def _from_aiohttp(request: web.Request, exc: web.HTTPException) -> HttpError:
+    target = f"{request.method} {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return HttpError(
+            405, f"{target}: method not allowed (allowed: {allowed})", headers={"Allow": allowed}
+        )
+    if isinstance(exc, web.HTTPNotFound):
+        return HttpError(404, f"{target}: no such route")
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return _too_large(MAX_BODY)
+    return HttpError(exc.status, f"{target}: {exc.reason}")
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``Authorization: Bearer <token>`` on every route but the public ones, compared in
+    constant time. Checked before the route is looked at: without the token an unknown
+    route is a 401 too, so the API's shape is not shown to strangers."""
+    token = request.app[SETTINGS].token
+    if token is None or handler in request.app[PUBLIC]:
+        return await handler(request)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise _unauthorized("missing bearer token: send Authorization: Bearer <token>")
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise _unauthorized("wrong bearer token")
+    return await handler(request)
+
+
+def _unauthorized(message: str) -> HttpError:
+    return HttpError(401, message, headers={"WWW-Authenticate": 'Bearer realm="sluiceway"'})
+
+
+# --- bodies ---
+
+
+async def read_body(request: web.Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, refused with 413 past *limit* bytes: a ``Content-Length`` over it
+    at once, a chunked body as soon as the bytes read pass it (aiohttp's own limit does not
+    cover a stream)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> HttpError:
+    # the rest of the body is not read: the connection is closed after the answer
+    return HttpError(413, f"body larger than {limit} bytes", field="body", close=True)
+
+
+async def read_json(request: web.Request, *, empty: Any) -> Any:
+    """The body as JSON; *empty* for an empty body.
+
+    :raises HttpError: 400 for a body that is not JSON (naming ``body``), 413 past the limit
+    """
+    data = await read_body(request)
+    if not data.strip():
+        return empty
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"body is not valid JSON: {exc}", field="body") from None

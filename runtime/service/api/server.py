@@ -1,0 +1,52 @@
+"""The API server as one of the service's feeders: it serves on the socket bound before the
+service started, and on stop closes it first, then gives requests in flight a short grace."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from runtime.service.api.app import make_app
+from runtime.service.api.listen import Listener
+from runtime.service.api.routes import ROUTES
+from runtime.service.context import ServiceContext
+
+log = logging.getLogger("sluiceway.runtime.api")
+
+GRACE = 5.0  # seconds requests in flight get to finish when the service stops
+
+
+class ApiServer:
+    """Serves the API of the service *ctx* on *listener* until cancelled.
+
+    Requests are handled in aiohttp's own tasks, which the runner owns: its cleanup (run
+    shielded when the feeders are cancelled) stops accepting, waits up to :data:`GRACE` for
+    the requests in flight and closes every connection, so nothing is left behind.
+    """
+
+    def __init__(self, ctx: ServiceContext, listener: Listener, grace: float = GRACE) -> None:
+        self.ctx = ctx
+        self.listener = listener
+        self.grace = grace
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve; started once the socket accepts requests; until cancelled."""
+        app = make_app(self.ctx, self.listener.settings, ROUTES)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=self.grace
+        )
+        await runner.setup()
+        try:
+            await web.SockSite(runner, self.listener.sock).start()
+            auth = "bearer token" if self.listener.settings.auth else "no auth (loopback)"
+            log.info("api listening on %s (%s)", self.listener.url, auth)
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + 1):
+                await runner.cleanup()
+            self.listener.close()
+            log.info("api stopped")
