@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -80,8 +81,11 @@ def ledger(home: Home) -> list[tuple[int, str]]:
 
 def test_files_dropped_while_down_get_runs_at_start(home: Home) -> None:
     inbox = write_flow(home)
+    an_hour_ago = time.time() - 3600  # they landed while the service was down
     for i in range(3):
-        (inbox / f"early{i}.csv").write_text(f"{i}\n")
+        early = inbox / f"early{i}.csv"
+        early.write_text(f"{i}\n")
+        os.utime(early, (an_hour_ago, an_hour_ago))
     (inbox / ".hidden.csv").write_text("no\n")
     served = home.serve()
     served.wait_ready()
