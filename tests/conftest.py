@@ -23,6 +23,7 @@ from runtime.engine.events import Event, EventBus
 from runtime.engine.runner import Runner
 from runtime.testing import FakeClock, open_test_runner
 from tests.cli_helpers import CLI_LOGGERS
+from tests.service.served import Home
 
 MakeRunner = Callable[..., AbstractAsyncContextManager[Runner]]
 
@@ -94,3 +95,14 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
     for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
         logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Home]:
+    """A folder for one test's services (``sluiceway serve`` subprocesses); any service still
+    running at the end is killed."""
+    home = Home(tmp_path)
+    try:
+        yield home
+    finally:
+        home.cleanup()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from runtime import redact
 from tests.alerts.endpoint import Endpoint, running_endpoint
-from tests.service.served import Home
 
 CANARY = "canary-al3rt-5ecret-7c1d"
 """Planted in webhook URLs and HMAC secrets; searched for in every output."""
@@ -25,13 +23,3 @@ def endpoint() -> Iterator[Endpoint]:
 def _forget_secrets() -> Iterator[None]:
     yield
     redact.forget_all()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Home]:
-    """A folder for one test's services; any service still running at the end is killed."""
-    home = Home(tmp_path)
-    try:
-        yield home
-    finally:
-        home.cleanup()
