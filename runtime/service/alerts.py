@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from runtime import registry
@@ -27,6 +28,7 @@ from runtime.service.alert_events import alert_name, from_event, make_alert
 from runtime.service.delivery import Sender
 from runtime.states import RunState
 from runtime.store import Store, outbox
+from runtime.store.batch import Op
 from runtime.store.outbox import Queued
 
 log = logging.getLogger("sluiceway.runtime.service.alerts")
@@ -171,6 +173,7 @@ class AlertHub:
         self.public_url = config.api.public_url
         self._bus: EventBus | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._group: list[Op] | None = None  # what goes in the writer's next batch
         self.sender = Sender(
             store,
             clock,
@@ -254,13 +257,28 @@ class AlertHub:
             return
         now = self.clock.now()
         try:
-            self.store.writer.put_op(
-                lambda db: outbox.queue_alert(db, alert, to, now), with_rows=True
-            )
+            self._put(lambda db: outbox.queue_alert(db, alert, to, now))
         except StoreError:  # the service is past its end: nothing can be recorded any more
             log.warning("alert %s: %s not queued: the store is closed", alert["event"], to)
             return
         self.sender.wake()
+
+    def _put(self, op: Op) -> None:
+        """Queue *op* to run in the batch of the state change queued before it. Every alert
+        queued until that batch is taken goes in one op of the writer (one savepoint, no
+        waiter each); one queued after it goes with the next batch, as its state change.
+
+        :raises StoreError: when the store is closed
+        """
+        if self._group is None:
+            self.store.writer.put_op_from(self._seal)
+            self._group = []
+        self._group.append(op)
+
+    def _seal(self) -> Op:
+        """The op of the batch being taken (called by the writer on the loop thread)."""
+        group, self._group = self._group or [], None
+        return partial(outbox.queue_all, ops=group)
 
     def _recover(self, event: RunEnded, destinations: list[str]) -> None:
         alert = make_alert(
@@ -274,7 +292,5 @@ class AlertHub:
             public_url=self.public_url,
         )
         now = self.clock.now()
-        self.store.writer.put_op(
-            lambda db: outbox.recover(db, alert, destinations, now), with_rows=True
-        )
+        self._put(lambda db: outbox.recover(db, alert, destinations, now))
         self.sender.wake()
