@@ -2,9 +2,11 @@
 bus events and the service's own events into outbox rows and wakes the sender.
 
 The hub subscribes to the event bus. The engine records a state change (``put_run``,
-``put_task``) and publishes its event synchronously; the hub queues the outbox row with
-``put_op(..., with_rows=True)`` without awaiting anything in between, so the row is
-committed in the same transaction as the state change (runtime/store/outbox.py).
+``put_task``) and publishes its event synchronously; the hub queues the outbox row without
+awaiting anything in between, so the row is committed in the same transaction as the state
+change (runtime/store/outbox.py). The alerts queued until the writer takes its next batch
+go as one op of that batch (``put_op_from``, built when the batch is taken, with the
+rows), not as an op each.
 """
 
 from __future__ import annotations
