@@ -19,7 +19,7 @@ from runtime.engine.events import (
 from runtime.scheduling.sla import SlaMissed
 from runtime.states import RunState, TaskState
 
-__all__ = ["ERROR_EXCERPT", "from_event", "make_alert"]
+__all__ = ["ERROR_EXCERPT", "alert_name", "from_event", "make_alert"]
 
 ERROR_EXCERPT = 500
 """Longest error text an alert carries (the whole error is in ``sluiceway show``)."""
@@ -68,6 +68,34 @@ def make_alert(
         "items": [],
         "resolves": [],
     }
+
+
+_KINDS: dict[type[Event], str] = {
+    RunStarted: "run.started",
+    TaskRetrying: "task.retrying",
+    CheckFailed: "quality.failed",
+    SlaMissed: "sla.missed",
+}
+
+
+def alert_name(event: Event) -> str | None:
+    """The event name of the alert :func:`from_event` makes of *event*, or ``None`` when it
+    makes none; cheap (no allocation): the engine publishes an event per task state change,
+    and most of them (a task started, a task that succeeded at its first try) are none."""
+    if isinstance(event, TaskEnded):
+        if event.index is not None:
+            return None
+        if event.state is TaskState.FAILED:
+            return "task.failed"
+        if event.state is TaskState.SUCCEEDED and event.attempts > 1:
+            return "task.recovered"
+        return None
+    if isinstance(event, RunEnded):
+        return _RUN_EVENTS.get(event.state)
+    name = _KINDS.get(type(event))
+    if name is None or (isinstance(event, TaskEvent) and event.index is not None):
+        return None
+    return name
 
 
 def from_event(event: Event, public_url: str | None = None) -> dict[str, Any] | None:

@@ -2,9 +2,11 @@
 bus events and the service's own events into outbox rows and wakes the sender.
 
 The hub subscribes to the event bus. The engine records a state change (``put_run``,
-``put_task``) and publishes its event synchronously; the hub queues the outbox row with
-``put_op(..., with_rows=True)`` without awaiting anything in between, so the row is
-committed in the same transaction as the state change (runtime/store/outbox.py).
+``put_task``) and publishes its event synchronously; the hub queues the outbox row without
+awaiting anything in between, so the row is committed in the same transaction as the state
+change (runtime/store/outbox.py). The alerts queued until the writer takes its next batch
+go as one op of that batch (``put_op_from``, built when the batch is taken, with the
+rows), not as an op each.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from runtime import registry
@@ -20,22 +23,14 @@ from runtime.alerting import AlertRoute, parse_destination
 from runtime.clock import Clock
 from runtime.config import Config
 from runtime.define.flow import Flow
-from runtime.engine.events import (
-    CheckFailed,
-    Event,
-    EventBus,
-    RunEnded,
-    RunStarted,
-    TaskEnded,
-    TaskRetrying,
-)
+from runtime.engine.events import Event, EventBus, RunEnded
 from runtime.errors import ConfigError, StoreError
 from runtime.redact import register
-from runtime.scheduling.sla import SlaMissed
-from runtime.service.alert_events import from_event, make_alert
+from runtime.service.alert_events import alert_name, from_event, make_alert
 from runtime.service.delivery import Sender
 from runtime.states import RunState
 from runtime.store import Store, outbox
+from runtime.store.batch import Op
 from runtime.store.outbox import Queued
 
 log = logging.getLogger("sluiceway.runtime.service.alerts")
@@ -67,17 +62,6 @@ def make_notifier(destination: str, options: Mapping[str, Any], where: str) -> N
     return made
 
 
-# the event names each bus event type may become: the hub looks no further when none is routed
-_NAMES: dict[type[Event], tuple[str, ...]] = {
-    RunStarted: ("run.started",),
-    RunEnded: ("run.succeeded", "run.failed", "run.cancelled"),
-    TaskEnded: ("task.failed", "task.recovered"),
-    TaskRetrying: ("task.retrying",),
-    CheckFailed: ("quality.failed",),
-    SlaMissed: ("sla.missed",),
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Routing:
     """The config's routes, and one notifier instance per configured destination."""
@@ -86,17 +70,21 @@ class Routing:
     notifiers: Mapping[str, Notifier] = field(default_factory=dict)
     wanted: frozenset[str] = field(init=False)  # every event name a config route takes
     recovers: bool = field(init=False)  # a config route sends recoveries
+    # targets by (event, flow name) for flows with no routes of their own: an alert costs a
+    # dict lookup, not a glob match per route (the routing is replaced, never changed)
+    _found: dict[tuple[str, str | None], list[Queued]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "wanted", frozenset(n for r in self.routes for n in r.on))
         object.__setattr__(self, "recovers", any(r.recovers for r in self.routes))
 
-    def routes_any(self, names: tuple[str, ...], flow: Flow | None) -> bool:
-        """Whether any route, the config's or *flow*'s own, takes one of *names* (cheap:
-        the engine publishes an event per task state change)."""
-        if not self.wanted.isdisjoint(names):
+    def routes_any(self, name: str, flow: Flow | None) -> bool:
+        """Whether any route, the config's or *flow*'s own, takes event *name* (cheap)."""
+        if name in self.wanted:
             return True
-        return flow is not None and any(n in r.on for r in flow.alerts for n in names)
+        return flow is not None and any(name in r.on for r in flow.alerts)
 
     def may_recover(self, flow: Flow | None) -> bool:
         """Whether a success of *flow* may owe a recovery to anyone."""
@@ -104,7 +92,17 @@ class Routing:
 
     def targets(self, event: str, flow: Flow | str | None) -> list[Queued]:
         """Where an *event* of *flow* goes: the config's routes, then the flow's own; a
-        destination once (its first route decides digest and recovery)."""
+        destination once (its first route decides digest and recovery); do not change the
+        list returned."""
+        if isinstance(flow, Flow) and flow.alerts:
+            return self._targets(event, flow)
+        key = (event, _name(flow))
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = self._targets(event, key[1])
+        return found
+
+    def _targets(self, event: str, flow: Flow | str | None) -> list[Queued]:
         found: dict[str, Queued] = {}
         for route in self._routes(flow):
             if route.matches(event, _name(flow)):
@@ -177,6 +175,7 @@ class AlertHub:
         self.public_url = config.api.public_url
         self._bus: EventBus | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._group: list[Op] | None = None  # what goes in the writer's next batch
         self.sender = Sender(
             store,
             clock,
@@ -208,24 +207,21 @@ class AlertHub:
 
     def on_event(self, event: Event) -> None:
         """The bus subscriber: must not block, and must not await (same transaction)."""
-        names = _NAMES.get(type(event))
-        if names is None:  # a task started: the most frequent event, never an alert
+        name = alert_name(event)
+        ok = event if isinstance(event, RunEnded) and event.state is RunState.SUCCEEDED else None
+        if name is None and ok is None:  # a task started or succeeded: most events
             return
         routing = self.routing
         loaded = self.flows().get(event.flow)
         flow = event.flow if loaded is None else loaded
-        if routing.routes_any(names, loaded):
+        if name is not None and routing.routes_any(name, loaded):
             alert = from_event(event, self.public_url)
             if alert is not None:
                 self._queue(alert, flow)
-        if (
-            type(event) is RunEnded
-            and event.state is RunState.SUCCEEDED
-            and routing.may_recover(loaded)
-        ):
+        if ok is not None and routing.may_recover(loaded):
             destinations = routing.recovering(flow)
             if destinations:
-                self._recover(event, destinations)
+                self._recover(ok, destinations)
 
     def service_event(
         self,
@@ -263,13 +259,28 @@ class AlertHub:
             return
         now = self.clock.now()
         try:
-            self.store.writer.put_op(
-                lambda db: outbox.queue_alert(db, alert, to, now), with_rows=True
-            )
+            self._put(lambda db: outbox.queue_alert(db, alert, to, now))
         except StoreError:  # the service is past its end: nothing can be recorded any more
             log.warning("alert %s: %s not queued: the store is closed", alert["event"], to)
             return
         self.sender.wake()
+
+    def _put(self, op: Op) -> None:
+        """Queue *op* to run in the batch of the state change queued before it. Every alert
+        queued until that batch is taken goes in one op of the writer (one savepoint, no
+        waiter each); one queued after it goes with the next batch, as its state change.
+
+        :raises StoreError: when the store is closed
+        """
+        if self._group is None:
+            self.store.writer.put_op_from(self._seal)
+            self._group = []
+        self._group.append(op)
+
+    def _seal(self) -> Op:
+        """The op of the batch being taken (called by the writer on the loop thread)."""
+        group, self._group = self._group or [], None
+        return partial(outbox.queue_all, ops=group)
 
     def _recover(self, event: RunEnded, destinations: list[str]) -> None:
         alert = make_alert(
@@ -283,7 +294,5 @@ class AlertHub:
             public_url=self.public_url,
         )
         now = self.clock.now()
-        self.store.writer.put_op(
-            lambda db: outbox.recover(db, alert, destinations, now), with_rows=True
-        )
+        self._put(lambda db: outbox.recover(db, alert, destinations, now))
         self.sender.wake()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import anyio
 
 from runtime.errors import StoreError
-from runtime.states import TASK_TERMINAL
+from runtime.states import RUN_TERMINAL, TASK_TERMINAL
 from runtime.store import schema
 from runtime.store.rows import AttemptKey, AttemptRow, RunRow, TaskKey, TaskRow
 
@@ -42,10 +42,17 @@ REFUSED = (
 class Waiter:
     """One caller waiting for its write (or everything before it) to be committed."""
 
-    __slots__ = ("done", "error", "op", "urgent", "value")
+    __slots__ = ("done", "error", "make", "op", "urgent", "value")
 
-    def __init__(self, op: Op | None = None, *, urgent: bool | None = True) -> None:
+    def __init__(
+        self,
+        op: Op | None = None,
+        *,
+        urgent: bool | None = True,
+        make: Callable[[], Op] | None = None,
+    ) -> None:
         self.op = op
+        self.make = make  # builds op when its batch is taken (Writer.put_op_from)
         # someone awaits it (put_op's are not awaited); None: not awaited, and it must be
         # committed with the rows queued before it (put_op(with_rows=True))
         self.urgent = urgent
@@ -77,6 +84,19 @@ class Batch:
         return bool(self.runs or self.tasks or self.attempts or self.logs or self.events)
 
 
+def build_ops(ops: list[Waiter]) -> None:
+    """Build the ops queued as makers, now that their batch is taken (on the loop thread)."""
+    for waiter in ops:
+        if waiter.make is not None:
+            waiter.op, waiter.make = waiter.make(), None
+
+
+def describe_backlog(*queued: tuple[int, str]) -> str:
+    """``1 run, 3 task rows, 20 log lines`` from (count, what) pairs; ``nothing``."""
+    parts = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in queued if n]
+    return ", ".join(parts) or "nothing"
+
+
 Row = TypeVar("Row", TaskRow, AttemptRow)
 
 
@@ -89,6 +109,25 @@ def keep_row(old: Row, newer: Row | Callable[[], Row] | None) -> Row | Callable[
         built = newer if isinstance(newer, tuple) else newer()
         return built if built.state in TASK_TERMINAL else old
     return newer
+
+
+def put_back_rows(
+    batch: Batch,
+    runs: dict[int, RunRow],
+    tasks: dict[TaskKey, Any],
+    attempts: dict[AttemptKey, Any],
+) -> None:
+    """Queue the rows of failed *batch* again into the writer's *runs*, *tasks* and
+    *attempts*: a row queued since is newer and wins, unless the failed batch had the row's
+    terminal state (final)."""
+    for run_id, run in batch.runs.items():
+        newer = runs.get(run_id)
+        if newer is None or (run.state in RUN_TERMINAL and newer.state not in RUN_TERMINAL):
+            runs[run_id] = run
+    for task_key, task in batch.tasks.items():
+        tasks[task_key] = keep_row(task, tasks.get(task_key))
+    for attempt_key, attempt in batch.attempts.items():
+        attempts[attempt_key] = keep_row(attempt, attempts.get(attempt_key))
 
 
 Refused = list[tuple[str, tuple[Any, ...], Exception]]  # (table, row, why) of rows left out

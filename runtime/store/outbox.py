@@ -1,15 +1,17 @@
 """The alert outbox: rows queued with the state change that causes them, digests, recoveries,
 delivery marks, and the reads of the sender and of ``sluiceway alerts``.
 
-An alert is queued with ``put_op(..., with_rows=True)``: its row is committed in the same
+An alert is queued with the writer's ``put_op_from`` (a ``put_op(..., with_rows=True)``
+gathering the alerts of one batch, :func:`queue_all`): its row is committed in the same
 transaction as the run or task state queued before it, so after a crash either both exist
 or neither does. Payloads and errors are redacted before they are stored.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +28,13 @@ __all__ = [
     "list_deliveries",
     "mark",
     "queue_alert",
+    "queue_all",
     "recover",
     "resend",
     "waiting",
 ]
+
+log = logging.getLogger("sluiceway.runtime.store.outbox")
 
 ACTIVE = ("held", "pending")
 
@@ -150,6 +155,27 @@ def queue_alert(
                 opened,
             ),
         )
+
+
+def queue_all(db: sqlite3.Connection, ops: Sequence[Callable[[sqlite3.Connection], Any]]) -> None:
+    """Run *ops* (each queues one alert, or a recovery) in order, in one savepoint: a batch's
+    alerts as one op of the writer. When one raises, all again, each under its own savepoint,
+    so the one that fails is left out alone (logged), as when each was an op of its own."""
+    db.execute("SAVEPOINT alerts")
+    try:
+        for op in ops:
+            op(db)
+    except Exception:  # noqa: BLE001 - rare: the slow way, one by one
+        db.execute("ROLLBACK TO alerts")
+        for op in ops:
+            db.execute("SAVEPOINT one")
+            try:
+                op(db)
+            except Exception:
+                log.exception("an alert could not be queued; left out")
+                db.execute("ROLLBACK TO one")
+            db.execute("RELEASE one")
+    db.execute("RELEASE alerts")
 
 
 def close_windows(db: sqlite3.Connection, now: float, flow: str | None = None) -> int:

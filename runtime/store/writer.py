@@ -22,8 +22,10 @@ from runtime.store.batch import (
     Op,
     Refused,
     Waiter,
-    keep_row,
+    build_ops,
+    describe_backlog,
     log_refused,
+    put_back_rows,
     write_batch,
 )
 from runtime.store.rows import AttemptKey, AttemptRow, RunRow, TaskKey, TaskRow
@@ -154,6 +156,13 @@ class Writer:
         self._ops.append(Waiter(op, urgent=None if with_rows else False))
         self._wake()
 
+    def put_op_from(self, make: Callable[[], Op]) -> None:
+        """Like ``put_op(op, with_rows=True)``, the op built by *make* (must not raise) when
+        its batch is taken: what a producer gathers until then goes in one op (alerts)."""
+        self._check_open()
+        self._ops.append(Waiter(make=make, urgent=None))
+        self._wake()
+
     async def submit(self, op: Op) -> Any:
         """Run *op* inside the next transaction and return its value once committed."""
         self._check_open()
@@ -201,7 +210,7 @@ class Writer:
 
     def backlog(self) -> str:
         """What is queued and not committed, e.g. ``1 run, 3 task rows, 20 log lines``."""
-        counts = (
+        return describe_backlog(
             (len(self._ops), "write"),
             (len(self._runs), "run row"),
             (len(self._tasks), "task row"),
@@ -209,8 +218,6 @@ class Writer:
             (len(self._logs), "log line"),
             (len(self._events), "event"),
         )
-        parts = [f"{n} {what}{'' if n == 1 else 's'}" for n, what in counts if n]
-        return ", ".join(parts) or "nothing"
 
     def abandon(self) -> None:
         """Stop :meth:`close` from retrying what cannot be committed (a second Ctrl-C)."""
@@ -337,6 +344,7 @@ class Writer:
                 self._wake()
             return Batch([w for w in ops if w.urgent is not None])
         self._rows_since = None
+        build_ops(ops)  # with the rows' snapshot: a later alert goes with its later state
         batch = Batch(ops, self._runs, logs=self._logs, events=self._events)
         # rows queued as makers are built now, on the loop thread, from the newest state
         batch.tasks = {k: v if isinstance(v, tuple) else v() for k, v in self._tasks.items()}
@@ -362,14 +370,7 @@ class Writer:
         newer and wins, unless the failed batch had the row's terminal state (final)."""
         self._ops[:0] = batch.ops
         self._flushers[:0] = flushers
-        for run_id, run in batch.runs.items():
-            newer = self._runs.get(run_id)
-            if newer is None or (run.state in RUN_TERMINAL and newer.state not in RUN_TERMINAL):
-                self._runs[run_id] = run
-        for task_key, task in batch.tasks.items():
-            self._tasks[task_key] = keep_row(task, self._tasks.get(task_key))
-        for attempt_key, attempt in batch.attempts.items():
-            self._attempts[attempt_key] = keep_row(attempt, self._attempts.get(attempt_key))
+        put_back_rows(batch, self._runs, self._tasks, self._attempts)
         self._logs[:0] = batch.logs
         self._events[:0] = batch.events
         if batch.has_rows():

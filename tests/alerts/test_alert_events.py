@@ -17,7 +17,7 @@ from runtime.engine.events import (
     TaskStarted,
 )
 from runtime.scheduling.sla import SlaMissed
-from runtime.service.alert_events import ERROR_EXCERPT, from_event, make_alert
+from runtime.service.alert_events import ERROR_EXCERPT, alert_name, from_event, make_alert
 from runtime.states import RunState, TaskState
 
 TS = datetime(2026, 1, 2, 0, 5, tzinfo=UTC)
@@ -68,6 +68,7 @@ def test_events_that_alert(event: Event, name: str, task: str | None, state: str
     assert alert["url"] == "https://sw.example/runs/12"
     assert alert["kind"] == "alert"
     assert "orders run 12" in alert["summary"]
+    assert alert_name(event) == name  # the hub's cheap look before building the alert
 
 
 @pytest.mark.parametrize(
@@ -84,6 +85,7 @@ def test_events_that_alert(event: Event, name: str, task: str | None, state: str
 )
 def test_events_that_do_not_alert(event: Event) -> None:
     assert from_event(event) is None
+    assert alert_name(event) is None
 
 
 def test_details_and_the_error_excerpt() -> None:

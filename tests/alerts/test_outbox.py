@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from runtime import codec
 from runtime.alerting import AlertRoute
@@ -20,7 +21,7 @@ from runtime.config import Config
 from runtime.engine.events import EventBus, RunEnded
 from runtime.service.alerts import AlertHub, build_routing
 from runtime.states import RunState
-from runtime.store import Store, open_store
+from runtime.store import Store, open_store, outbox
 from runtime.store.rows import RunRow
 from tests.alerts.conftest import CANARY
 from tests.alerts.endpoint import Endpoint, Reply
@@ -103,6 +104,36 @@ async def test_the_alert_row_commits_with_the_run_state_not_before(tmp_path: Pat
             ("failed",)
         ]
         assert [r[1] for r in rows(tmp_path / "h.db")] == ["run.failed"]
+        hub.detach()
+
+
+async def test_a_batchs_alerts_go_as_one_op_and_one_that_fails_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = routes(FAILED, ops="http://127.0.0.1:9/never")
+    queue_alert = outbox.queue_alert
+
+    def refusing(db: sqlite3.Connection, alert: dict[str, Any], *args: Any) -> None:
+        if alert["flow"] == "bad":
+            raise sqlite3.IntegrityError("refused")
+        queue_alert(db, alert, *args)
+
+    monkeypatch.setattr(outbox, "queue_alert", refusing)
+    async with hub_for(tmp_path, config, interval=30.0, sending=False) as (hub, store, bus):
+        ids = [await end_run(store, bus, flow, RunState.FAILED) for flow in ("a", "bad", "b")]
+        assert len(store.writer._ops) == 1  # three alerts, one op: no savepoint or waiter each
+        await store.flush()
+        assert rows(tmp_path / "h.db", "SELECT flow, run_id FROM outbox") == [
+            ("a", ids[0]),
+            ("b", ids[2]),
+        ]
+        states = rows(tmp_path / "h.db", "SELECT state FROM runs")
+        assert states == [("failed",)] * 3  # the state changes are all there
+        assert "an alert could not be queued" in caplog.text
+        # the next batch's alerts go in an op of their own
+        later = await end_run(store, bus, "c", RunState.FAILED)
+        await store.flush()
+        assert rows(tmp_path / "h.db", "SELECT run_id FROM outbox")[-1] == (later,)
         hub.detach()
 
 

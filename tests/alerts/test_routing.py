@@ -51,6 +51,9 @@ def test_routes_and_notifiers_are_read_with_env_values_and_masked(tmp_path: Path
     assert [q.destination for q in routing.targets("run.failed", "orders_eu")] == ["webhook:ops"]
     assert routing.targets("run.failed", "billing") == []
     assert routing.targets("run.started", "orders") == []
+    # looked up once per (event, flow): the same answer again, from the cache
+    assert routing.targets("run.failed", "orders_eu") is routing.targets("run.failed", "orders_eu")
+    assert routing.targets("run.failed", "billing") == []
     assert routing.recovering("orders") == ["webhook:ops"]  # a digest route gets recoveries
 
 
