@@ -4,6 +4,7 @@ deadline; the ``home`` fixture kills any service a test leaves running."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import signal
 import socket
@@ -448,7 +449,11 @@ def test_scheduled_runs_fire_once_per_instant_across_a_restart(home: Home) -> No
     dates = [d for _, d, _ in after]
     assert len(set(dates)) == len(dates), after  # no instant fired twice
     assert dates == sorted(dates), after
-    assert all(state == "succeeded" for _, _, state in after), after
+    # every run succeeded, but for any the scheduler queued just before the second SIGTERM:
+    # those wait, queued, for the next start (the queue stops first: nothing new starts)
+    unfinished = list(itertools.dropwhile(lambda run: run[2] == "succeeded", after))
+    assert all(state == "queued" for _, _, state in unfinished), after
+    assert len(unfinished) <= 2, after
     instants = [datetime.fromisoformat(d) for d in dates]
     assert all(t.microsecond == 0 for t in instants), dates  # the every("1s") grid
     span = (instants[-1] - instants[0]).total_seconds()
