@@ -58,7 +58,7 @@ async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
                 end.result = await invoke(task, kwargs, threads, call)
             else:
                 end.result = await _within_timeout(task, kwargs, threads, call, attempt)
-            if x.flow.checks or task.wants_run:  # its data-quality checks, if any
+            if task.name in x.flow.checks or (task.wants_run and kwargs["run"].failed_checks):
                 end.error = await judge_attempt(x, unit, attempt, end.result, kwargs)
         end.cancelled = scope.cancelled_caught
     except BaseException as exc:  # noqa: BLE001 - raised again below when from outside

@@ -54,7 +54,7 @@ class Waiter:
         self.op = op
         self.make = make  # builds op when its batch is taken (Writer.put_op_from)
         # someone awaits it (put_op's are not awaited); None: not awaited, and it must be
-        # committed with the rows queued before it (put_op(with_rows=True))
+        # committed with the rows queued before it (put_op_from)
         self.urgent = urgent
         self.done = anyio.Event()
         self.value: Any = None

@@ -1,8 +1,8 @@
 """The alert outbox: rows queued with the state change that causes them, digests, recoveries,
 delivery marks, and the reads of the sender and of ``sluiceway alerts``.
 
-An alert is queued with the writer's ``put_op_from`` (a ``put_op(..., with_rows=True)``
-gathering the alerts of one batch, :func:`queue_all`): its row is committed in the same
+An alert is queued with the writer's ``put_op_from`` (one op gathering the alerts of one
+batch, :func:`queue_all`, built when the batch is taken): its row is committed in the same
 transaction as the run or task state queued before it, so after a crash either both exist
 or neither does. Payloads and errors are redacted before they are stored.
 """

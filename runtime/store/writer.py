@@ -148,17 +148,17 @@ class Writer:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.add_log, row)
 
-    def put_op(self, op: Op, *, with_rows: bool = False) -> None:
+    def put_op(self, op: Op) -> None:
         """Queue *op* for the next batch without waiting for it (committed at close at the
-        latest, even when the caller is being cancelled); *with_rows*: in the same
-        transaction as the rows queued before it (an alert and the state change causing it)."""
+        latest, even when the caller is being cancelled)."""
         self._check_open()
-        self._ops.append(Waiter(op, urgent=None if with_rows else False))
+        self._ops.append(Waiter(op, urgent=False))
         self._wake()
 
     def put_op_from(self, make: Callable[[], Op]) -> None:
-        """Like ``put_op(op, with_rows=True)``, the op built by *make* (must not raise) when
-        its batch is taken: what a producer gathers until then goes in one op (alerts)."""
+        """Queue the op *make* builds (it must not raise) when its batch is taken, in the
+        same transaction as the rows queued before it: what a producer gathers until then
+        goes in one op, with the state changes that caused it (alerts)."""
         self._check_open()
         self._ops.append(Waiter(make=make, urgent=None))
         self._wake()
