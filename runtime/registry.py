@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from importlib.metadata import EntryPoint, entry_points
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from runtime.abc import Executor, Notifier, Plugin, TriggerSource
 from runtime.errors import SluicewayError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = [
     "GROUP",
@@ -158,6 +160,10 @@ def _entry_points() -> dict[str, EntryPoint]:
     global _eps_cache
     with _lock:
         if _eps_cache is None:
+            # imported here: importlib.metadata costs about 20 ms, a quarter of `import
+            # runtime`, and only a flow naming a plugin (or the service) needs it
+            from importlib.metadata import entry_points
+
             _eps_cache = {}
             for ep in entry_points(group=GROUP):
                 _eps_cache.setdefault(ep.name, ep)
