@@ -6,6 +6,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -19,7 +20,6 @@ from runtime.errors import ConfigError
 from runtime.service import sdnotify
 from runtime.service.alerts import AlertHub, Routing, build_routing
 from runtime.service.api.listen import Listener, open_listener
-from runtime.service.api.server import ApiServer
 from runtime.service.context import ServiceContext
 from runtime.service.queue import RunQueue
 from runtime.service.recovery import Recovery
@@ -29,6 +29,9 @@ from runtime.service.sources import Sources
 from runtime.service.upstream import Upstreams
 from runtime.store import queue, requests
 from runtime.store.lock import DatabaseLock
+
+if TYPE_CHECKING:
+    from runtime.service.api.server import ApiServer
 
 log = logging.getLogger("sluiceway.runtime.service")
 
@@ -66,7 +69,11 @@ class Service:
         self.reloader = Reloader(ctx, files)
         self.sources = Sources(ctx)
         self.upstreams = Upstreams(ctx)
-        self.api = ApiServer(ctx, api) if api is not None else None
+        self.api: ApiServer | None = None
+        if api is not None:  # aiohttp is imported only when [api] is configured
+            from runtime.service.api.server import ApiServer
+
+            self.api = ApiServer(ctx, api)
         self.feeders: anyio.CancelScope | None = None
         self.stopping = False
 
