@@ -118,8 +118,13 @@ async def test_runs_and_events_through_the_api_are_executed_and_sigterm_stops_cl
         f"{report_event} report event eu",
         f"{archive_event} archive event o.csv",
     )
+    # a task's line is written before its run's end is committed (a batch later): wait for it
+    home.wait_rows(
+        "SELECT id FROM runs WHERE state = 'succeeded'",
+        what="the three runs succeeded",
+        until=lambda rows: {i for (i,) in rows} == ids,
+    )
     assert home.query("SELECT count(*) FROM runs") == [(3,)]
-    assert {i for (i,) in home.query("SELECT id FROM runs WHERE state = 'succeeded'")} == ids
 
     served.send(signal.SIGTERM)
     assert served.wait_exit(WAIT) == 0
