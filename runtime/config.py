@@ -14,6 +14,20 @@ from runtime import redact
 from runtime.alerting import AlertRoute, read_alert_tables
 from runtime.durations import parse_duration
 from runtime.errors import ConfigError
+from runtime.settings import (
+    TABLES,
+    ApiConfig,
+    FilesConfig,
+    HistoryConfig,
+    block_threshold,
+    flush_interval,
+    log_level,
+    path_value,
+    positive_int,
+    seconds_at_least,
+)
+
+__all__ = ["ApiConfig", "Config", "FilesConfig", "HistoryConfig", "configure_logging", "load_config"]
 
 log = logging.getLogger("sluiceway.runtime.config")
 _warned: set[str] = set()  # unknown SLUICEWAY_* variables already logged by this process
@@ -21,39 +35,6 @@ _warned: set[str] = set()  # unknown SLUICEWAY_* variables already logged by thi
 CONFIG_FILE = "sluiceway.toml"
 ENV_PREFIX = "SLUICEWAY_"
 ENV_CONFIG = "SLUICEWAY_CONFIG"
-
-
-@dataclass(frozen=True, slots=True)
-class ApiConfig:
-    """``[api]``: the service's HTTP server (event triggers, later the dashboard).
-
-    :ivar bind: ``host:port`` to listen on; ``None`` (the default) starts no server
-    :ivar token: the bearer token every route but the health checks asks for
-        (``SLUICEWAY_API_TOKEN``); never shown in messages
-    :ivar auth: ``"token"``, or ``"none"`` to serve without auth (only on a loopback bind)
-    :ivar public_url: the URL people reach the API at, for links in alerts
-    """
-
-    bind: str | None = None
-    token: str | None = field(default=None, repr=False)
-    auth: str = "token"
-    public_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FilesConfig:
-    """``[files]``: how file triggers watch their folders.
-
-    :ivar rescan: every this long each watched folder is scanned in full and reconciled with
-        the claims (the watcher is only a hint: inotify drops events under load)
-    :ivar poll: scan every ``poll_interval`` instead of using inotify, for every file trigger
-        (NFS, some containers)
-    :ivar poll_interval: how often a polling trigger scans
-    """
-
-    rescan: float = 60.0
-    poll: bool = False
-    poll_interval: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +58,7 @@ class Config:
         database, a full disk) are retried before the process gives up and exits non-zero
     :ivar api: the ``[api]`` table (:class:`ApiConfig`)
     :ivar files: the ``[files]`` table (:class:`FilesConfig`)
+    :ivar history: the ``[history]`` table (:class:`HistoryConfig`)
     :ivar alerts: the ``[[alerts]]`` routes (:class:`runtime.alerting.AlertRoute`)
     :ivar notifiers: each ``[notifiers.<plugin>.<name>]`` table's options, ``${VAR}`` read
         from the environment, by ``"<plugin>:<name>"``; secret values are masked
@@ -100,6 +82,7 @@ class Config:
     commit_timeout: float = 30.0
     api: ApiConfig = field(default_factory=ApiConfig)
     files: FilesConfig = field(default_factory=FilesConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     alerts: tuple[AlertRoute, ...] = ()
     notifiers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
     alert_retries: int = 8
@@ -112,113 +95,21 @@ class Config:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"must be a whole number >= 1, not {value!r}")
-    return value
-
-
-def _level(value: Any) -> str:
-    text = str(value).upper()
-    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError(f"must be DEBUG, INFO, WARNING or ERROR, not {value!r}")
-    return text
-
-
-def _interval(value: Any) -> float:
-    seconds = parse_duration(value, what="value")
-    if seconds > 5:
-        raise ValueError(f"must be at most 5 seconds, not {value!r}")
-    return seconds
-
-
-def _threshold(value: Any) -> float:
-    seconds = parse_duration(value, what="value")
-    if seconds != 0 and not 0.05 <= seconds <= 3600:
-        raise ValueError(f"must be 0 (off) or between 50ms and 1h, not {value!r}")
-    return seconds
-
-
-def _path(value: Any) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"must be a path, not {value!r}")
-    return Path(value)
-
-
-def _bind(value: Any) -> str:
-    host, sep, port = str(value).rpartition(":")
-    if not isinstance(value, str) or not sep or not host or not port.isdigit():
-        raise ValueError(f"must be 'host:port' such as '127.0.0.1:8765', not {value!r}")
-    if not 0 < int(port) < 65536:
-        raise ValueError(f"port must be 1-65535, not {port}")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty string")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
-        return str(value)
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, not {value!r}")
-
-
-def _seconds(low: float) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        seconds = parse_duration(value, what="value")
-        if seconds < low:
-            raise ValueError(f"must be at least {low:g}s, not {value!r}")
-        return seconds
-
-    return check
-
-
-# tables with fixed keys: [api] and [files]; SLUICEWAY_API_TOKEN sets [api] token
-_TABLES: dict[str, tuple[type[Any], dict[str, Callable[[Any], Any]]]] = {
-    "api": (
-        ApiConfig,
-        {"bind": _bind, "token": _text, "auth": _choice("token", "none"), "public_url": _text},
-    ),
-    "files": (
-        FilesConfig,
-        {"rescan": _seconds(1.0), "poll": _bool, "poll_interval": _seconds(0.05)},
-    ),
-}
-
 _KEYS: dict[str, Callable[[Any], Any]] = {
-    "flows": _path,
-    "db": _path,
-    "max_concurrency": _positive_int,
-    "log_level": _level,
-    "flush_interval": _interval,
-    "result_max_bytes": _positive_int,
+    "flows": path_value,
+    "db": path_value,
+    "max_concurrency": positive_int,
+    "log_level": log_level,
+    "flush_interval": flush_interval,
+    "result_max_bytes": positive_int,
     "shutdown_grace": lambda value: parse_duration(value, what="value"),
-    "loop_block_threshold": _threshold,
+    "loop_block_threshold": block_threshold,
     "busy_timeout": lambda value: parse_duration(value, what="value"),
     "commit_timeout": lambda value: parse_duration(value, what="value"),
-    "alert_retries": _positive_int,
-    "alert_timeout": _seconds(0.05),
+    "alert_retries": positive_int,
+    "alert_timeout": seconds_at_least(0.05),
 }
-_SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": _positive_int}
+_SECTIONS: dict[str, Callable[[Any], Any]] = {"pools": positive_int}
 
 
 def load_config(
@@ -237,7 +128,7 @@ def load_config(
     cwd = cwd or Path.cwd()
     values: dict[str, Any] = {}
     pools: dict[str, int] = {}
-    tables: dict[str, dict[str, Any]] = {name: {} for name in _TABLES}
+    tables: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
     sources = []
     raw: dict[str, Any] = {}  # the [[alerts]] and [notifiers.*] values of the file
     explicit = path or env.get(ENV_CONFIG)
@@ -249,7 +140,7 @@ def load_config(
         _read_file(file, values, pools, tables, raw)
     if _read_env(env, values, pools, tables):
         sources.append(f"environment {ENV_PREFIX}*")
-    made = {name: _TABLES[name][0](**given) for name, given in tables.items()}
+    made = {name: TABLES[name][0](**given) for name, given in tables.items()}
     try:
         routes, notifiers, secret, unusable = read_alert_tables(raw, str(file), env)
     except ValueError as exc:
@@ -285,7 +176,7 @@ def _read_file(
     for key, value in data.items():
         if key in ("alerts", "notifiers"):
             raw[key] = value
-        elif key in _TABLES:
+        elif key in TABLES:
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
             _read_table(f"{file}: [{key}]", key, value, tables[key])
@@ -300,13 +191,13 @@ def _read_file(
                 checked = file.parent / checked
             values[key] = checked
         else:
-            tables_ = [*_SECTIONS, *_TABLES, "notifiers.*"]
+            tables_ = [*_SECTIONS, *TABLES, "notifiers.*"]
             known = ", ".join([*_KEYS, *(f"[{s}]" for s in tables_), "[[alerts]]"])
             raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
 
 
 def _read_table(where: str, name: str, data: dict[str, Any], into: dict[str, Any]) -> None:
-    keys = _TABLES[name][1]
+    keys = TABLES[name][1]
     for key, value in data.items():
         if key not in keys:
             raise ConfigError(f"{where} unknown key {key!r} (known: {', '.join(keys)})")
@@ -326,10 +217,10 @@ def _read_env(
         if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
             continue
         key = var[len(ENV_PREFIX) :].lower()
-        table = next((t for t in _TABLES if key.startswith(t + "_")), None)
-        if table is not None and key[len(table) + 1 :] in _TABLES[table][1]:
+        table = next((t for t in TABLES if key.startswith(t + "_")), None)
+        if table is not None and key[len(table) + 1 :] in TABLES[table][1]:
             name = key[len(table) + 1 :]
-            tables[table][name] = _check(f"environment {var}", _TABLES[table][1][name], value)
+            tables[table][name] = _check(f"environment {var}", TABLES[table][1][name], value)
             applied = True
             continue
         section = next((s for s in _SECTIONS if key.startswith(s + "_")), None)
@@ -351,7 +242,7 @@ def _warn_unknown(var: str) -> None:
         return
     _warned.add(var)
     names = [ENV_CONFIG, *(f"{ENV_PREFIX}{k.upper()}" for k in _KEYS)]
-    names += [f"{ENV_PREFIX}{t.upper()}_{k.upper()}" for t in _TABLES for k in _TABLES[t][1]]
+    names += [f"{ENV_PREFIX}{t.upper()}_{k.upper()}" for t in TABLES for k in TABLES[t][1]]
     names += [f"{ENV_PREFIX}{s.upper()}_<NAME>" for s in _SECTIONS]
     log.warning(
         "environment %s is not a Sluiceway setting; ignored (known: %s)", var, ", ".join(names)

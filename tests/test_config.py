@@ -261,6 +261,13 @@ def test_api_and_files_tables_are_read(tmp_path: Path) -> None:
     assert "s3cret-token" not in repr(config)  # the token never shows in messages
 
 
+def test_history_table_and_its_defaults(tmp_path: Path) -> None:
+    assert (Config().history.retention, Config().history.prune_interval) == (None, 3600.0)
+    write_config(tmp_path, '[history]\nretention = "90d"\nprune_interval = "10m"\n')
+    config = load_config(env={"SLUICEWAY_HISTORY_PRUNE_INTERVAL": "5m"}, cwd=tmp_path)
+    assert (config.history.retention, config.history.prune_interval) == (90 * 86400.0, 300.0)
+
+
 def test_api_is_off_and_files_watch_by_default() -> None:
     config = Config()
     assert config.api.bind is None
@@ -289,10 +296,18 @@ def test_api_and_files_settings_from_the_environment(tmp_path: Path) -> None:
         ('[api]\nbind = "8765"\n', "[api] bind must be 'host:port'"),
         ('[api]\nbind = "127.0.0.1:70000"\n', "[api] bind port must be 1-65535"),
         ('[api]\nauth = "basic"\n', "[api] auth must be one of 'token', 'none'"),
-        ("[api]\nport = 1\n", "[api] unknown key 'port' (known: bind, token, auth, public_url)"),
+        (
+            "[api]\nport = 1\n",
+            "[api] unknown key 'port' (known: bind, token, auth, public_url, password_hash, session_ttl)",
+        ),
         ("api = 3\n", "api must be a table like [api]"),
         ('[files]\nrescan = "10ms"\n', "[files] rescan must be at least 1s"),
         ('[files]\npoll = "sometimes"\n', "[files] poll must be true or false"),
+        ('[history]\nretention = "10s"\n', "[history] retention must be at least 60s"),
+        (
+            "[history]\nkeep = 1\n",
+            "[history] unknown key 'keep' (known: retention, prune_interval)",
+        ),
     ],
 )
 def test_bad_api_and_files_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
