@@ -6,14 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest bench clean
 
-# systemd-analyze checks deploy/sluiceway.service in the tests (Debian package: systemd)
+# Debian packages the tests use: systemd-analyze checks deploy/sluiceway.service, and the
+# dashboard's browser test drives chromium (Playwright with executable_path=/usr/bin/chromium)
 SYSTEM_DEPS := .venv/.system-deps
+DEBIAN_PACKAGES := systemd chromium
 
 $(SYSTEM_DEPS):
-	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	@if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; \
-	  else echo "note: systemd-analyze missing and not root: the unit-file tests will skip"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+	  else echo "note: systemd-analyze or chromium missing and not root: their tests will skip"; fi; fi
 	@mkdir -p $(VENV) && touch $@
 
 $(STAMP): pyproject.toml

@@ -27,7 +27,14 @@ from runtime.settings import (
     seconds_at_least,
 )
 
-__all__ = ["ApiConfig", "Config", "FilesConfig", "HistoryConfig", "configure_logging", "load_config"]
+__all__ = [
+    "ApiConfig",
+    "Config",
+    "FilesConfig",
+    "HistoryConfig",
+    "configure_logging",
+    "load_config",
+]
 
 log = logging.getLogger("sluiceway.runtime.config")
 _warned: set[str] = set()  # unknown SLUICEWAY_* variables already logged by this process

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,9 +59,15 @@ PUBLIC = web.AppKey("public", frozenset)  # handlers served without the token (h
 class Route:
     """One route of the API (the table is :data:`runtime.service.api.routes.ROUTES`).
 
-    :ivar name: unique; aiohttp's route name (``app.router[name].url_for(...)``)
+    :ivar name: unique; aiohttp's route name (``app.router[name].url_for(...)``) and the
+        OpenAPI ``operationId``
     :ivar summary: one line, for the route list and the OpenAPI document
     :ivar public: served without the token (health checks only)
+    :ivar page: an HTML page of the dashboard (or its static files): a browser without a
+        session is sent to the login form instead of getting a JSON 401
+    :ivar doc: the rest of the route's OpenAPI operation object (``parameters``,
+        ``requestBody``, ``responses``, ``tags``, ``description``); the summary and the
+        operationId come from the fields above
     """
 
     method: str
@@ -70,6 +76,8 @@ class Route:
     name: str
     summary: str
     public: bool = False
+    page: bool = False
+    doc: Mapping[str, Any] = field(default_factory=dict)
 
 
 def make_app(

@@ -1,23 +1,16 @@
-"""The route table: every route the API serves, in one place (the OpenAPI document and the
-dashboard's routes are generated from / added to it)."""
+"""The route table: every route the service's HTTP server serves, in one place. Each part of
+the server keeps its routes next to its handlers and is added here; the OpenAPI document is
+generated from this table."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from runtime.service.api.app import Route
-from runtime.service.api.errors import json_response
 from runtime.service.api.events import send_event
+from runtime.service.api.health import ROUTES as HEALTH
 from runtime.service.api.runs import create_run
+from runtime.service.web.static import ROUTES as STATIC
 
-
-async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz``: the process answers (no token needed)."""
-    return json_response({"ok": True})
-
-
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", healthz, "healthz", "the process answers", public=True),
+TRIGGERS: tuple[Route, ...] = (
     Route(
         "POST",
         "/api/flows/{flow}/runs",
@@ -32,4 +25,10 @@ ROUTES: tuple[Route, ...] = (
         "send_event",
         "send an event: a run of every flow with on_event(name)",
     ),
+)
+
+ROUTES: tuple[Route, ...] = (
+    *HEALTH,
+    *TRIGGERS,
+    *STATIC,
 )

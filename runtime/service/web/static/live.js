@@ -1,0 +1,2 @@
+/* Sluiceway dashboard: live updates over server-sent events (/api/stream). */
+"use strict";
