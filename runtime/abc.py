@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -26,6 +26,7 @@ __all__ = [
     "Executor",
     "Notifier",
     "Plugin",
+    "SourceMetric",
     "TriggerHost",
     "TriggerSource",
 ]
@@ -103,6 +104,27 @@ class TriggerHost(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class SourceMetric:
+    """One gauge sample a trigger source reports for ``/metrics``.
+
+    Served as ``sluiceway_trigger_<name>`` with the label ``source`` (the plugin's name)
+    added; samples of several sources with the same *name* form one series family.
+
+    :ivar name: lower-case snake case (``backlog``): what is measured, not who measures it
+    :ivar help: one line saying what the value counts (the first sample's is served)
+    :ivar value: the value now
+    :ivar labels: at most ``flow`` and ``state``, each from a small fixed set (a flow name,
+        a stage such as ``stabilizing``): never a path, an id or anything that grows with
+        the input. Other label names are dropped (and logged once).
+    """
+
+    name: str
+    help: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
 class TriggerSource(Plugin):
     """Turns something outside (files landing, messages arriving) into queued runs.
 
@@ -125,6 +147,13 @@ class TriggerSource(Plugin):
         """Watch until cancelled; call ``task_status.started()`` once watching (for a
         files source: after the start-up scan has queued what arrived while the service was
         down)."""
+
+    def metrics(self) -> Sequence[SourceMetric]:
+        """What the source knows now that an operator would graph or alert on: above all its
+        *backlog*, the input it has seen but not yet turned into queued runs. Called on the
+        event loop at every scrape of ``/metrics``: must not block or await, and should cost
+        well under a millisecond. Default: nothing."""
+        return []
 
 
 class DeliveryError(Exception):

@@ -23,7 +23,13 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
-    """A queued run began executing."""
+    """A queued run began executing.
+
+    :ivar scheduled: the instant its schedule fired for, when this is the first start of a
+        scheduled run (``ts - scheduled`` is how late the fire started); else ``None``
+    """
+
+    scheduled: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,9 @@ class Execution(LiveRun):
     async def execute(self) -> RunResult:
         now = self.started_at = self.clock.now()
         self.store.put_run(RunRow(self.run_id, RunState.RUNNING, codec.iso(now)))
-        self.bus.publish(RunStarted(now, self.run_id, self.flow.name))
+        first = self.trigger.get("kind") == "schedule" and not self.carry.attempts
+        scheduled = self.logical_date if first else None  # a resumed run is not late again
+        self.bus.publish(RunStarted(now, self.run_id, self.flow.name, scheduled))
         log.info("run=%s flow=%s started", self.run_id, self.flow.name)
         self.open_nodes = len(self.nodes)
         for node in self.nodes.values():

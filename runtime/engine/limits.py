@@ -43,6 +43,19 @@ class Slots:
     def __repr__(self) -> str:
         return f"<Slots {self.name} {self.used}/{self.total}>"
 
+    def waiting(self) -> int:
+        """Ready units queued on this slot (read-only, for /metrics): those of the lanes
+        parked on it and of the lanes in the queues that wait behind it as a whole. A unit
+        in a pool's queue that waits behind the global limit counts for both."""
+        count, todo = 0, [self]
+        while todo:
+            for entry in todo.pop().queue:
+                if isinstance(entry, Slots):
+                    todo.append(entry)
+                else:
+                    count += len(entry.units)
+        return count
+
 
 Chain = tuple[Slots, ...]
 

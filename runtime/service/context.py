@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
+from runtime.abc import SourceMetric
 from runtime.clock import Clock
 from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.engine.runner import Runner
 from runtime.store import Store
+
+
+def no_trigger_metrics() -> Mapping[str, Sequence[SourceMetric]]:
+    """The trigger sources' metrics when no sources run (the API served alone, in tests)."""
+    return {}
 
 
 @dataclass(slots=True)
@@ -26,6 +32,8 @@ class ServiceContext:
     :ivar queue_changed: set when a run was queued or ended in this process (a new event
         after each)
     :ivar stopping: the service is shutting down: no run starts any more
+    :ivar trigger_metrics: each running trigger source's :meth:`TriggerSource.metrics`, by
+        plugin name (set by :class:`runtime.service.sources.Sources`), for ``/metrics``
     """
 
     config: Config
@@ -36,6 +44,7 @@ class ServiceContext:
     queue_changed: anyio.Event = field(default_factory=anyio.Event)
     stopping: bool = False
     alerts: Any = None  # the AlertHub (runtime.service.alerts), when the service has one
+    trigger_metrics: Callable[[], Mapping[str, Sequence[SourceMetric]]] = no_trigger_metrics
 
     @property
     def store(self) -> Store:

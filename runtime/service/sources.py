@@ -4,7 +4,7 @@ each supervised in the feeders' task group, re-bound after every reload."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from runtime.abc import Binding, TriggerSource
+from runtime.abc import Binding, SourceMetric, TriggerSource
 from runtime.config import Config
 from runtime.define.flow import Flow
 from runtime.registry import PluginError, trigger_source
@@ -90,6 +90,18 @@ class Sources:
         self.host = ServiceHost(ctx)
         self.running: dict[str, TriggerSource] = {}
         self._refused: set[str] = set()  # plugin names already reported as not loading
+        ctx.trigger_metrics = self.metrics
+
+    def metrics(self) -> dict[str, Sequence[SourceMetric]]:
+        """Each running source's metrics, by plugin name; a source whose ``metrics()``
+        raises is logged and left out (a scrape never fails for a plugin)."""
+        found: dict[str, Sequence[SourceMetric]] = {}
+        for name, source in self.running.items():
+            try:
+                found[name] = list(source.metrics())
+            except Exception:
+                log.exception("trigger source %r: metrics() failed", name)
+        return found
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the sources of the current flows (each one's start-up scan done), then

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
 from runtime.errors import UnknownEventError
 from runtime.service.api.app import CONTEXT, READER, read_json
 from runtime.service.api.errors import HttpError, json_response
-from runtime.service.api.runs import check_key
+from runtime.service.api.runs import RUN_SCHEMA, check_key
 from runtime.store.incoming import queue_event, run_objects
 
 log = logging.getLogger("sluiceway.runtime.api")
@@ -56,3 +57,56 @@ async def send_event(request: web.Request) -> web.Response:
         )
     runs = await run_objects(request.app[READER], queued)
     return json_response({"event": name, "runs": runs}, status=201 if created else 200)
+
+
+# --- OpenAPI (runtime.service.api.openapi) ---
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+_QUEUED = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["event", "runs"],
+                "properties": {
+                    "event": {"type": "string"},
+                    "runs": {"type": "array", "items": RUN_SCHEMA},
+                },
+            }
+        }
+    }
+}
+SEND_EVENT_DOC: dict[str, Any] = {
+    "tags": ["runs"],
+    "description": (
+        "Queue a run of every loaded flow with on_event(name); the JSON body (any JSON "
+        "value, {} when empty) is each run's run.trigger.payload."
+    ),
+    "parameters": [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+        {
+            "name": KEY_PARAM,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+        },
+        {
+            "name": KEY_HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+        },
+    ],
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"description": "any JSON value"}}},
+    },
+    "responses": {
+        "201": {"description": "runs queued", **_QUEUED},
+        "200": {"description": "every run existed (same idempotency key)", **_QUEUED},
+        "400": _ERROR,
+        "404": _ERROR,
+        "413": _ERROR,
+        "503": _ERROR,
+    },
+}

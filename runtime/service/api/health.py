@@ -14,5 +14,30 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", healthz, "healthz", "the process answers", public=True),
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        "healthz",
+        "the process answers",
+        public=True,
+        doc={
+            "tags": ["monitoring"],
+            "description": "Liveness: the event loop answers. No token needed.",
+            "responses": {
+                "200": {
+                    "description": "alive",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ok"],
+                                "properties": {"ok": {"type": "boolean", "const": True}},
+                            }
+                        }
+                    },
+                }
+            },
+        },
+    ),
 )

@@ -5,9 +5,10 @@ generated from this table."""
 from __future__ import annotations
 
 from runtime.service.api.app import Route
-from runtime.service.api.events import send_event
+from runtime.service.api.events import SEND_EVENT_DOC, send_event
 from runtime.service.api.health import ROUTES as HEALTH
-from runtime.service.api.runs import create_run
+from runtime.service.api.monitoring import ROUTES as MONITORING
+from runtime.service.api.runs import CREATE_RUN_DOC, create_run
 from runtime.service.web.static import ROUTES as STATIC
 
 TRIGGERS: tuple[Route, ...] = (
@@ -17,6 +18,7 @@ TRIGGERS: tuple[Route, ...] = (
         create_run,
         "create_run",
         "queue a run of a flow (params, idempotency_key)",
+        doc=CREATE_RUN_DOC,
     ),
     Route(
         "POST",
@@ -24,6 +26,7 @@ TRIGGERS: tuple[Route, ...] = (
         send_event,
         "send_event",
         "send an event: a run of every flow with on_event(name)",
+        doc=SEND_EVENT_DOC,
     ),
 )
 
@@ -31,4 +34,5 @@ ROUTES: tuple[Route, ...] = (
     *HEALTH,
     *TRIGGERS,
     *STATIC,
+    *MONITORING,
 )

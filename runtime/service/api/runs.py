@@ -91,3 +91,80 @@ async def create_run(request: web.Request) -> web.Response:
         log.info("api: run=%s flow=%s queued key=%s", queued.run_id, name, key)
     (run,) = await run_objects(request.app[READER], [queued])
     return json_response(run, status=201 if queued.created else 200)
+
+
+# --- OpenAPI (runtime.service.api.openapi) ---
+
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+RUN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A run, as `sluiceway runs --json` shows it",
+    "required": ["id", "flow", "state", "params", "trigger", "logical_date"],
+    "properties": {
+        "id": {"type": "integer"},
+        "flow": {"type": "string"},
+        "state": {"type": "string", "examples": ["queued", "running", "succeeded"]},
+        "params": {"type": "object"},
+        "trigger": {"type": "object", "description": "what started it; `kind` says which"},
+        "logical_date": {"type": "string", "format": "date-time"},
+        "idempotency_key": _TEXT_OR_NULL,
+        "retry_of": {"type": ["integer", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": _TEXT_OR_NULL,
+        "ended_at": _TEXT_OR_NULL,
+        "duration": {"type": ["number", "null"], "description": "seconds"},
+        "error": _TEXT_OR_NULL,
+        "wait_reason": _TEXT_OR_NULL,
+        "cancel_requested": {"type": "boolean"},
+        "sla_missed": {"type": "boolean"},
+    },
+}
+_ERROR = {"$ref": "#/components/responses/Error"}
+CREATE_RUN_DOC: dict[str, Any] = {
+    "tags": ["runs"],
+    "description": (
+        "Queue a run of the flow; 201 once its row is committed. The same idempotency key "
+        "again answers 200 with that same run. A paused flow's run is queued too."
+    ),
+    "parameters": [
+        {
+            "name": "flow",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "a loaded flow",
+        }
+    ],
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "params": {
+                            "type": ["object", "null"],
+                            "description": "values of the flow's declared params",
+                        },
+                        "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "201": {
+            "description": "queued",
+            "content": {"application/json": {"schema": RUN_SCHEMA}},
+        },
+        "200": {
+            "description": "a run with this idempotency key existed: that run",
+            "content": {"application/json": {"schema": RUN_SCHEMA}},
+        },
+        "400": _ERROR,
+        "404": _ERROR,
+        "413": _ERROR,
+        "503": _ERROR,
+    },
+}

@@ -11,8 +11,10 @@ from anyio.abc import TaskStatus
 
 from runtime.service.api.app import make_app
 from runtime.service.api.listen import Listener
+from runtime.service.api.monitoring import METRICS, ROUTE_TABLE
 from runtime.service.api.routes import ROUTES
 from runtime.service.context import ServiceContext
+from runtime.service.metrics.hub import ServiceMetrics
 
 log = logging.getLogger("sluiceway.runtime.api")
 
@@ -25,16 +27,24 @@ class ApiServer:
     Requests are handled in aiohttp's own tasks, which the runner owns: its cleanup (run
     shielded when the feeders are cancelled) stops accepting, waits up to :data:`GRACE` for
     the requests in flight and closes every connection, so nothing is left behind.
+
+    Its :class:`ServiceMetrics` listens to the bus from construction (the service makes the
+    server before it resumes or starts any run) until :meth:`run` ends: only a service
+    with ``[api]`` pays for counting events.
     """
 
     def __init__(self, ctx: ServiceContext, listener: Listener, grace: float = GRACE) -> None:
         self.ctx = ctx
         self.listener = listener
         self.grace = grace
+        self.metrics = ServiceMetrics(ctx)
+        self.metrics.attach()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve; started once the socket accepts requests; until cancelled."""
         app = make_app(self.ctx, self.listener.settings, ROUTES)
+        app[METRICS] = self.metrics
+        app[ROUTE_TABLE] = ROUTES
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.grace
         )
@@ -43,9 +53,11 @@ class ApiServer:
             await web.SockSite(runner, self.listener.sock).start()
             auth = "bearer token" if self.listener.settings.auth else "no auth (loopback)"
             log.info("api listening on %s (%s)", self.listener.url, auth)
-            task_status.started()
-            await anyio.sleep_forever()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self.metrics.lag.run, name="api: event-loop lag")
+                task_status.started()
         finally:
+            self.metrics.detach()
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + 1):
                 await runner.cleanup()
             self.listener.close()

@@ -1,0 +1,96 @@
+"""The service's metrics: one registry of its own (never prometheus-client's global one, so
+several services in one process do not share series), the bus recorder, the lag probe and the
+store's counts, refreshed at most every :data:`CACHE` seconds however often it is scraped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+from runtime.service.context import ServiceContext
+from runtime.service.metrics.collector import ServiceCollector
+from runtime.service.metrics.lag import LagProbe
+from runtime.service.metrics.recorder import BusRecorder
+from runtime.store.gauges import StoreGauges, read_gauges
+
+CACHE = 2.0  # seconds the store's counts are reused: two scrapers cost one read
+
+# runs fn(conn, *args) on a read connection (the API's Reader)
+Read = Callable[..., Awaitable[Any]]
+
+
+def package_version() -> str:
+    """The installed version of sluiceway (``unknown`` when run from a bare checkout)."""
+    try:
+        return version("sluiceway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _BuildInfo(Collector):
+    def collect(self) -> list[Metric]:
+        info = GaugeMetricFamily(
+            "sluiceway_build_info", "the running version (always 1)", labels=["version"]
+        )
+        info.add_metric([package_version()], 1)
+        return [info]
+
+
+class ServiceMetrics:
+    """Everything ``/metrics`` serves for the service *ctx*.
+
+    The recorder listens to the bus only between :meth:`attach` and :meth:`detach` (the API
+    server does both), so a service without ``[api]`` pays nothing per event.
+    """
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.recorder = BusRecorder()
+        self.lag = LagProbe()
+        self.snapshot: StoreGauges | None = None
+        self._read_at = -CACHE
+        self._lock = anyio.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(_BuildInfo())
+        self.registry.register(ServiceCollector(ctx, self.recorder, self.lag, self._snapshot))
+        # CPU seconds, resident memory, open file descriptors (Linux /proc; nothing elsewhere)
+        ProcessCollector(namespace="sluiceway", registry=self.registry)
+
+    def _snapshot(self) -> StoreGauges | None:
+        return self.snapshot
+
+    def attach(self) -> None:
+        """Start counting the service's bus events."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self.ctx.runner.bus.subscribe(self.recorder.on_event)
+
+    def detach(self) -> None:
+        """Stop counting (the counts so far stay)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def refresh(self, read: Read) -> None:
+        """Read the store's counts through *read*, unless the last read is under
+        :data:`CACHE` seconds old (concurrent scrapes wait for one read)."""
+        async with self._lock:
+            if time.monotonic() - self._read_at < CACHE:
+                return
+            now = self.ctx.clock.now().timestamp()
+            self.snapshot = await read(read_gauges, now)
+            self._read_at = time.monotonic()
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) of every series: the Prometheus text format, or OpenMetrics
+        when the scraper's ``Accept`` asks for it."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
