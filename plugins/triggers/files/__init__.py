@@ -23,7 +23,7 @@ from plugins.triggers.files.claiming import Claimer
 from plugins.triggers.files.settling import Settler, move_all
 from plugins.triggers.files.spec import FilesSpec
 from plugins.triggers.files.watching import FileFacts, FolderWatch, classify
-from runtime.abc import Binding, TriggerHost, TriggerSource
+from runtime.abc import Binding, SourceMetric, TriggerHost, TriggerSource
 from runtime.errors import SluicewayError
 from runtime.store.claims import ClaimRow, FileKey, Settlement
 
@@ -58,6 +58,7 @@ class _Watched:
         )
         self.claimer.spec = spec
         self.claimer.report = self.report
+        self.watch: FolderWatch | None = None  # the current one (a failed watch is remade)
 
     def report(self, problem: str) -> None:
         self.source.host.report(self.binding, problem)
@@ -74,6 +75,7 @@ class _Watched:
                     self.spec, on_ready=self.offer, report=self.report,
                     rescan=rescan, force_poll=poll, poll_interval=interval,
                 )  # fmt: skip
+                self.watch = watch
                 try:
                     if started:
                         await watch.run()
@@ -223,6 +225,24 @@ class FilesSource(TriggerSource):
             await self._reconcile()
             for claimer in list(self.claimers.values()):
                 await claimer.prune()
+
+    def metrics(self) -> list[SourceMetric]:
+        """``backlog`` per flow: files seen and ``stabilizing`` (still being written, or
+        within ``stable_for``), and complete files not claimed yet (``ready``). Claimed
+        files whose run has not ended are the store's ``sluiceway_file_claims_unsettled``."""
+        totals: dict[str, list[int]] = {}
+        for (flow, _), watched in self.watched.items():
+            counts = totals.setdefault(flow, [0, 0])
+            if watched.watch is not None:
+                waiting, ready = watched.watch.backlog(watched.claimer.known)
+                counts[0] += waiting
+                counts[1] += ready
+        help_ = "files a files() trigger has seen but not claimed for a run yet"
+        return [
+            SourceMetric("backlog", help_, n, {"flow": flow, "state": state})
+            for flow, counts in sorted(totals.items())
+            for state, n in zip(("stabilizing", "ready"), counts, strict=True)
+        ]
 
     def _lookup(self, flow: str, trigger: str) -> tuple[Binding, FilesSpec] | None:
         return self.wanted.get((flow, trigger))

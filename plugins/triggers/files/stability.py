@@ -12,7 +12,7 @@ sleeping task per file.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +115,17 @@ class Stability:
         gone = [k for k, e in self._entries.items() if k not in keep and e.seen < scanned_at]
         for key in gone:
             del self._entries[key]
+
+    def backlog(self, claimed: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+        """(files waiting for stability, stable files whose content is not in *claimed*,
+        a path -> (size, mtime_ns) of what was claimed): the files seen but not yet run."""
+        waiting = ready = 0
+        for key, e in self._entries.items():
+            if not e.ready:
+                waiting += 1
+            elif claimed.get(key) != (e.size, e.mtime_ns):
+                ready += 1
+        return waiting, ready
 
     def states(self, wall: float) -> list[FileState]:
         """Every known file: ``ready``, or ``waiting`` with its wall-clock ``ready_at``."""

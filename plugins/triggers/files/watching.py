@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import anyio
 import anyio.lowlevel
@@ -108,6 +108,11 @@ class FolderWatch:
         """What the watch knows now, for status displays: every file it found under its name
         rules, ready or waiting for stability (with the wall-clock time it will be ready)."""
         return self._files.states(time.time())
+
+    def backlog(self, claimed: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+        """(files waiting for stability, complete files not in *claimed*); see
+        :meth:`Stability.backlog`."""
+        return self._files.backlog(claimed)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Scan the folder and hand over the files complete already, then call

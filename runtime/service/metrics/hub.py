@@ -56,7 +56,8 @@ class ServiceMetrics:
         self.recorder = BusRecorder()
         self.lag = LagProbe()
         self.snapshot: StoreGauges | None = None
-        self._read_at = -CACHE
+        self.cache = CACHE  # seconds the store's counts are reused
+        self._read_at: float | None = None
         self._lock = anyio.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self.registry = CollectorRegistry()
@@ -81,9 +82,9 @@ class ServiceMetrics:
 
     async def refresh(self, read: Read) -> None:
         """Read the store's counts through *read*, unless the last read is under
-        :data:`CACHE` seconds old (concurrent scrapes wait for one read)."""
+        :attr:`cache` seconds old (concurrent scrapes wait for one read)."""
         async with self._lock:
-            if time.monotonic() - self._read_at < CACHE:
+            if self._read_at is not None and time.monotonic() - self._read_at < self.cache:
                 return
             now = self.ctx.clock.now().timestamp()
             self.snapshot = await read(read_gauges, now)
