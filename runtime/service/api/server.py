@@ -39,12 +39,14 @@ class ApiServer:
         self.grace = grace
         self.metrics = ServiceMetrics(ctx)
         self.metrics.attach()
+        self.app: web.Application | None = None  # while it serves (tests read its router)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve; started once the socket accepts requests; until cancelled."""
         app = make_app(self.ctx, self.listener.settings, ROUTES)
         app[METRICS] = self.metrics
         app[ROUTE_TABLE] = ROUTES
+        self.app = app
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.grace
         )
