@@ -6,6 +6,7 @@ own parser, every name sluiceway_*, no label that grows with the history."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -164,11 +165,13 @@ async def test_outbox_depth_and_dead_letters_by_destination(
                 lambda db: outbox.queue_alert(db, dict(alert), [stuck, fine], clock.now())
             )
         # the stuck destination gave up on its first alert; the fine one delivered all three
-        await store.writer.submit(lambda db: outbox.mark(db, 1, state="dead", now=clock.now()))
-        for row_id in (2, 4, 6):
-            await store.writer.submit(
-                lambda db, i=row_id: outbox.mark(db, i, state="delivered", now=clock.now())
-            )
+        marks = {1: "dead", 2: "delivered", 4: "delivered", 6: "delivered"}
+
+        def mark_all(db: sqlite3.Connection) -> None:
+            for row_id, state in marks.items():
+                outbox.mark(db, row_id, state=state, now=clock.now())
+
+        await store.writer.submit(mark_all)
         got = await scrape(served.api)
     got.check_well_formed()
     assert got.value("sluiceway_alert_outbox", destination="webhook:stuck", state="pending") == 2
