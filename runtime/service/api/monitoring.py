@@ -16,8 +16,8 @@ ROUTE_TABLE = web.AppKey("route_table", tuple)  # the routes the app serves (Rou
 async def serve_metrics(request: web.Request) -> web.Response:
     """Every ``sluiceway_*`` series, in the text format the scraper's ``Accept`` asks for."""
     metrics = request.app[METRICS]
-    await metrics.refresh(request.app[READER])
-    body, content_type = metrics.exposition(request.headers.get("Accept"))
+    accept = request.headers.get("Accept")
+    body, content_type = await metrics.scrape(request.app[READER], accept)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

@@ -1,5 +1,6 @@
-"""The series of ``/metrics``, built at scrape time from what the recorder counted, the store's
-counts of the last refresh, the engine's limits and the trigger sources' own numbers.
+"""The series of ``/metrics``, built from one scrape's :class:`Frozen` numbers: what the
+recorder counted, the store's counts of the last refresh, the engine's limits and the trigger
+sources' own samples.
 
 Every name starts with ``sluiceway_``; labels are flows, states, pools, destinations, trigger
 sources and check severities: sets that grow with the configuration, never with the history
@@ -8,10 +9,8 @@ sources and check severities: sets that grow with the configuration, never with 
 
 from __future__ import annotations
 
-import logging
 import math
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -22,110 +21,70 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from runtime.abc import SourceMetric
-from runtime.engine.limits import Limits, Slots
-from runtime.service.context import ServiceContext
-from runtime.service.metrics.lag import LagProbe
-from runtime.service.metrics.recorder import BusRecorder, Histogram
+from runtime.service.metrics.frozen import Frozen, PoolState, TriggerSample
+from runtime.service.metrics.recorder import Histogram
 from runtime.states import RunState
 from runtime.store.gauges import StoreGauges
 
-log = logging.getLogger("sluiceway.runtime.metrics")
-
 P = "sluiceway_"
-TRIGGER_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-TRIGGER_LABELS = frozenset({"flow", "state"})  # bounded: see runtime.abc.SourceMetric
 END_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
 
 
-class ServiceCollector(Collector):
-    """Yields every series of the service (the process metrics are a collector of their own).
+class SnapshotCollector(Collector):
+    """Yields the series of the :class:`Frozen` it was last given (none before): safe to
+    call from a worker thread while the live counters change."""
 
-    :param snapshot: the store's counts of the latest refresh (``None`` before the first)
-    """
-
-    def __init__(
-        self,
-        ctx: ServiceContext,
-        recorder: BusRecorder,
-        lag: LagProbe,
-        snapshot: Callable[[], StoreGauges | None],
-    ) -> None:
-        self.ctx = ctx
-        self.recorder = recorder
-        self.lag = lag
-        self.snapshot = snapshot
-        self._dropped: set[str] = set()  # trigger metrics already reported as refused
+    def __init__(self) -> None:
+        self.frozen: Frozen | None = None
 
     def collect(self) -> Iterator[Metric]:
-        flows = sorted(self.ctx.flows)
-        yield _gauge("flows_loaded", "flows loaded and able to run", [((), len(flows))])
-        yield from bus_families(self.recorder, flows)
-        snapshot = self.snapshot()
-        if snapshot is not None:
-            yield from store_families(snapshot)
-        yield from pool_families(self.ctx.runner.limits)
-        yield from self._trigger_families(self.ctx.trigger_metrics())
-        yield from self._service_families()
-
-    def _service_families(self) -> Iterator[Metric]:
-        writer = self.ctx.store.writer
-        yield _gauge(
-            "store_writable",
-            "1 while the store commits, 0 while its batches fail (they are retried)",
-            [((), 0 if writer.failing is not None else 1)],
-        )
-        yield _histogram(
-            "event_loop_lag_seconds",
-            "how late the event loop woke a 0.5 s sleep: every run and timer was as late",
-            (),
-            [((), self.lag.histogram)],
-        )
-        yield _gauge(
-            "event_loop_lag_last_seconds",
-            "the latest event-loop lag sample",
-            [((), self.lag.last)],
-        )
-
-    def _trigger_families(self, found: Mapping[str, Sequence[SourceMetric]]) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
-        for source, samples in sorted(found.items()):
-            for sample in samples:
-                labels = self._checked(source, sample)
-                if labels is None:
-                    continue
-                family = families.get(sample.name)
-                if family is None:
-                    family = families[sample.name] = GaugeMetricFamily(
-                        f"{P}trigger_{sample.name}", sample.help, labels=[]
-                    )
-                # samples of one family may carry different labels: appended as they are
-                family.samples.append(Sample(family.name, labels, float(sample.value)))
-        yield from families.values()
-
-    def _checked(self, source: str, sample: SourceMetric) -> dict[str, str] | None:
-        """The sample's labels with ``source`` added, or ``None`` (reported once) when its
-        name or a label name is not allowed."""
-        bad = sorted(set(sample.labels) - TRIGGER_LABELS)
-        if TRIGGER_NAME.match(sample.name) and not bad:
-            return {"source": source, **{k: str(v) for k, v in sample.labels.items()}}
-        key = f"{source}:{sample.name}"
-        if key not in self._dropped:
-            self._dropped.add(key)
-            why = f"label(s) {', '.join(bad)} not allowed" if bad else "not a snake_case name"
-            log.warning(
-                "trigger source %r: metric %r left out of /metrics: %s (labels: flow, state)",
-                source,
-                sample.name,
-                why,
-            )
-        return None
+        frozen = self.frozen
+        if frozen is None:
+            return
+        yield _gauge("flows_loaded", "flows loaded and able to run", [((), len(frozen.flows))])
+        yield from bus_families(frozen)
+        if frozen.store is not None:
+            yield from store_families(frozen.store)
+        yield from pool_families(frozen.pools)
+        yield from trigger_families(frozen.triggers)
+        yield from service_families(frozen)
 
 
-def bus_families(recorder: BusRecorder, flows: Sequence[str]) -> Iterator[Metric]:
+def service_families(frozen: Frozen) -> Iterator[Metric]:
+    """The store's health and the event loop's lag."""
+    yield _gauge(
+        "store_writable",
+        "1 while the store commits, 0 while its batches fail (they are retried)",
+        [((), 1 if frozen.writable else 0)],
+    )
+    yield _histogram(
+        "event_loop_lag_seconds",
+        "how late the event loop woke a 0.5 s sleep: every run and timer was as late",
+        (),
+        [((), frozen.lag)],
+    )
+    yield _gauge(
+        "event_loop_lag_last_seconds", "the latest event-loop lag sample", [((), frozen.lag_last)]
+    )
+
+
+def trigger_families(samples: Sequence[TriggerSample]) -> Iterator[Metric]:
+    """``sluiceway_trigger_<name>``: the trigger sources' own samples, one family per name."""
+    families: dict[str, GaugeMetricFamily] = {}
+    for sample in samples:
+        family = families.get(sample.name)
+        if family is None:
+            name = f"{P}trigger_{sample.name}"
+            family = families[sample.name] = GaugeMetricFamily(name, sample.help, labels=[])
+        # samples of one family may carry different labels: appended as they are
+        family.samples.append(Sample(family.name, dict(sample.labels), sample.value))
+    yield from families.values()
+
+
+def bus_families(frozen: Frozen) -> Iterator[Metric]:
     """Run ends, attempts, checks, durations, lateness and running tasks."""
-    ended = dict(recorder.runs_ended)
-    for flow in flows:  # every loaded flow's counters exist from the start: rate() works
+    ended = dict(frozen.runs_ended)
+    for flow in frozen.flows:  # every loaded flow's counters exist from the start: rate() works
         for state in END_STATES:
             ended.setdefault((flow, str(state)), 0)
     yield _counter("runs_ended", "runs that ended, by end state", ("flow", "state"), ended)
@@ -133,37 +92,37 @@ def bus_families(recorder: BusRecorder, flows: Sequence[str]) -> Iterator[Metric
         "task_attempts",
         "task attempts that ended, by state (an attempt followed by a retry ended failed)",
         ("flow", "state"),
-        recorder.attempts,
+        frozen.attempts,
     )
     yield _counter(
         "check_failures",
         "data-quality checks that failed, by severity",
         ("flow", "severity"),
-        recorder.checks_failed,
+        frozen.checks_failed,
     )
     yield _histogram(
         "task_duration_seconds",
         "a task's time from its first attempt's start to its end (retries included)",
         ("flow",),
-        [((flow,), h) for flow, h in sorted(recorder.task_durations.items())],
+        [((flow,), h) for flow, h in sorted(frozen.task_durations.items())],
     )
     yield _histogram(
         "run_duration_seconds",
         "a run's time from its start to its end",
         ("flow",),
-        [((flow,), h) for flow, h in sorted(recorder.run_durations.items())],
+        [((flow,), h) for flow, h in sorted(frozen.run_durations.items())],
     )
     yield _histogram(
         "schedule_lateness_seconds",
         "how long after its scheduled instant a scheduled run started",
         ("flow",),
-        [((flow,), h) for flow, h in sorted(recorder.lateness.items())],
+        [((flow,), h) for flow, h in sorted(frozen.lateness.items())],
     )
-    running = recorder.running_tasks()
+    running = frozen.running
     yield _gauge(
         "tasks_running",
         "tasks (and mapped instances) with an attempt running in this service",
-        [((flow,), running.get(flow, 0)) for flow in sorted({*flows, *running})],
+        [((flow,), running.get(flow, 0)) for flow in sorted({*frozen.flows, *running})],
         ("flow",),
     )
 
@@ -210,21 +169,19 @@ def store_families(snapshot: StoreGauges) -> Iterator[Metric]:
     )
 
 
-def pool_families(limits: Limits) -> Iterator[Metric]:
+def pool_families(pools: Sequence[PoolState]) -> Iterator[Metric]:
     """Slots of every pool and of the global limit (pool ``global``)."""
-    pools: list[tuple[str, Slots]] = [("global", limits.global_slots)]
-    pools += sorted(limits.pools.items())
-    yield _gauge("pool_slots", "slots of a pool", [((n,), s.total) for n, s in pools], ("pool",))
+    yield _gauge("pool_slots", "slots of a pool", [((p.name,), p.total) for p in pools], ("pool",))
     yield _gauge(
         "pool_slots_used",
         "slots of a pool taken by running attempts",
-        [((n,), s.used) for n, s in pools],
+        [((p.name,), p.used) for p in pools],
         ("pool",),
     )
     yield _gauge(
         "pool_waiters",
-        "ready tasks queued for a slot of the pool",
-        [((n,), s.waiting()) for n, s in pools],
+        "ready tasks queued for a slot of the pool (or behind the global limit)",
+        [((p.name,), p.waiting) for p in pools],
         ("pool",),
     )
 

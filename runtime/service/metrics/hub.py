@@ -16,7 +16,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from runtime.service.context import ServiceContext
-from runtime.service.metrics.collector import ServiceCollector
+from runtime.service.metrics.collector import SnapshotCollector
+from runtime.service.metrics.frozen import Freezer
 from runtime.service.metrics.lag import LagProbe
 from runtime.service.metrics.recorder import BusRecorder
 from runtime.store.gauges import StoreGauges, read_gauges
@@ -60,14 +61,13 @@ class ServiceMetrics:
         self._read_at: float | None = None
         self._lock = anyio.Lock()
         self._unsubscribe: Callable[[], None] | None = None
+        self._freezer = Freezer(ctx, self.recorder, self.lag)
+        self._current = SnapshotCollector()
         self.registry = CollectorRegistry()
         self.registry.register(_BuildInfo())
-        self.registry.register(ServiceCollector(ctx, self.recorder, self.lag, self._snapshot))
+        self.registry.register(self._current)
         # CPU seconds, resident memory, open file descriptors (Linux /proc; nothing elsewhere)
         ProcessCollector(namespace="sluiceway", registry=self.registry)
-
-    def _snapshot(self) -> StoreGauges | None:
-        return self.snapshot
 
     def attach(self) -> None:
         """Start counting the service's bus events."""
@@ -84,14 +84,29 @@ class ServiceMetrics:
         """Read the store's counts through *read*, unless the last read is under
         :attr:`cache` seconds old (concurrent scrapes wait for one read)."""
         async with self._lock:
-            if self._read_at is not None and time.monotonic() - self._read_at < self.cache:
-                return
-            now = self.ctx.clock.now().timestamp()
-            self.snapshot = await read(read_gauges, now)
-            self._read_at = time.monotonic()
+            await self._refresh(read)
+
+    async def _refresh(self, read: Read) -> None:
+        if self._read_at is not None and time.monotonic() - self._read_at < self.cache:
+            return
+        now = self.ctx.clock.now().timestamp()
+        self.snapshot = await read(read_gauges, now)
+        self._read_at = time.monotonic()
+
+    async def scrape(self, read: Read, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) of every series, the store's counts refreshed through *read*
+        if due: the numbers are copied on the loop, the text is built in a worker thread
+        (a few thousand series take milliseconds). One scrape at a time."""
+        async with self._lock:
+            await self._refresh(read)
+            self._current.frozen = self._freezer.freeze(self.snapshot)
+            encoder, content_type = choose_encoder(accept or "")
+            body: bytes = await anyio.to_thread.run_sync(encoder, self.registry)
+        return body, content_type
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """(body, content type) of every series: the Prometheus text format, or OpenMetrics
-        when the scraper's ``Accept`` asks for it."""
+        """:meth:`scrape` without the store's refresh, all in the calling thread (benches);
+        the Prometheus text format, or OpenMetrics when *accept* asks for it."""
+        self._current.frozen = self._freezer.freeze(self.snapshot)
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
