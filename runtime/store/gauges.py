@@ -1,5 +1,6 @@
-"""Read queries for ``/metrics``: counts of runs, queued runs, alert deliveries and file claims
-at the time of a scrape, all in one call on a reader connection."""
+"""Read queries for ``/metrics``: what changes by the second (runs queued or running, alert
+deliveries, file claims), cheap through partial and state indexes, read at a scrape; and the
+ended runs of the whole history, a full scan, read far less often."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from runtime import codec
 class StoreGauges(NamedTuple):
     """What the history holds now, for gauges.
 
-    :ivar runs: (flow, state, count) of every run in the history
+    :ivar runs: (flow, state, count) of the runs queued or running
     :ivar queued: (flow, count, age of the oldest in seconds) of queued runs
     :ivar outbox: (destination, state, count) of alert deliveries not delivered
         (``held`` in a digest window, ``pending``, ``dead``)
@@ -32,7 +33,11 @@ def read_gauges(conn: sqlite3.Connection, now: float) -> StoreGauges:
     """
     conn.execute("BEGIN")  # one snapshot: the counts agree with each other
     try:
-        runs = conn.execute("SELECT flow, state, COUNT(*) FROM runs GROUP BY flow, state")
+        # through the index runs_by_state: the live runs, not the history
+        runs = conn.execute(
+            "SELECT flow, state, COUNT(*) FROM runs WHERE state IN ('queued', 'running') "
+            "GROUP BY flow, state"
+        )
         runs_rows = [(str(f), str(s), int(n)) for f, s, n in runs]
         # through the partial index runs_queued: the queue, not the history
         queued = conn.execute(
@@ -53,6 +58,19 @@ def read_gauges(conn: sqlite3.Connection, now: float) -> StoreGauges:
     finally:
         conn.execute("COMMIT")
     return StoreGauges(runs_rows, queued_rows, outbox_rows, claims_rows)
+
+
+def read_ended(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """(flow, state, count) of the ended runs of the whole history.
+
+    A scan of every run: NOT INDEXED reads the table in order, about 5x faster than through
+    ``runs_by_flow`` (which looks each row up: 0.38 s against 0.08 s for 100,000 runs here).
+    """
+    found = conn.execute(
+        "SELECT flow, state, COUNT(*) FROM runs NOT INDEXED "
+        "WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY flow, state"
+    )
+    return [(str(f), str(s), int(n)) for f, s, n in found]
 
 
 def _age(created_at: str | None, now: float) -> float:

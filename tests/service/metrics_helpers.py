@@ -41,7 +41,7 @@ async def serve_api(
     ctx = ServiceContext(config, runner, dict(flows), epoch=1)
     listener = listen(ApiSettings("127.0.0.1", 0, TOKEN))
     server = ApiServer(ctx, listener)
-    server.metrics.cache = 0.0
+    server.metrics.cache = server.metrics.history_cache = 0.0
     async with anyio.create_task_group() as group:
         await group.start(server.run)
         try:

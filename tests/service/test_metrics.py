@@ -23,7 +23,6 @@ from runtime.service.metrics.lag import LagProbe
 from runtime.service.sources import Sources
 from runtime.states import RunState, TaskState
 from runtime.store import outbox
-from runtime.store.gauges import read_gauges
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
 from tests.service.metrics_helpers import Scrape, scrape, serve_api
@@ -259,23 +258,29 @@ async def test_metrics_needs_the_token_and_speaks_openmetrics_when_asked(
 
 
 async def test_the_store_is_read_once_per_cache_window(make_runner: MakeRunner) -> None:
-    reads: list[float] = []
+    reads: list[str] = []
 
     async def read(fn: Any, *args: Any) -> Any:
-        reads.append(args[0])
+        reads.append(fn.__name__)
         return await runner.store.read(fn, *args)
 
+    flow = Flow("etl")
+    flow.task()(noop)
     async with make_runner() as runner, serve_api(runner, {}) as served:
         metrics = served.server.metrics
-        metrics.cache = 3600.0
+        metrics.cache, metrics.history_cache = 3600.0, 3600.0
         await metrics.refresh(read)
         await metrics.refresh(read)
-        assert len(reads) == 1
-        metrics.cache = 0.0
+        assert reads == ["read_gauges", "read_ended"]
+        await runner.run(flow)
+        await runner.store.flush()
+        metrics.cache = 0.0  # the live counts again; the ended runs' not yet
         await metrics.refresh(read)
-        assert len(reads) == 2
-        assert metrics.snapshot is not None
-        assert metrics.snapshot == await runner.store.read(read_gauges, reads[-1])
+        assert reads == ["read_gauges", "read_ended", "read_gauges"]
+        assert metrics.ended == []
+        metrics.history_cache = 0.0
+        await metrics.refresh(read)
+        assert metrics.ended == [("etl", "succeeded", 1)]
 
 
 async def test_the_recorder_stops_counting_when_the_server_stops(make_runner: MakeRunner) -> None:

@@ -44,7 +44,7 @@ class SnapshotCollector(Collector):
         yield _gauge("flows_loaded", "flows loaded and able to run", [((), len(frozen.flows))])
         yield from bus_families(frozen)
         if frozen.store is not None:
-            yield from store_families(frozen.store)
+            yield from store_families(frozen.store, frozen.ended or [])
         yield from pool_families(frozen.pools)
         yield from trigger_families(frozen.triggers)
         yield from service_families(frozen)
@@ -127,12 +127,15 @@ def bus_families(frozen: Frozen) -> Iterator[Metric]:
     )
 
 
-def store_families(snapshot: StoreGauges) -> Iterator[Metric]:
+def store_families(
+    snapshot: StoreGauges, ended: Sequence[tuple[str, str, int]]
+) -> Iterator[Metric]:
     """Runs by state, the queue, the alert outbox and file claims, as the store has them."""
     yield _gauge(
         "runs",
-        "runs in the history, by state",
-        [((flow, state), n) for flow, state, n in snapshot.runs],
+        "runs in the history by state (queued and running as of the scrape, ended ones as "
+        "of the last minute)",
+        [((flow, state), n) for flow, state, n in [*snapshot.runs, *ended]],
         ("flow", "state"),
     )
     yield _gauge(

@@ -57,6 +57,7 @@ class Frozen:
     pools: tuple[PoolState, ...]
     triggers: tuple[TriggerSample, ...]
     store: StoreGauges | None
+    ended: list[tuple[str, str, int]] | None
     writable: bool
     lag: Histogram
     lag_last: float
@@ -81,8 +82,8 @@ class Freezer:
         self.lag = lag
         self._dropped: set[str] = set()  # trigger metrics already reported as refused
 
-    def freeze(self, store: StoreGauges | None) -> Frozen:
-        """This instant's numbers, with the store's counts of the latest refresh."""
+    def freeze(self, store: StoreGauges | None, ended: list[tuple[str, str, int]] | None) -> Frozen:
+        """This instant's numbers, with the store's counts of the latest refreshes."""
         r = self.recorder
         return Frozen(
             flows=tuple(sorted(self.ctx.flows)),
@@ -96,6 +97,7 @@ class Freezer:
             pools=pool_states(self.ctx.runner.limits),
             triggers=self._triggers(self.ctx.trigger_metrics()),
             store=store,
+            ended=ended,
             writable=self.ctx.store.writer.failing is None,
             lag=self.lag.histogram.copy(),
             lag_last=self.lag.last,

@@ -20,9 +20,10 @@ from runtime.service.metrics.collector import SnapshotCollector
 from runtime.service.metrics.frozen import Freezer
 from runtime.service.metrics.lag import LagProbe
 from runtime.service.metrics.recorder import BusRecorder
-from runtime.store.gauges import StoreGauges, read_gauges
+from runtime.store.gauges import StoreGauges, read_ended, read_gauges
 
 CACHE = 2.0  # seconds the store's counts are reused: two scrapers cost one read
+HISTORY_CACHE = 60.0  # seconds the counts of ended runs are reused (a scan of every run)
 
 # runs fn(conn, *args) on a read connection (the API's Reader)
 Read = Callable[..., Awaitable[Any]]
@@ -57,8 +58,11 @@ class ServiceMetrics:
         self.recorder = BusRecorder()
         self.lag = LagProbe()
         self.snapshot: StoreGauges | None = None
+        self.ended: list[tuple[str, str, int]] | None = None  # ended runs by flow, state
         self.cache = CACHE  # seconds the store's counts are reused
+        self.history_cache = HISTORY_CACHE  # seconds the ended runs' counts are reused
         self._read_at: float | None = None
+        self._ended_at: float | None = None
         self._lock = anyio.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._freezer = Freezer(ctx, self.recorder, self.lag)
@@ -87,11 +91,13 @@ class ServiceMetrics:
             await self._refresh(read)
 
     async def _refresh(self, read: Read) -> None:
-        if self._read_at is not None and time.monotonic() - self._read_at < self.cache:
-            return
-        now = self.ctx.clock.now().timestamp()
-        self.snapshot = await read(read_gauges, now)
-        self._read_at = time.monotonic()
+        if _due(self._read_at, self.cache):
+            now = self.ctx.clock.now().timestamp()
+            self.snapshot = await read(read_gauges, now)
+            self._read_at = time.monotonic()
+        if _due(self._ended_at, self.history_cache):
+            self.ended = await read(read_ended)
+            self._ended_at = time.monotonic()
 
     async def scrape(self, read: Read, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) of every series, the store's counts refreshed through *read*
@@ -99,7 +105,7 @@ class ServiceMetrics:
         (a few thousand series take milliseconds). One scrape at a time."""
         async with self._lock:
             await self._refresh(read)
-            self._current.frozen = self._freezer.freeze(self.snapshot)
+            self._current.frozen = self._freezer.freeze(self.snapshot, self.ended)
             encoder, content_type = choose_encoder(accept or "")
             body: bytes = await anyio.to_thread.run_sync(encoder, self.registry)
         return body, content_type
@@ -107,6 +113,10 @@ class ServiceMetrics:
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """:meth:`scrape` without the store's refresh, all in the calling thread (benches);
         the Prometheus text format, or OpenMetrics when *accept* asks for it."""
-        self._current.frozen = self._freezer.freeze(self.snapshot)
+        self._current.frozen = self._freezer.freeze(self.snapshot, self.ended)
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
+
+
+def _due(last: float | None, every: float) -> bool:
+    return last is None or time.monotonic() - last >= every
