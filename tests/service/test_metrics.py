@@ -80,6 +80,8 @@ async def test_runs_attempts_checks_and_durations_move_as_runs_execute(
     assert after.value("sluiceway_run_duration_seconds_bucket", flow="etl", le="+Inf") == 2
     # from the store, at the scrape
     assert after.value("sluiceway_runs", flow="etl", state="succeeded") == 2
+    assert after.value("sluiceway_runs", flow="etl", state="queued") == 0  # 0, not absent
+    assert after.value("sluiceway_queue_depth", flow="etl") == 0
     assert after.value("sluiceway_tasks_running", flow="etl") == 0
     assert after.value("sluiceway_flows_loaded") == 1
     assert after.value("sluiceway_store_writable") == 1

@@ -28,6 +28,7 @@ from runtime.store.gauges import StoreGauges
 
 P = "sluiceway_"
 END_STATES = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
+LIVE_STATES = (RunState.QUEUED, RunState.RUNNING)
 
 
 class SnapshotCollector(Collector):
@@ -44,7 +45,7 @@ class SnapshotCollector(Collector):
         yield _gauge("flows_loaded", "flows loaded and able to run", [((), len(frozen.flows))])
         yield from bus_families(frozen)
         if frozen.store is not None:
-            yield from store_families(frozen.store, frozen.ended or [])
+            yield from store_families(frozen.store, frozen.ended or [], frozen.flows)
         yield from pool_families(frozen.pools)
         yield from trigger_families(frozen.triggers)
         yield from service_families(frozen)
@@ -128,20 +129,25 @@ def bus_families(frozen: Frozen) -> Iterator[Metric]:
 
 
 def store_families(
-    snapshot: StoreGauges, ended: Sequence[tuple[str, str, int]]
+    snapshot: StoreGauges, ended: Sequence[tuple[str, str, int]], flows: Sequence[str]
 ) -> Iterator[Metric]:
-    """Runs by state, the queue, the alert outbox and file claims, as the store has them."""
+    """Runs by state, the queue, the alert outbox and file claims, as the store has them;
+    a loaded flow with no run queued or running shows 0 (a graph drops to 0, not to a gap)."""
+    live = {(flow, str(state)): 0 for flow in flows for state in LIVE_STATES}
+    live.update({(flow, state): n for flow, state, n in snapshot.runs})
     yield _gauge(
         "runs",
         "runs in the history by state (queued and running as of the scrape, ended ones as "
         "of the last minute)",
-        [((flow, state), n) for flow, state, n in [*snapshot.runs, *ended]],
+        [*sorted(live.items()), *(((flow, state), n) for flow, state, n in ended)],
         ("flow", "state"),
     )
+    depth = dict.fromkeys(flows, 0)
+    depth.update({flow: n for flow, n, _ in snapshot.queued})
     yield _gauge(
         "queue_depth",
         "queued runs waiting to start",
-        [((flow,), n) for flow, n, _ in snapshot.queued],
+        [((flow,), n) for flow, n in sorted(depth.items())],
         ("flow",),
     )
     yield _gauge(
