@@ -6,9 +6,10 @@
 
 1. W3 of bench/engine.py (N runs of a 5-task chain of no-op tasks, the default config, the
    system clock, the default 50 ms batches), in three settings, interleaved, median of the
-   repeats: the bus with no subscriber (the engine builds no per-task event then: a service
-   without [api] and without alert routes), a subscriber that does nothing (the price of
-   building the events, which alerts pay already), and the metrics recorder (what [api] adds).
+   repeats: the bus with no subscriber (the engine builds no per-task event then, as in
+   `sluiceway run`), a subscriber that does nothing (the price of building the events), and
+   the metrics recorder. `sluiceway serve` always has the SLA monitor listening, so it builds
+   the events anyway: what [api] adds there is the recorder against a subscriber doing nothing.
 2. The recorder alone: ns per event over a synthetic stream of a run's events.
 3. A scrape on a history of 100,000 runs over 50 flows: the store's counts (on the API's
    reader, in a worker thread: the live ones, and the ended runs' full scan) and building
