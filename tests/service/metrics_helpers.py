@@ -74,7 +74,7 @@ class Scrape:
             assert family.name.startswith("sluiceway_"), family.name
             for sample in family.samples:
                 assert sample.name.startswith("sluiceway_"), sample.name
-                unbounded = set(sample.labels) - BOUNDED_LABELS - {"version"}
+                unbounded = set(sample.labels) - BOUNDED_LABELS - {"version", "python"}
                 assert not unbounded, (sample.name, sample.labels)
 
 

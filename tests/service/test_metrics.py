@@ -6,6 +6,7 @@ own parser, every name sluiceway_*, no label that grows with the history."""
 from __future__ import annotations
 
 import os
+import platform
 import sqlite3
 import time
 from datetime import timedelta
@@ -85,7 +86,8 @@ async def test_runs_attempts_checks_and_durations_move_as_runs_execute(
     assert after.value("sluiceway_tasks_running", flow="etl") == 0
     assert after.value("sluiceway_flows_loaded") == 1
     assert after.value("sluiceway_store_writable") == 1
-    assert after.value("sluiceway_build_info", version=after_version(after)) == 1
+    python = platform.python_version()
+    assert after.value("sluiceway_build_info", version=after_version(after), python=python) == 1
     # the process collector is on the service's registry, under our prefix
     assert after.value("sluiceway_process_resident_memory_bytes") is not None
 

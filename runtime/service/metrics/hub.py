@@ -4,6 +4,7 @@ store's counts, refreshed at most every :data:`CACHE` seconds however often it i
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -39,10 +40,13 @@ def package_version() -> str:
 
 class _BuildInfo(Collector):
     def collect(self) -> list[Metric]:
+        # prometheus-client's PlatformCollector says the same as python_info: not sluiceway_*
         info = GaugeMetricFamily(
-            "sluiceway_build_info", "the running version (always 1)", labels=["version"]
+            "sluiceway_build_info",
+            "the running versions of sluiceway and python (always 1)",
+            labels=["version", "python"],
         )
-        info.add_metric([package_version()], 1)
+        info.add_metric([package_version(), platform.python_version()], 1)
         return [info]
 
 
