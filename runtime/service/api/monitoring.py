@@ -39,8 +39,9 @@ METRICS_DOC = {
     "description": (
         "Prometheus text format (OpenMetrics when the Accept header asks for it). Needs the "
         "bearer token like every route but the health checks: in prometheus.yml, "
-        "`authorization: {credentials_file: /etc/prometheus/sluiceway.token}`. The store's "
-        "counts are read at most every 2 s however often it is scraped."
+        "`authorization: {credentials_file: /etc/prometheus/sluiceway.token}`. However often "
+        "it is scraped, the store's live counts are read at most every 2 s and the ended "
+        "runs' totals (a scan of the history) at most every 60 s."
     ),
     "responses": {
         "200": {
