@@ -175,7 +175,8 @@ def runs_before(
     """Runs newest first, optionally of one flow and/or state, with ids below *before*;
     and the next page's cursor (None on the last page). The run list page's read, until
     the JSON API's shared run query takes its place."""
-    where, args = ["id < ?"], [before if before is not None else 1 << 62]
+    where = ["id < ?"]
+    args: list[Any] = [before if before is not None else 1 << 62]
     if flow is not None:
         where.append("flow = ?")
         args.append(flow)
@@ -239,7 +240,8 @@ def log_page(
     """A run's log lines in order from the line after id *after*, optionally of one task
     (*name*, all its instances) or one instance (*name* and *idx*); and the next page's
     cursor (the last line's id, None on the last page)."""
-    sql, args = _LOG + " WHERE run_id = ? AND id > ?", [run_id, after]
+    sql = _LOG + " WHERE run_id = ? AND id > ?"
+    args: list[Any] = [run_id, after]
     if name is not None:
         sql += " AND name = ?"
         args.append(name)
