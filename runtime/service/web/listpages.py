@@ -43,7 +43,7 @@ async def runs_page(request: web.Request) -> web.Response:
             "runs": runs,
             "older": older,
             "flow": flow,
-            "state": state,
+            "state_filter": state,
             "before": before,
             "flows": sorted(request.app[CONTEXT].flows),
             "states": RUN_STATES,
