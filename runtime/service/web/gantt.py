@@ -116,6 +116,35 @@ def label_of(name: str, idx: int) -> str:
     return name if idx < 0 else f"{name}[{idx}]"
 
 
+Span = tuple[Mapping[str, Any], datetime, datetime]
+
+
+def _spans(attempts: Sequence[Mapping[str, Any]], now: datetime) -> list[Span]:
+    spans = []
+    for att in attempts:
+        start = codec.parse_iso(att["started_at"])
+        if start is not None:
+            spans.append((att, start, codec.parse_iso(att["ended_at"]) or now))
+    return spans
+
+
+def _bar(att: Mapping[str, Any], row: int, start: datetime, end: datetime, x: float,
+         w: float) -> Bar:  # fmt: skip
+    return Bar(
+        label_of(att["name"], att["idx"]),
+        row,
+        att["attempt"],
+        att["state"],
+        round(x, 2),
+        AXIS_H + row * ROW_H + (ROW_H - BAR_H) / 2,
+        round(w, 2),
+        att["started_at"],
+        att["ended_at"],
+        round((end - start).total_seconds(), 3),
+        att.get("error_message"),
+    )
+
+
 def layout_gantt(
     rows: Sequence[tuple[str, str]], attempts: Sequence[Mapping[str, Any]], now: datetime
 ) -> GanttChart:
@@ -123,13 +152,7 @@ def layout_gantt(
     started_at, ended_at, error_message) over *rows* ((label, state) in display order;
     attempts of other labels get rows of their own at the end). Running attempts end at
     *now*. Attempts that never started are not drawn."""
-    spans = []
-    for att in attempts:
-        start = codec.parse_iso(att["started_at"])
-        if start is None:
-            continue
-        end = codec.parse_iso(att["ended_at"])
-        spans.append((att, start, end or now))
+    spans = _spans(attempts, now)
     order = [label for label, _ in rows]
     states = dict(rows)
     for att, _, _ in spans:
@@ -143,44 +166,24 @@ def layout_gantt(
     t1 = max((e for _, _, e in spans), default=now)
     span = max((t1 - t0).total_seconds(), 0.001)
     scale = PLOT_W / span
-
-    def x_at(moment: datetime) -> float:
-        return LABEL_W + (moment - t0).total_seconds() * scale
-
+    right = LABEL_W + PLOT_W
     bars: list[Bar] = []
     for att, start, end in spans:
-        label = label_of(att["name"], att["idx"])
-        row = row_of.get(label)
-        if row is None:
-            continue
-        x = min(x_at(start), LABEL_W + PLOT_W - MIN_BAR)
-        w = min(max(x_at(end) - x, MIN_BAR), LABEL_W + PLOT_W - x)
-        bars.append(
-            Bar(
-                label,
-                row,
-                att["attempt"],
-                att["state"],
-                round(x, 2),
-                AXIS_H + row * ROW_H + (ROW_H - BAR_H) / 2,
-                round(w, 2),
-                att["started_at"],
-                att["ended_at"],
-                round((end - start).total_seconds(), 3),
-                att.get("error_message"),
-            )
-        )
+        row = row_of.get(label_of(att["name"], att["idx"]))
+        if row is not None:
+            x = min(LABEL_W + (start - t0).total_seconds() * scale, right - MIN_BAR)
+            w = min(max(LABEL_W + (end - t0).total_seconds() * scale - x, MIN_BAR), right - x)
+            bars.append(_bar(att, row, start, end, x, w))
     step = _step(span)
-    ticks = [
-        Tick(round(LABEL_W + k * step * scale, 2), offset_text(k * step))
-        for k in range(int(span / step) + 1)
-    ]
     return GanttChart(
         rows=[Row(label, AXIS_H + i * ROW_H, states[label]) for i, label in enumerate(shown)],
         bars=bars,
         gaps=_gaps(bars),
-        ticks=ticks,
-        width=LABEL_W + PLOT_W + 8,
+        ticks=[
+            Tick(round(LABEL_W + k * step * scale, 2), offset_text(k * step))
+            for k in range(int(span / step) + 1)
+        ],
+        width=right + 8,
         height=AXIS_H + len(shown) * ROW_H + 4,
         plot_x=LABEL_W,
         plot_w=PLOT_W,

@@ -9,6 +9,7 @@ import re
 from runtime.service.web.home import SQUARES
 from runtime.store.cursors import set_paused
 from runtime.store.incoming import queue_run
+from runtime.store.outbox import Queued, queue_alert
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
 from tests.service.web.history import History, get_page, open_history
@@ -66,8 +67,14 @@ async def test_home_keeps_twenty_squares_and_a_flow_older_failure(
         shop = h.flows["shop"]
         made = []
         for _ in range(SQUARES + 2):
-            queued = await queue_run(store, shop, params=shop.resolve_params({}), trigger={"kind": "manual"},
-                                     key=None, now=clock.now())
+            queued = await queue_run(
+                store,
+                shop,
+                params=shop.resolve_params({}),
+                trigger={"kind": "manual"},
+                key=None,
+                now=clock.now(),
+            )
             made.append(queued.run_id)
         clock.advance(2 * 86400)  # the failures are two days old now
         doc = await page(h, "/")
@@ -89,7 +96,8 @@ async def test_flow_grid_is_runs_by_tasks_in_graph_order(
     assert body(doc).attrs["data-live"] == "flow"
     assert body(doc).attrs["data-flow"] == "shop"
     grid = doc.by_id("grid")
-    assert grid.tag == "table" and "data-refresh" in grid.attrs
+    assert grid.tag == "table"
+    assert "data-refresh" in grid.attrs
     heads = [th.text().strip() for th in grid.find_all("th", cls="task-col")]
     assert heads == ["extract", "load[ ]", "audit", "report"]
     cells = {(a.attrs["data-run"], a.attrs["data-task"]): a for a in grid.find_all(cls="cell")}
@@ -97,8 +105,10 @@ async def test_flow_grid_is_runs_by_tasks_in_graph_order(
     assert cells[(failed, "report")].state() == "failed"
     assert cells[(ok, "report")].state() == "succeeded"
     load = cells[(ok, "load")]
-    assert load.state() == "succeeded" and load.text() == "3/3"  # a mapped task: one column
-    assert "1 succeeded" not in load.attrs["title"] and "3 succeeded" in load.attrs["title"]
+    assert load.state() == "succeeded"
+    assert load.text() == "3/3"
+    assert "1 succeeded" not in load.attrs["title"]
+    assert "3 succeeded" in load.attrs["title"]
     assert load.attrs["href"] == f"/runs/{ok}#task-load"
     # newest run first
     assert [a.attrs["data-run"] for a in grid.find_all("a", cls="sq")] == [failed, ok]
@@ -124,9 +134,11 @@ async def test_flow_page_trigger_form_is_built_from_the_params(
     assert inputs["param.n"].attrs["value"] == "3"
     assert inputs["param.ratio"].attrs["value"] == "0.5"
     assert inputs["param.tags"].attrs["value"] == '["a"]'
-    assert inputs["param.dry"].attrs["type"] == "checkbox" and "checked" not in inputs["param.dry"].attrs
+    assert inputs["param.dry"].attrs["type"] == "checkbox"
+    assert "checked" not in inputs["param.dry"].attrs
     button = doc.by_id("trigger")
-    assert button.attrs["type"] == "submit" and button.parent is form
+    assert button.attrs["type"] == "submit"
+    assert button.parent is form
     pause = doc.by_id("pause")
     assert pause.attrs["data-action"] == "/api/flows/shop/pause"
     assert not doc.find_all(id="unpause")
@@ -161,10 +173,13 @@ async def test_run_page_shows_state_dag_gantt_and_log_tail(
     async with open_history(make_runner, clock) as h:
         doc = await page(h, f"/runs/{h.ok.id}")
     run = str(h.ok.id)
-    assert body(doc).attrs["data-live"] == "run" and body(doc).attrs["data-run"] == run
+    assert body(doc).attrs["data-live"] == "run"
+    assert body(doc).attrs["data-run"] == run
     state = doc.by_id("run-state")
-    assert state.state() == "succeeded" and state.text() == "succeeded"
-    assert state.attrs["data-run"] == run and "data-state-text" in state.attrs
+    assert state.state() == "succeeded"
+    assert state.text() == "succeeded"
+    assert state.attrs["data-run"] == run
+    assert "data-state-text" in state.attrs
     dag = doc.by_id("dag")
     nodes = {g.attrs["data-task"]: g for g in dag.find_all("g", cls="node")}
     assert set(nodes) == {"extract", "load", "audit", "report"}
@@ -197,9 +212,11 @@ async def test_run_page_shows_state_dag_gantt_and_log_tail(
     assert any("loaded item 1" in line.find(cls="msg").text() for line in lines)
     assert all(line.attrs["data-id"].isdigit() for line in lines)
     warned = [line for line in lines if "lvl-WARNING" in line.classes]
-    assert warned and "retrying" in warned[0].text()
+    assert warned
+    assert "retrying" in warned[0].text()
     assert {line.find(cls="task").text() for line in lines} >= {"extract", "load[1]", "report"}
-    assert not doc.find_all(id="retry") and not doc.find_all(id="cancel")
+    assert not doc.find_all(id="retry")
+    assert not doc.find_all(id="cancel")
 
 
 async def test_run_page_of_a_failed_run_has_errors_checks_and_retry(
@@ -211,7 +228,8 @@ async def test_run_page_of_a_failed_run_has_errors_checks_and_retry(
     assert doc.by_id("retry").attrs["data-action"] == f"/api/runs/{h.failed.id}/retry"
     assert not doc.find_all(id="cancel")
     report = doc.by_id("task-report")
-    assert report.state() == "failed" and report.attrs["data-task"] == "report"
+    assert report.state() == "failed"
+    assert report.attrs["data-task"] == "report"
     assert doc.by_id("task-load[1]").find("td", data_label="Attempts").text() == "2"
     errors = doc.find_all("details", cls="error")
     assert len(errors) == 1
@@ -222,7 +240,8 @@ async def test_run_page_of_a_failed_run_has_errors_checks_and_retry(
     }
     assert checks == {"row_count": "passed", "freshness": "failed"}
     params = doc.find("pre", cls="json").text()
-    assert '"region": "us"' in params and '"fail": true' in params
+    assert '"region": "us"' in params
+    assert '"fail": true' in params
     assert "manual" in doc.by_id("run-head").find(cls="kind").text()
 
 
@@ -246,7 +265,8 @@ async def test_a_queued_run_shows_the_whole_dag_pending_and_cancel(
     )
     assert not doc.by_id("gantt").find_all("rect", cls="bar")
     head = doc.by_id("run-head")
-    assert "landed" in head.text() and '"file": "a.csv"' in head.find("pre", cls="json").text()
+    assert "landed" in head.text()
+    assert '"file": "a.csv"' in head.find("pre", cls="json").text()
     # the grid has live cells for the queued run, for live.js to colour
     cells = grid.by_id("grid").find_all("a", cls="cell", data_run=run)
     assert [(c.attrs["data-task"], c.state()) for c in cells] == [
@@ -293,9 +313,9 @@ async def test_log_search_finds_lines_across_runs(
         f"/runs/{h.ok.id}",
     ]
     assert [m.text() for m in hits[0].find_all("mark")] == ["loaded item 1"]
-    assert {hit.find("a", cls="hit-run").attrs["href"] for hit in only_hostile.find_all(cls="log-hit")} == {
-        f"/runs/{h.hostile.id}"
-    }
+    assert {
+        hit.find("a", cls="hit-run").attrs["href"] for hit in only_hostile.find_all(cls="log-hit")
+    } == {f"/runs/{h.hostile.id}"}
     assert not literal.find_all(cls="log-hit")  # % is a character, not a wildcard
     assert not empty.find_all(cls="log-hit")
 
@@ -311,7 +331,8 @@ async def test_run_logs_page_filters_by_task_and_pages(
     def tasks(doc: Element) -> list[str]:
         return [line.find(cls="task").text() for line in doc.find_all(cls="log-line")]
 
-    assert set(tasks(one)) == {"load[1]"} and len(tasks(one)) == 2  # the warning, the success
+    assert set(tasks(one)) == {"load[1]"}
+    assert len(tasks(one)) == 2
     assert set(tasks(mapped)) == {"load[0]", "load[1]", "load[2]"}
     assert set(tasks(every)) == {"extract", "load[0]", "load[1]", "load[2]", "report"}
     ids = [int(line.attrs["data-id"]) for line in every.find_all(cls="log-line")]
@@ -337,6 +358,20 @@ async def test_every_page_is_csp_clean_and_well_formed(
                 assert not [a for a in el.attrs if a.startswith("on")], (path, el.tag)
                 assert el.tag != "style", path
                 if el.tag == "script":
-                    assert el.attrs["src"].startswith("/static/") and not el.text().strip()
+                    assert el.attrs["src"].startswith("/static/")
+                    assert not el.text().strip()
             assert not re.search(r"javascript:", html, re.IGNORECASE), path
             assert doc.find("meta", name="csrf-token")
+
+
+async def test_run_page_lists_the_alerts_sent(make_runner: MakeRunner, clock: FakeClock) -> None:
+    async with open_history(make_runner, clock) as h:
+        alert = {"event": "run.failed", "kind": "alert", "flow": "shop", "run_id": h.failed.id}
+        await h.api.ctx.store.writer.submit(
+            lambda db: queue_alert(db, alert, [Queued("ops-slack")], clock.now())
+        )
+        doc = await page(h, f"/runs/{h.failed.id}")
+    (row,) = doc.by_id("alerts").find("tbody").find_all("tr")
+    assert row.find("td", data_label="Destination").text() == "ops-slack"
+    assert row.find("td", data_label="State").text() == "pending"
+    assert "run.failed" in row.text()
