@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import re
 
+import anyio
+import pytest
+
+from runtime import Flow
+from runtime.service.web.gantt import LABEL_W, PLOT_W
 from runtime.service.web.home import SQUARES
 from runtime.store.cursors import set_paused
 from runtime.store.incoming import queue_run
 from runtime.store.outbox import Queued, queue_alert
 from runtime.testing import FakeClock
 from tests.conftest import MakeRunner
+from tests.service.api_server import open_api
 from tests.service.web.history import History, get_page, open_history
 from tests.service.web.html_tree import Element, parse
+from tests.waiting import WAIT
 
 
 async def page(h: History, path: str) -> Element:
@@ -375,3 +382,48 @@ async def test_run_page_lists_the_alerts_sent(make_runner: MakeRunner, clock: Fa
     assert row.find("td", data_label="Destination").text() == "ops-slack"
     assert row.find("td", data_label="State").text() == "pending"
     assert "run.failed" in row.text()
+
+
+async def test_a_running_run_has_cancel_and_a_bar_reaching_now(
+    make_runner: MakeRunner, clock: FakeClock
+) -> None:
+    flow = Flow("slowpoke")
+    started, release = anyio.Event(), anyio.Event()
+
+    @flow.task
+    def first() -> int:
+        clock.advance(4)
+        return 1
+
+    @flow.task
+    async def second(first: int) -> int:
+        started.set()
+        await release.wait()
+        return first
+
+    async with (
+        make_runner() as runner,
+        open_api(runner, {"slowpoke": flow}) as api,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(runner.run, flow)
+        with anyio.fail_after(WAIT):
+            await started.wait()
+        clock.advance(6)  # "now" is 6 s into the running attempt
+        await runner.store.flush()
+        status, html, _ = await get_page(api, "/runs/1")
+        release.set()
+    assert status == 200
+    doc = parse(html)
+    assert doc.by_id("run-state").state() == "running"
+    assert doc.by_id("cancel").attrs["data-action"] == "/api/runs/1/cancel"
+    assert not doc.find_all(id="retry")
+    nodes = {g.attrs["data-task"]: g.state() for g in doc.by_id("dag").find_all("g", cls="node")}
+    assert nodes == {"first": "succeeded", "second": "running"}
+    bars = {b.attrs["data-task"]: b for b in doc.by_id("gantt").find_all("rect", cls="bar")}
+    assert "live" in bars["second"].classes
+    assert "live" not in bars["first"].classes
+    # first took 4 s, second has run 6 s so far: the axis spans 10 s, second ends at its end
+    end = float(bars["second"].attrs["x"]) + float(bars["second"].attrs["width"])
+    assert end == pytest.approx(LABEL_W + PLOT_W, abs=0.1)
+    assert float(bars["first"].attrs["width"]) == pytest.approx(PLOT_W * 0.4, abs=0.1)
