@@ -116,6 +116,8 @@ async def run_logs_page(request: web.Request) -> web.Response:
 
 
 def _run_logs(conn: Any, run_id: int, name: str | None, idx: int | None, after: int) -> Any:
+    """The run's row (the newest run with an id up to *run_id*: itself, if it exists) and
+    one page of its lines; None when there is no such run."""
     runs, _ = dashboard.runs_before(conn, before=run_id + 1, limit=1)
     if not runs or runs[0]["id"] != run_id:
         return None
