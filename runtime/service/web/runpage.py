@@ -17,13 +17,15 @@ from runtime.service.api.errors import HttpError
 from runtime.service.web.dag import layout_dag
 from runtime.service.web.format import between
 from runtime.service.web.gantt import layout_gantt
-from runtime.service.web.grid import DONE, most_relevant
+from runtime.service.web.grid import DONE, RELEVANCE, most_relevant
 from runtime.service.web.render import render
 from runtime.service.web.views import run_id_of
 from runtime.store import dashboard, queries
 
 TAIL = 200  # log lines on the run page; the rest on /runs/{id}/logs
 FAILED = frozenset({"failed", "upstream_failed"})
+INSTANCES = 100  # rows per mapped task in the task table; the rest are counted
+ERRORS = 50  # errors with tracebacks shown; the rest are counted
 
 
 def run_data(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
@@ -67,6 +69,28 @@ def dag_nodes(
             "done": sum(1 for i in items if i["state"] in DONE),
         }
     return out
+
+
+def visible_tasks(
+    tasks: Sequence[Mapping[str, Any]], per_task: int = INSTANCES
+) -> tuple[list[Mapping[str, Any]], dict[str, int]]:
+    """The task table's rows: every task's own row and at most *per_task* instances of
+    each mapped task, the most relevant first (failures before successes), in index order
+    among those kept; and per mapped task how many instances were left out."""
+    rank = {state: i for i, state in enumerate(RELEVANCE)}
+    by_task: dict[str, list[Mapping[str, Any]]] = {}
+    for task in tasks:
+        if "index" in task:
+            by_task.setdefault(task["name"], []).append(task)
+    kept: set[int] = set()
+    hidden: dict[str, int] = {}
+    for name, items in by_task.items():
+        chosen = sorted(items, key=lambda t: (rank.get(t["state"], len(rank)), t["index"]))
+        kept.update(id(t) for t in chosen[:per_task])
+        if len(items) > per_task:
+            hidden[name] = len(items) - per_task
+    rows = [t for t in tasks if "index" not in t or id(t) in kept]
+    return rows, hidden
 
 
 def trigger_view(trigger: Any) -> dict[str, Any]:
@@ -119,6 +143,8 @@ def _context(
     upstream: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     ended = run["state"] in ("succeeded", "failed", "cancelled")
+    rows_shown, hidden = visible_tasks(run["tasks"])
+    errors = [t for t in run["tasks"] if t["error"]]
     failed_tasks = any(t["state"] in FAILED for t in run["tasks"])
     duration = run["duration"]
     if duration is None and run["started_at"] and not ended:
@@ -133,7 +159,10 @@ def _context(
         "alerts": data["alerts"],
         "logs": data["logs"],
         "tail": TAIL,
-        "errors": [t for t in run["tasks"] if t["error"]],
+        "task_rows": rows_shown,
+        "hidden_instances": hidden,
+        "errors": errors[:ERRORS],
+        "hidden_errors": max(len(errors) - ERRORS, 0),
         "sla_events": [e for e in run["events"] if e["kind"] == "sla.missed"],
         "can_retry": ended and (run["state"] != "succeeded" or failed_tasks),
         "can_cancel": run["state"] in ("queued", "running") and not run["cancel_requested"],
