@@ -183,7 +183,7 @@ def layout_gantt(
             Tick(round(LABEL_W + k * step * scale, 2), offset_text(k * step))
             for k in range(int(span / step) + 1)
         ],
-        width=right + 8,
+        width=right + 28,  # room for the last tick's label
         height=AXIS_H + len(shown) * ROW_H + 4,
         plot_x=LABEL_W,
         plot_w=PLOT_W,
