@@ -19,6 +19,7 @@ from runtime.errors import StoreError
 from runtime.service.api.errors import HttpError
 from runtime.service.api.listen import ApiSettings
 from runtime.service.context import ServiceContext
+from runtime.service.web.errorpage import error_page, wants_html
 from runtime.store import connect_reader
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ CONTEXT = web.AppKey("context", ServiceContext)
 READER = web.AppKey("reader", Reader)
 SETTINGS = web.AppKey("settings", ApiSettings)
 PUBLIC = web.AppKey("public", frozenset)  # handlers served without the token (health checks)
+PAGES = web.AppKey("pages", frozenset)  # handlers of the dashboard: errors as an HTML page
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ def make_app(
     app[READER] = Reader(ctx.store.path)
     app.on_cleanup.append(app[READER].close)
     app[PUBLIC] = frozenset(route.handler for route in routes if route.public)
+    app[PAGES] = frozenset(route.handler for route in routes if route.page)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     return app
@@ -103,26 +106,50 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure as the one error body: ours (:class:`HttpError`), aiohttp's (404 for an
     unknown route, 405 with ``Allow``, 413), a store that cannot commit as a 503 (nothing
     was queued: try again), and anything else as a 500 that names nothing (the traceback
-    goes to the service's log, never into a response)."""
+    goes to the service's log, never into a response). A browser on a dashboard page gets
+    the same status and message as an HTML page instead."""
     try:
         return await handler(request)
     except HttpError as exc:
-        return exc.response()
+        return _answer(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _from_aiohttp(request, exc).response()
+        return _answer(request, _from_aiohttp(request, exc))
     except StoreError as exc:  # a locked or failing database: nothing was queued
         log.error("api: %s %s: %s", request.method, request.path, exc)
-        return HttpError(
-            503,
-            "the run history cannot be written right now, so nothing was queued; try again "
-            "(with the same idempotency key); the service log says why",
-            headers={"Retry-After": "5"},
-        ).response()
+        return _answer(
+            request,
+            HttpError(
+                503,
+                "the run history cannot be written right now, so nothing was queued; try "
+                "again (with the same idempotency key); the service log says why",
+                headers={"Retry-After": "5"},
+            ),
+        )
     except Exception:
         log.exception("api: %s %s failed", request.method, request.path)
-        return HttpError(500, "internal error; the service log has the details").response()
+        return _answer(request, HttpError(500, "internal error; the service log has the details"))
+
+
+def _answer(request: web.Request, error: HttpError) -> web.Response:
+    """The error body; the HTML error page for a browser (``Accept: text/html``) on a page
+    route, or on a path that is no route and not under ``/api/``."""
+    info = request.match_info
+    if info.http_exception is not None:
+        page = not request.path.startswith("/api/")
+    else:
+        page = info.handler in request.app[PAGES]
+    if not (page and wants_html(request)):
+        return error.response()
+    try:
+        response = error_page(request, error.status, error.message, error.headers)
+    except Exception:  # a broken template must not hide the error it was to show
+        log.exception("api: %s %s: the error page failed", request.method, request.path)
+        return error.response()
+    if error.close:
+        response.force_close()
+    return response
 
 
 def _from_aiohttp(request: web.Request, exc: web.HTTPException) -> HttpError:

@@ -9,6 +9,7 @@ from runtime.service.api.events import SEND_EVENT_DOC, send_event
 from runtime.service.api.health import ROUTES as HEALTH
 from runtime.service.api.monitoring import ROUTES as MONITORING
 from runtime.service.api.runs import CREATE_RUN_DOC, create_run
+from runtime.service.web.pages import ROUTES as PAGES
 from runtime.service.web.static import ROUTES as STATIC
 
 TRIGGERS: tuple[Route, ...] = (
@@ -35,4 +36,5 @@ ROUTES: tuple[Route, ...] = (
     *TRIGGERS,
     *STATIC,
     *MONITORING,
+    *PAGES,
 )

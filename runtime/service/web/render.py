@@ -10,7 +10,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from runtime.service.web.static import static_url
+from runtime.service.web.assets import static_url
+from runtime.service.web.format import FILTERS, GLOBALS
 
 # keys the security middleware sets on a request (runtime/service/api/security.py)
 CSRF_KEY = "csrf_token"  # the session's CSRF token: pages put it in <meta name="csrf-token">
@@ -28,6 +29,8 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.globals["static"] = static_url
+    env.globals.update(GLOBALS)
+    env.filters.update(FILTERS)
     return env
 
 
