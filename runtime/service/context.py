@@ -26,6 +26,10 @@ class ServiceContext:
     :ivar queue_changed: set when a run was queued or ended in this process (a new event
         after each)
     :ivar stopping: the service is shutting down: no run starts any more
+    :ivar ready: the flows are loaded, recovery is done and every feeder started (what
+        ``GET /readyz`` and systemd's READY=1 say)
+    :ivar waiting_for: what the service is waiting for while not ready: ``recovery``,
+        ``start`` (its feeders are starting), ``stopping``
     """
 
     config: Config
@@ -35,6 +39,8 @@ class ServiceContext:
     flows_changed: anyio.Event = field(default_factory=anyio.Event)
     queue_changed: anyio.Event = field(default_factory=anyio.Event)
     stopping: bool = False
+    ready: bool = False
+    waiting_for: str = "recovery"
     alerts: Any = None  # the AlertHub (runtime.service.alerts), when the service has one
 
     @property

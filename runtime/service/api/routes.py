@@ -7,6 +7,7 @@ from __future__ import annotations
 from runtime.service.api.app import Route
 from runtime.service.api.events import send_event
 from runtime.service.api.health import ROUTES as HEALTH
+from runtime.service.api.login import ROUTES as LOGIN
 from runtime.service.api.runs import create_run
 from runtime.service.web.static import ROUTES as STATIC
 
@@ -31,4 +32,5 @@ ROUTES: tuple[Route, ...] = (
     *HEALTH,
     *TRIGGERS,
     *STATIC,
+    *LOGIN,
 )
