@@ -102,13 +102,13 @@ class Service:
             async with anyio.create_task_group() as feeders:
                 self.feeders = feeders.cancel_scope
                 await self._start_feeders(feeders)
+                self.ctx.ready = True  # before the log line: a probe that saw it gets a 200
                 log.info("service ready: %d flow(s), epoch %d", len(self.ctx.flows), self.ctx.epoch)
                 self.alerts.service_event(
                     "service.started",
                     f"sluiceway service started (epoch {self.ctx.epoch}, "
                     f"{len(self.ctx.flows)} flow(s))",
                 )
-                self.ctx.ready = True
                 sdnotify.notify("READY=1\nSTATUS=" + self._status())
                 if ready is not None:
                     ready.set()
