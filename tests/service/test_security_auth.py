@@ -66,6 +66,18 @@ async def test_the_bearer_token_is_a_user_and_needs_no_csrf(make_runner: MakeRun
             assert (await response.json())["error"]["code"] == "unauthorized"
 
 
+async def test_a_wrong_token_on_a_public_route_is_no_reason_to_refuse_it(
+    make_runner: MakeRunner,
+) -> None:
+    async with make_runner() as runner, serve_secured(runner) as site, site.client() as http:
+        stale = {"Authorization": "Bearer an-old-token"}
+        async with http.get(site.url + "/healthz", headers=stale) as response:
+            assert response.status == 200
+        async with http.get(site.url + "/test/page", headers=stale) as response:
+            assert response.status == 401  # not public: the wrong token is refused
+            assert "wrong bearer token" in (await response.json())["error"]["message"]
+
+
 # --- the session cookie ---
 
 

@@ -84,10 +84,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     settings = request.app[API_SETTINGS]
     sessions = request.app[SESSIONS]
     unsafe = request.method not in SAFE_METHODS
+    public = _handler(request) in request.app[OPEN]
     bearer = request.headers.get("Authorization")
     if bearer is not None and settings.token is not None:
-        _put(request, USER, _check_bearer(bearer, settings.token))
-        return await handler(request)
+        problem = _bearer_problem(bearer, settings.token)
+        if problem is None:
+            _put(request, USER, "token")
+            return await handler(request)
+        if not public:  # a stale token on a probe of /healthz is no reason to refuse it
+            raise _unauthorized(problem)
     cookie = request.cookies.get(COOKIE)
     session = sessions.check(cookie) if settings.token is not None else None
     if session is not None:
@@ -102,7 +107,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         _put(request, USER, "anonymous")
         if unsafe and _from_browser(request):
             await _check_csrf(request, request[CSRF])
-    elif _handler(request) not in request.app[OPEN]:
+    elif not public:
         if _handler(request) in request.app[PAGES] and not unsafe:
             return _to_login(request, clear=cookie is not None)
         raise _unauthorized(
@@ -128,13 +133,15 @@ def _put(request: web.Request, key: str, value: str) -> None:
         request[key] = value
 
 
-def _check_bearer(header: str, token: str) -> str:
+def _bearer_problem(header: str, token: str) -> str | None:
+    """What is wrong with the ``Authorization`` header *header*; ``None`` for the token
+    (compared in constant time)."""
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
-        raise _unauthorized("missing bearer token: send Authorization: Bearer <token>")
+        return "missing bearer token: send Authorization: Bearer <token>"
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise _unauthorized("wrong bearer token")
-    return "token"
+        return "wrong bearer token"
+    return None
 
 
 def _pre_session(request: web.Request, sessions: Sessions) -> tuple[str, bool]:
