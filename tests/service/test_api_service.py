@@ -93,7 +93,7 @@ async def test_runs_and_events_through_the_api_are_executed_and_sigterm_stops_cl
     (home.flows / "flows.py").write_text(FLOWS)
     port = free_port()
     served = home.serve(SLUICEWAY_API_BIND=f"127.0.0.1:{port}", SLUICEWAY_API_TOKEN=TOKEN)
-    served.wait_log(f"api listening on http://127.0.0.1:{port} (bearer token)")
+    served.wait_log(f"api listening on http://127.0.0.1:{port} (bearer token or dashboard login)")
     served.wait_ready()
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}

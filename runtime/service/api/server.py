@@ -41,7 +41,10 @@ class ApiServer:
         await runner.setup()
         try:
             await web.SockSite(runner, self.listener.sock).start()
-            auth = "bearer token" if self.listener.settings.auth else "no auth (loopback)"
+            settings = self.listener.settings
+            auth = "bearer token" if settings.auth else "no auth (loopback)"
+            if settings.auth:
+                auth += " or dashboard login" + (" with password" if settings.password else "")
             log.info("api listening on %s (%s)", self.listener.url, auth)
             task_status.started()
             await anyio.sleep_forever()
