@@ -21,6 +21,7 @@ from runtime.service.api.errors import HttpError
 from runtime.service.api.listen import ApiSettings
 from runtime.service.api.security import (
     API_SETTINGS,
+    CHECKS,
     SESSIONS,
     THROTTLE,
     USER,
@@ -35,8 +36,6 @@ log = logging.getLogger("sluiceway.runtime.api")
 
 MAX_NEXT = 2000
 MAX_SECRET = 1024  # longer is no token and no password of ours: refused before scrypt
-# scrypt takes 32 MiB and most of a core per check: two at a time, whatever arrives
-CHECKS = anyio.CapacityLimiter(2)
 
 
 def safe_next(value: str | None) -> str:
@@ -44,9 +43,9 @@ def safe_next(value: str | None) -> str:
     another site (``//evil.example``, ``/\\evil.example``, ``https://...``)."""
     if not value or len(value) > MAX_NEXT or not value.startswith("/"):
         return "/"
-    if value.startswith(("//", "/\\")) or any(c in value for c in "\\\r\n\t\0"):
+    if any(c in value for c in "\\\r\n\t\0"):  # browsers read "\\" as "/"
         return "/"
-    url = urlsplit(value)
+    url = urlsplit(value)  # "//evil.example" has a netloc
     if url.scheme or url.netloc or url.path.startswith(("/login", "/logout")):
         return "/"
     return value
@@ -102,7 +101,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         response = _form(request, next_, _too_many(wait), status=429)
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
-    user = await _who(request.app[API_SETTINGS], _field(form, "secret"))
+    user = await _who(request.app[API_SETTINGS], _field(form, "secret"), request.app[CHECKS])
     if user is None:
         failures = throttle.failed(address)
         log.warning("api: failed dashboard login from %s (%d in a row)", address, failures)
@@ -125,7 +124,7 @@ def _too_many(wait: float) -> str:
     return f"Too many failed logins from your address: try again in {math.ceil(wait)} s."
 
 
-async def _who(settings: ApiSettings, secret: str) -> str | None:
+async def _who(settings: ApiSettings, secret: str, checks: anyio.CapacityLimiter) -> str | None:
     """``token`` or ``password`` for the secret that matches, else ``None`` (constant time
     for the token; scrypt, off the loop and two at a time, for the password)."""
     if not secret or len(secret) > MAX_SECRET or settings.token is None:
@@ -134,7 +133,7 @@ async def _who(settings: ApiSettings, secret: str) -> str | None:
         return "token"
     password = settings.password
     if password is not None and await anyio.to_thread.run_sync(
-        password.verify, secret, limiter=CHECKS
+        password.verify, secret, limiter=checks
     ):
         return "password"
     return None

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Sequence
 from urllib.parse import urlencode
 
+import anyio
 from aiohttp import web
 
 from runtime.clock import Clock
@@ -48,6 +49,8 @@ API_SETTINGS = web.AppKey("security settings", ApiSettings)
 OPEN = web.AppKey("open handlers", frozenset)  # handlers served without auth
 PAGES = web.AppKey("page handlers", frozenset)  # handlers of HTML pages
 THROTTLE = web.AppKey("login throttle", LoginThrottle)  # failed logins per address
+# scrypt takes 32 MiB and most of a core per password check: two at a time, whatever arrives
+CHECKS = web.AppKey("password checks", anyio.CapacityLimiter)
 SESSION = web.RequestKey("session", Session)  # the session of a session's request
 
 
@@ -67,6 +70,7 @@ def install_security(
     app[OPEN] = frozenset(public)
     app[PAGES] = frozenset(pages)
     app[THROTTLE] = LoginThrottle()
+    app[CHECKS] = anyio.CapacityLimiter(2)
     app.on_response_prepare.append(add_security_headers)
 
 
