@@ -22,6 +22,7 @@ from tests.service.secured import (
     cheap_hash,
     hidden,
     log_in,
+    meta_csrf,
     serve_secured,
     session_csrf,
 )
@@ -225,12 +226,13 @@ async def test_a_session_survives_a_restart_but_not_a_token_change(
             await log_in(http, site)
             cookie = cookie_of(http)
         headers = {"Cookie": f"{COOKIE}={cookie}"}
-        async with (
-            serve_secured(runner) as site,
-            aiohttp.ClientSession() as http,
-            http.get(site.url + "/test/page", headers=headers) as r,
-        ):
-            assert r.status == 200  # loaded from the database
+        async with serve_secured(runner) as site, aiohttp.ClientSession() as http:
+            async with http.get(site.url + "/test/page", headers=headers) as r:
+                assert r.status == 200  # loaded from the database
+                csrf = meta_csrf(await r.text())
+            sent = {**headers, "X-CSRF-Token": csrf}
+            async with http.post(site.url + "/test/action", headers=sent) as r:
+                assert await r.json() == {"user": "token"}  # its CSRF token works too
         async with (
             serve_secured(runner, token=TOKEN + "-rotated") as site,
             aiohttp.ClientSession() as http,
