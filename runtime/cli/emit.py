@@ -122,8 +122,9 @@ def _through_api(
     assert config.api.bind is not None
     url = f"{api_url(config.api.bind)}/api/events/{name}"
     headers = {"Content-Type": "application/json"}
-    if config.api.auth != "none" and config.api.token:
-        headers["Authorization"] = f"Bearer {config.api.token}"
+    token = _token(config)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     params = {"idempotency_key": key} if key is not None else {}
 
     async def post() -> tuple[int, bytes]:
@@ -146,6 +147,21 @@ def _through_api(
         err(f"sluiceway: the API at {url} did not answer within {TIMEOUT:g}s")
         return EXIT_FAILED
     return _answer(url, status, body)
+
+
+def _token(config: Config) -> str | None:
+    """``[api] token``, or the one the service generated for a loopback bind without one."""
+    if config.api.auth == "none":
+        return None
+    if config.api.token:
+        return config.api.token
+    from runtime.service.api.listen import token_file
+
+    path = token_file(config.db)
+    try:
+        return path.read_text().strip() or None
+    except OSError:  # none generated (yet): the API answers 401 and says so
+        return None
 
 
 def _answer(url: str, status: int, body: bytes) -> dict[str, Any] | int:

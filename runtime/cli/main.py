@@ -37,6 +37,7 @@ COMMANDS = {
     "emit": "emit",
     "alerts": "alerts",
     "test-alert": "alerts",
+    "hash-password": "password",
 }
 
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backfill(add)
     _add_event_commands(add)
     _add_alert_commands(add)
+    _add_security_commands(add)
     return parser
 
 
@@ -237,6 +239,14 @@ def _add_alert_commands(add: AddCommand) -> None:
 
     p = add("test-alert", "Send a test alert to a destination now and print the answer.")
     p.add_argument("destination", help="'<plugin>:<name>', e.g. slack:data-team")
+
+
+def _add_security_commands(add: AddCommand) -> None:
+    """hash-password (runtime/cli/password.py)."""
+    add(
+        "hash-password",
+        "Hash a dashboard password (read from the terminal or stdin) for [api] password_hash.",
+    )
 
 
 if __name__ == "__main__":

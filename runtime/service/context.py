@@ -34,6 +34,10 @@ class ServiceContext:
     :ivar stopping: the service is shutting down: no run starts any more
     :ivar trigger_metrics: each running trigger source's :meth:`TriggerSource.metrics`, by
         plugin name (set by :class:`runtime.service.sources.Sources`), for ``/metrics``
+    :ivar ready: the flows are loaded, recovery is done and every feeder started (what
+        ``GET /readyz`` and systemd's READY=1 say)
+    :ivar waiting_for: what the service is waiting for while not ready: ``recovery``,
+        ``start`` (its feeders are starting), ``stopping``
     """
 
     config: Config
@@ -43,6 +47,8 @@ class ServiceContext:
     flows_changed: anyio.Event = field(default_factory=anyio.Event)
     queue_changed: anyio.Event = field(default_factory=anyio.Event)
     stopping: bool = False
+    ready: bool = False
+    waiting_for: str = "recovery"
     alerts: Any = None  # the AlertHub (runtime.service.alerts), when the service has one
     trigger_metrics: Callable[[], Mapping[str, Sequence[SourceMetric]]] = no_trigger_metrics
 

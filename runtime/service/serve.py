@@ -98,9 +98,11 @@ class Service:
         async with anyio.create_task_group() as run_group:
             self.runs.group = run_group
             await self.recovery.recover()
+            self.ctx.waiting_for = "start"
             async with anyio.create_task_group() as feeders:
                 self.feeders = feeders.cancel_scope
                 await self._start_feeders(feeders)
+                self.ctx.ready = True  # before the log line: a probe that saw it gets a 200
                 log.info("service ready: %d flow(s), epoch %d", len(self.ctx.flows), self.ctx.epoch)
                 self.alerts.service_event(
                     "service.started",
@@ -164,6 +166,7 @@ class Service:
                     outer.start_soon(self._reload_on_sighup, name="SIGHUP reload")
                 elif not self.stopping:
                     self.stopping = self.ctx.stopping = True
+                    self.ctx.ready, self.ctx.waiting_for = False, "stopping"
                     grace = self.ctx.config.shutdown_grace
                     log.info(
                         "%s: stopping; %d run(s) get %gs to finish",
@@ -238,7 +241,7 @@ async def run_service(
     lock.acquire()
     api: Listener | None = None
     try:
-        api = open_listener(config.api)  # a bad [api] or a busy port refuses the start
+        api = open_listener(config.api, config.db)  # a bad [api] or a busy port refuses the start
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
             epoch = runner.epoch

@@ -229,6 +229,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(state, next_at);
     CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
     """,
+    # 12: security: the dashboard's login sessions. The cookie's secret id is stored only as
+    # its sha256, so a copy of the database logs nobody in; expires is unix seconds (REAL).
+    """
+    CREATE TABLE sessions (
+        id_hash    TEXT PRIMARY KEY,
+        user       TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -57,14 +57,15 @@ def refused(home: Home, env: dict[str, str]) -> str:
     return log
 
 
-def test_serve_refuses_an_api_without_a_token(home: Home) -> None:
+def test_serve_refuses_an_api_other_machines_reach_without_a_token(home: Home) -> None:
     (home.flows / "flows.py").write_text(FLOWS)
-    log = refused(home, {"SLUICEWAY_API_BIND": "127.0.0.1:8765"})
+    log = refused(home, {"SLUICEWAY_API_BIND": "0.0.0.0:8765"})
     assert log.strip() == (
-        "sluiceway: [api] bind = '127.0.0.1:8765' needs a token: set [api] token or "
+        "sluiceway: [api] bind = '0.0.0.0:8765' needs a token: set [api] token or "
         'SLUICEWAY_API_TOKEN (or auth = "none" on a loopback bind)'
     )
     assert not home.db.exists()  # refused before anything was written
+    assert list(home.root.glob("*.api-token")) == []  # no token is made up for it
 
 
 def test_serve_refuses_auth_none_on_every_interface(home: Home) -> None:
@@ -92,7 +93,7 @@ async def test_runs_and_events_through_the_api_are_executed_and_sigterm_stops_cl
     (home.flows / "flows.py").write_text(FLOWS)
     port = free_port()
     served = home.serve(SLUICEWAY_API_BIND=f"127.0.0.1:{port}", SLUICEWAY_API_TOKEN=TOKEN)
-    served.wait_log(f"api listening on http://127.0.0.1:{port} (bearer token)")
+    served.wait_log(f"api listening on http://127.0.0.1:{port} (bearer token or dashboard login)")
     served.wait_ready()
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,10 +1,9 @@
-"""The aiohttp application: what every route shares (the service context, the token) and the
-middlewares every request passes (errors outermost, then auth), and reading a JSON body
-within the size limit."""
+"""The aiohttp application: what every route shares (the service context, the settings) and
+the middlewares every request passes (errors outermost, then the guard and auth of
+:mod:`.security`), and reading a JSON body within the size limit."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from aiohttp import web
 from runtime.errors import StoreError
 from runtime.service.api.errors import HttpError
 from runtime.service.api.listen import ApiSettings
+from runtime.service.api.security import MIDDLEWARES, PAGES, SESSIONS, install_security
 from runtime.service.context import ServiceContext
 from runtime.service.web.errorpage import error_page, wants_html
 from runtime.store import connect_reader
@@ -53,8 +53,6 @@ class Reader:
 CONTEXT = web.AppKey("context", ServiceContext)
 READER = web.AppKey("reader", Reader)
 SETTINGS = web.AppKey("settings", ApiSettings)
-PUBLIC = web.AppKey("public", frozenset)  # handlers served without the token (health checks)
-PAGES = web.AppKey("pages", frozenset)  # handlers of the dashboard: errors as an HTML page
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +62,7 @@ class Route:
     :ivar name: unique; aiohttp's route name (``app.router[name].url_for(...)``) and the
         OpenAPI ``operationId``
     :ivar summary: one line, for the route list and the OpenAPI document
-    :ivar public: served without the token (health checks only)
+    :ivar public: served without auth (the health checks, the login form, static files)
     :ivar page: an HTML page of the dashboard (or its static files): a browser without a
         session is sent to the login form instead of getting a JSON 401
     :ivar doc: the rest of the route's OpenAPI operation object (``parameters``,
@@ -86,16 +84,27 @@ def make_app(
     ctx: ServiceContext, settings: ApiSettings, routes: Sequence[Route]
 ) -> web.Application:
     """The application serving *routes* for the service *ctx*."""
-    app = web.Application(middlewares=[errors, auth], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[errors, *MIDDLEWARES], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     app[SETTINGS] = settings
     app[READER] = Reader(ctx.store.path)
     app.on_cleanup.append(app[READER].close)
-    app[PUBLIC] = frozenset(route.handler for route in routes if route.public)
-    app[PAGES] = frozenset(route.handler for route in routes if route.page)
+    install_security(
+        app,
+        ctx.store,
+        ctx.clock,
+        settings,
+        public=[route.handler for route in routes if route.public],
+        pages=[route.handler for route in routes if route.page],
+    )
+    app.on_startup.append(_load_sessions)
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     return app
+
+
+async def _load_sessions(app: web.Application) -> None:
+    await app[SESSIONS].load(app[READER])
 
 
 # --- middlewares ---
@@ -164,26 +173,6 @@ def _from_aiohttp(request: web.Request, exc: web.HTTPException) -> HttpError:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return _too_large(MAX_BODY)
     return HttpError(exc.status, f"{target}: {exc.reason}")
-
-
-@web.middleware
-async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``Authorization: Bearer <token>`` on every route but the public ones, compared in
-    constant time. Checked before the route is looked at: without the token an unknown
-    route is a 401 too, so the API's shape is not shown to strangers."""
-    token = request.app[SETTINGS].token
-    if token is None or handler in request.app[PUBLIC]:
-        return await handler(request)
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise _unauthorized("missing bearer token: send Authorization: Bearer <token>")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise _unauthorized("wrong bearer token")
-    return await handler(request)
-
-
-def _unauthorized(message: str) -> HttpError:
-    return HttpError(401, message, headers={"WWW-Authenticate": 'Bearer realm="sluiceway"'})
 
 
 # --- bodies ---

@@ -7,6 +7,7 @@ from __future__ import annotations
 from runtime.service.api.app import Route
 from runtime.service.api.events import SEND_EVENT_DOC, send_event
 from runtime.service.api.health import ROUTES as HEALTH
+from runtime.service.api.login import ROUTES as LOGIN
 from runtime.service.api.monitoring import ROUTES as MONITORING
 from runtime.service.api.runs import CREATE_RUN_DOC, create_run
 from runtime.service.web.pages import ROUTES as PAGES
@@ -37,4 +38,5 @@ ROUTES: tuple[Route, ...] = (
     *STATIC,
     *MONITORING,
     *PAGES,
+    *LOGIN,
 )

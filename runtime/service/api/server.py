@@ -53,7 +53,10 @@ class ApiServer:
         await runner.setup()
         try:
             await web.SockSite(runner, self.listener.sock).start()
-            auth = "bearer token" if self.listener.settings.auth else "no auth (loopback)"
+            settings = self.listener.settings
+            auth = "bearer token" if settings.auth else "no auth (loopback)"
+            if settings.auth:
+                auth += " or dashboard login" + (" with password" if settings.password else "")
             log.info("api listening on %s (%s)", self.listener.url, auth)
             async with anyio.create_task_group() as group:
                 group.start_soon(self.metrics.lag.run, name="api: event-loop lag")

@@ -39,7 +39,7 @@ ROUTES: tuple[Route, ...] = (
         serve_static,
         "static",
         "a vendored CSS or JavaScript file of the dashboard",
-        page=True,
+        public=True,  # the login form needs them; they hold nothing secret
         doc={
             "tags": ["dashboard"],
             "parameters": [
