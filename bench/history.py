@@ -1,7 +1,7 @@
 """A realistic run history written straight into a fresh store file, for tests and benches.
 
-    from bench.history import generate
-    summary = generate(tmp_path / "h.db", runs=300, flows=3)   # a test's history, ~0.1 s
+    from history import generate                             # bench/ on sys.path
+    summary = generate(tmp_path / "h.db", runs=300, flows=3)   # a test's history, ~0.2 s
     .venv/bin/python bench/history.py /tmp/h.db --runs 100000  # the dashboard bench's
 
 The schema is created through the real store (``open_store``: every migration applies); the
@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: bench/history.py
-    sys.path.insert(0, str(REPO))
-
-from bench.history_rows import FLOW_NAMES, TASKS, RunMaker  # noqa: E402
+# a sibling by name, as the other bench scripts import theirs (the script's folder is on
+# sys.path; tests put bench/ there too: tests/service/api/conftest.py)
+from history_rows import FLOW_NAMES, TASKS, RunMaker
 
 BATCH = 2000  # runs per executemany round: bounded memory, big transactions
 
@@ -131,7 +128,7 @@ def _create_schema(path: Path) -> None:
 
         try:
             anyio.run(open_close)
-        except BaseException as exc:  # handed to the caller's thread
+        except BaseException as exc:  # noqa: BLE001  (handed to the caller's thread)
             failure.append(exc)
 
     thread = threading.Thread(target=target, name="history schema")

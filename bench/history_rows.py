@@ -34,10 +34,28 @@ ERRORS = (
     ("ValueError", "invalid literal for int() with base 10: 'N/A'"),
     ("OperationalError", "could not serialize access due to concurrent update"),
 )
-WORDS = (
-    "orders customers invoices payments refunds shipments sessions pageviews products stock "
-    "rates ledger accounts events partitions parquet csv manifest warehouse staging"
-).split()
+WORDS = [
+    "orders",
+    "customers",
+    "invoices",
+    "payments",
+    "refunds",
+    "shipments",
+    "sessions",
+    "pageviews",
+    "products",
+    "stock",
+    "rates",
+    "ledger",
+    "accounts",
+    "events",
+    "partitions",
+    "parquet",
+    "csv",
+    "manifest",
+    "warehouse",
+    "staging",
+]
 LEVELS = ("INFO", "INFO", "INFO", "INFO", "DEBUG", "WARNING")
 
 
@@ -262,7 +280,7 @@ class RunMaker:
             self._logs(run_id, name, idx, attempt, t, duration, a_state, out)
             if name == "validate" and last:
                 self._checks(run_id, attempt, a_end, out)
-            t = a_end + (2 ** attempt if not last else 0)
+            t = a_end + (2**attempt if not last else 0)
         retrying = state == "running" and run_id % 2 == 0
         next_at = iso(self.t1 + 60) if retrying else None
         row_state = "retrying" if retrying else state
@@ -334,9 +352,13 @@ class RunMaker:
         self, run_id: int, flow: str, event: str, at: float, out: dict[str, list[Any]]
     ) -> None:
         payload = orjson.dumps({"kind": "alert", "event": event, "flow": flow, "run_id": run_id})
-        for destination in ("slack-data", "pagerduty") if event == "run.failed" else ("slack-data",):
+        for destination in (
+            ("slack-data", "pagerduty") if event == "run.failed" else ("slack-data",)
+        ):
             roll = self.rng.random()
-            state, tries, error, answer = "delivered", 1, None, "ok"
+            error: str | None = None
+            answer: str | None = "ok"
+            state, tries = "delivered", 1
             if roll < 0.05:
                 state, tries, error, answer = "dead", 8, "HTTP 503 from hooks.slack.com", None
             elif run_id > self.open_from:

@@ -5,6 +5,7 @@ generated from this table."""
 from __future__ import annotations
 
 from runtime.service.api.app import Route
+from runtime.service.api.browse import ROUTES as BROWSE
 from runtime.service.api.events import send_event
 from runtime.service.api.health import ROUTES as HEALTH
 from runtime.service.api.runs import create_run
@@ -30,5 +31,6 @@ TRIGGERS: tuple[Route, ...] = (
 ROUTES: tuple[Route, ...] = (
     *HEALTH,
     *TRIGGERS,
+    *BROWSE,
     *STATIC,
 )
