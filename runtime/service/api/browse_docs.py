@@ -134,7 +134,14 @@ RUN = obj(
         "flow": STR,
         "state": {"enum": RUN_STATES},
         "params": {"type": "object"},
-        "trigger": {"type": "object", "properties": {"kind": STR}, "required": ["kind"]},
+        "trigger": {
+            "type": "object",
+            "description": "what queued it: kind (schedule, manual, api, event, file, flow, "
+            "backfill, retry) and the kind's own fields",
+            "properties": {"kind": STR},
+            "required": ["kind"],
+            "additionalProperties": True,
+        },
         "logical_date": STR,
         "idempotency_key": NSTR,
         "retry_of": NINT,
