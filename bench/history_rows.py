@@ -123,7 +123,7 @@ class RunMaker:
         self.end_iso = iso(self.t1)
         self.runs = runs
         self.rng = random.Random(seed)
-        self.open_from = runs - max(4, runs // 2000)  # the newest runs are still going
+        self.open_from = runs - max(8, runs // 2000)  # the newest runs are still going
         self.last_failed: dict[str, int] = {}
         self.log_id = 0
 
@@ -140,6 +140,8 @@ class RunMaker:
     def run(self, run_id: int, out: dict[str, list[tuple[Any, ...]]]) -> None:
         rng = self.rng
         flow = rng.choices(self.names, self.weights)[0]
+        if run_id > self.open_from and run_id % 4 == 0:
+            flow = self.names[-1]  # the paused flow's runs pile up in the queue
         span = (self.t1 - self.t0 - 3600) / max(1, self.runs)
         created = self.t0 + (run_id - 1) * span + rng.random() * span * 0.5
         state = self._state(run_id, flow, rng)
@@ -253,8 +255,12 @@ class RunMaker:
         rng = self.rng
         if state in ("pending", "upstream_failed") or (state == "cancelled" and rng.random() < 0.5):
             reason = "an upstream task failed" if state == "upstream_failed" else None
+            if state == "pending" and run_id % 3 == 0:
+                reason = "waits for a slot of pool 'warehouse' (2 of 2 taken)"
             out["tasks"].append((run_id, name, idx, state, 0, None, None, None, None, reason))
             return begin, None
+        # a running run's current unit either runs or waits to retry after a failed attempt
+        retrying = state == "running" and run_id % 4 == 1
         tries = 1
         if state == "failed":
             tries = 3
@@ -264,7 +270,7 @@ class RunMaker:
         error = None
         for attempt in range(1, tries + 1):
             last = attempt == tries
-            a_state = state if last else "failed"
+            a_state = "failed" if retrying or not last else state
             duration = 1 + rng.random() * (40 if name in ("transform", "load") else 8)
             a_end = t + duration
             etype = emsg = tb = None
@@ -281,16 +287,15 @@ class RunMaker:
             if name == "validate" and last:
                 self._checks(run_id, attempt, a_end, out)
             t = a_end + (2**attempt if not last else 0)
-        retrying = state == "running" and run_id % 2 == 0
         next_at = iso(self.t1 + 60) if retrying else None
         row_state = "retrying" if retrying else state
-        reason = "retry 2 of 3 waits for its backoff" if retrying else None
+        reason = "attempt 2 of 3 waits for its backoff" if retrying else None
         ended = None if state == "running" else iso(t)
         out["tasks"].append(
             (run_id, name, idx, row_state, tries, iso(begin), ended, next_at,
-             error if state == "failed" else None, reason)
+             error if state == "failed" or retrying else None, reason)
         )  # fmt: skip
-        return t, error
+        return t, None if retrying else error
 
     def _task_row(
         self, run_id: int, name: str, idx: int, state: str, begin: float, end: float, out: Any
