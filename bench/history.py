@@ -18,12 +18,15 @@ events; alert outbox rows (delivered, pending, dead); log lines per attempt.
 from __future__ import annotations
 
 import argparse
+import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 # a sibling by name, as the other bench scripts import theirs (the script's folder is on
 # sys.path; tests put bench/ there too: tests/service/api/conftest.py)
@@ -169,8 +172,7 @@ def _write(path: Path, maker: RunMaker, runs: int) -> dict[str, int]:
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-262144")
         conn.execute("BEGIN")
-        for start in range(1, runs + 1, BATCH):
-            rows = maker.batch(start, min(runs, start + BATCH - 1))
+        for rows in _batches(maker, runs):
             for table, sql in INSERTS.items():
                 conn.executemany(sql, rows[table])
                 counts[table] += len(rows[table])
@@ -191,6 +193,28 @@ def _write(path: Path, maker: RunMaker, runs: int) -> dict[str, int]:
     finally:
         conn.close()
     return counts
+
+
+def _batches(maker: RunMaker, runs: int) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
+    """The batches of rows, built in a thread while the caller inserts the previous one:
+    SQLite lets go of the GIL while it writes, so building and writing overlap."""
+    ready: queue.Queue[dict[str, list[tuple[Any, ...]]] | BaseException | None] = queue.Queue(2)
+
+    def build() -> None:
+        try:
+            for start in range(1, runs + 1, BATCH):
+                ready.put(maker.batch(start, min(runs, start + BATCH - 1)))
+            ready.put(None)
+        except BaseException as exc:  # noqa: BLE001  (handed to the inserting thread)
+            ready.put(exc)
+
+    builder = threading.Thread(target=build, name="history rows", daemon=True)
+    builder.start()
+    while (item := ready.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    builder.join()
 
 
 def main() -> None:

@@ -172,6 +172,12 @@ def _branch(index: str | None, eq: str, args: list[Any], rest: Query, extra: Que
     return Query(sql + " ORDER BY id DESC LIMIT ?", all_args)
 
 
+def branch_count(where: RunFilter) -> int:
+    """How many index seeks a page of *where* takes (at most :data:`MAX_BRANCHES`)."""
+    second = len(where.states) or len(where.kinds) or 1
+    return max(1, len(where.flows)) * second
+
+
 def _page_query(where: RunFilter, low: int, high: int, limit: int) -> Query:
     branches = _branches(where, low, high)
     if len(branches) > MAX_BRANCHES:
@@ -189,13 +195,52 @@ def _page_query(where: RunFilter, low: int, high: int, limit: int) -> Query:
 # --- flows ---
 
 
+class RunCounts:
+    """Runs per flow, counted in full once and then only above the highest id counted, so
+    a count costs the runs queued since, not the history (COUNT(*) reads every index entry
+    of the flow: 100,000 runs took 6-20 ms). A full recount every *refresh* seconds (of the
+    *now* passed in) takes in runs deleted meanwhile (history retention)."""
+
+    def __init__(self, refresh: float = 60.0) -> None:
+        self.refresh = refresh
+        self._counted: dict[str, tuple[int, int]] = {}  # flow -> (highest id counted, count)
+        self._since: float | None = None
+
+    def __call__(
+        self, conn: sqlite3.Connection, flows: Sequence[str], now: float
+    ) -> dict[str, int]:
+        """The number of runs of each of *flows* (called in the reader's thread)."""
+        if self._since is None or now - self._since >= self.refresh:
+            self._counted.clear()
+            self._since = now
+        out = {}
+        for flow in flows:
+            upto, count = self._counted.get(flow, (0, 0))
+            more, top = conn.execute(
+                "SELECT COUNT(*), MAX(id) FROM runs INDEXED BY runs_by_flow "
+                "WHERE flow = ? AND id > ?",
+                (flow, upto),
+            ).fetchone()
+            if top is not None:
+                upto, count = int(top), count + int(more)
+                self._counted[flow] = (upto, count)
+            out[flow] = count
+        return out
+
+
 def flow_stats(
-    conn: sqlite3.Connection, flows: Sequence[str], sla_since: str
+    conn: sqlite3.Connection,
+    flows: Sequence[str],
+    sla_since: str,
+    counts: RunCounts | None = None,
+    now: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
     """Per flow of *flows*: ``paused``, ``last_runs`` (the newest :data:`LAST_RUNS` as
     ``{"id", "state", "logical_date", "started_at", "ended_at"}``, newest first), ``runs``
-    (count), ``running`` and ``queued`` counts, and ``sla_misses`` (``sla.missed`` events
-    at or after *sla_since*, ISO text)."""
+    (count; through *counts* at monotonic time *now* when given, else counted in full),
+    ``running`` and ``queued`` counts, and ``sla_misses`` (``sla.missed`` events at or
+    after *sla_since*, ISO text)."""
+    totals = (counts or RunCounts())(conn, flows, now)
     paused = {row[0]: row[1] for row in conn.execute("SELECT flow, paused_at FROM paused")}
     live: dict[tuple[str, str], int] = {
         (row[0], row[1]): row[2]
@@ -220,14 +265,11 @@ def flow_stats(
             "INDEXED BY runs_by_flow WHERE flow = ? ORDER BY id DESC LIMIT ?",
             (flow, LAST_RUNS),
         ).fetchall()
-        (count,) = conn.execute(
-            "SELECT COUNT(*) FROM runs INDEXED BY runs_by_flow WHERE flow = ?", (flow,)
-        ).fetchone()
         out[flow] = {
             "paused": flow in paused,
             "paused_at": paused.get(flow),
             "last_runs": [dict(row) for row in last],
-            "runs": count,
+            "runs": totals[flow],
             "running": live.get((flow, "running"), 0),
             "queued": live.get((flow, "queued"), 0),
             "sla_misses": misses.get(flow, 0),

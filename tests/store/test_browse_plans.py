@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runtime.store import open_store
-from runtime.store.browse import KindTerm, RunFilter, _page_query
+from runtime.store.browse import KindTerm, RunCounts, RunFilter, _page_query
 
 FILTERS = {
     "none": RunFilter(),
@@ -43,3 +43,27 @@ async def test_every_branch_of_a_page_searches_an_index(db_path: Path, where: Ru
     for step in reads:
         assert step.startswith("SEARCH runs USING"), plan
         assert "id>? AND id<?" in step or "rowid>? AND rowid<?" in step, plan
+
+
+async def test_run_counts_add_new_runs_and_take_in_deletions_at_the_refresh(
+    db_path: Path,
+) -> None:
+    async with open_store(db_path):
+        pass
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    insert = (
+        "INSERT INTO runs (flow, state, logical_date, created_at) "
+        "VALUES (?, 'succeeded', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')"
+    )
+    try:
+        conn.executemany(insert, [("a",)] * 5 + [("b",)] * 2)
+        counts = RunCounts(refresh=60)
+        assert counts(conn, ["a", "b", "c"], now=0.0) == {"a": 5, "b": 2, "c": 0}
+        conn.executemany(insert, [("a",)] * 3 + [("c",)])
+        assert counts(conn, ["a", "b", "c"], now=1.0) == {"a": 8, "b": 2, "c": 1}
+        conn.execute("DELETE FROM runs WHERE flow = 'a' AND id < 3")
+        # runs only deleted are seen at the next full count, not before
+        assert counts(conn, ["a"], now=59.0) == {"a": 8}
+        assert counts(conn, ["a"], now=60.0) == {"a": 6}
+    finally:
+        conn.close()

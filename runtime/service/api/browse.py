@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from aiohttp import web
 
@@ -12,7 +14,7 @@ from runtime.define.flow import Flow
 from runtime.errors import ParamError, RunNotFoundError
 from runtime.scheduling.overview import flow_overview
 from runtime.service.api import browse_docs as docs
-from runtime.service.api.app import CONTEXT, READER, Route
+from runtime.service.api.app import CONTEXT, READER, Reader, Route
 from runtime.service.api.errors import HttpError, json_response
 from runtime.service.api.query import (
     check_known,
@@ -24,7 +26,15 @@ from runtime.service.api.query import (
     one,
     second_bound,
 )
-from runtime.store.browse import KindTerm, RunFilter, flow_stats, page_of_runs
+from runtime.store.browse import (
+    MAX_BRANCHES,
+    KindTerm,
+    RunCounts,
+    RunFilter,
+    branch_count,
+    flow_stats,
+    page_of_runs,
+)
 from runtime.store.rundetail import log_page, parse_label, run_detail
 
 SLA_WINDOW = timedelta(hours=24)  # a flow's sla_misses count this far back
@@ -35,6 +45,8 @@ LOG_QUERY = frozenset({"task", "after", "limit"})
 # cron() and every() runs are recorded with trigger kind "schedule" and their spec
 SPEC_KINDS = {"cron": "cron(", "every": "every("}
 MAX_RUN_ID = (1 << 63) - 1
+# the run counts of each application's reader (its queries run one at a time, in its thread)
+_COUNTS: WeakKeyDictionary[Reader, RunCounts] = WeakKeyDictionary()
 
 
 # --- flows ---
@@ -48,7 +60,11 @@ async def _flows(request: web.Request, names: list[str]) -> list[dict[str, Any]]
     ctx = request.app[CONTEXT]
     now = ctx.clock.now()
     since = second_bound(now - SLA_WINDOW)
-    stats = await request.app[READER](flow_stats, names, since)
+    reader = request.app[READER]
+    counts = _COUNTS.get(reader)
+    if counts is None:
+        counts = _COUNTS[reader] = RunCounts()
+    stats = await reader(flow_stats, names, since, counts, time.monotonic())
     return [_flow_object(ctx.flows[n], flow_overview(ctx.flows[n], now), stats[n]) for n in names]
 
 
@@ -95,7 +111,7 @@ def _run_filter(request: web.Request) -> RunFilter:
         raise HttpError(
             400, f"date_field must be created_at or logical_date, not {field!r}", field="date_field"
         )
-    return RunFilter(
+    where = RunFilter(
         flows=listed(request, "flow", most=50),
         states=listed(request, "state", allowed=docs.RUN_STATES),
         kinds=tuple(kinds),
@@ -103,6 +119,14 @@ def _run_filter(request: web.Request) -> RunFilter:
         until=None if until is None else second_bound(until, up=True),
         date_field=field,
     )
+    if branch_count(where) > MAX_BRANCHES:
+        raise HttpError(
+            400,
+            f"too many combinations of flow and state (or trigger) values: "
+            f"{branch_count(where)}, at most {MAX_BRANCHES}; ask for fewer flows",
+            field="flow",
+        )
+    return where
 
 
 async def list_runs(request: web.Request) -> web.Response:

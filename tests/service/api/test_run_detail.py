@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from tests.conftest import MakeRunner
 from tests.service.api.client import get, schema_problems
 from tests.service.api.conftest import FLOWS, NOW, sql
 from tests.service.api_server import open_api
-from tests.service.test_api import assert_error
+from tests.service.test_api import assert_error, post
 
 SCHEMAS = {
     route.name: route.doc["responses"]["200"]["content"]["application/json"]["schema"]
@@ -221,35 +222,55 @@ async def test_bad_log_requests(
 # --- flows ---
 
 
-async def test_flows_have_their_overview_last_runs_counts_and_sla_misses(
-    make_runner: MakeRunner, history: History
-) -> None:
-    async with make_runner() as runner, open_api(runner, FLOWS) as api:
-        status, answer = await get(api, "/api/flows")
-        one_status, one = await get(api, "/api/flows/billing")
-    assert status == one_status == 200
-    assert schema_problems(answer, SCHEMAS["list_flows"]) == []
-    flows = {flow["name"]: flow for flow in answer["flows"]}
-    assert list(flows) == sorted(FLOWS)
-    assert one == flows["billing"]
-    db = history.path
-    for name, flow in flows.items():
-        last = sql(db, "SELECT id, state FROM runs WHERE flow = ? ORDER BY id DESC LIMIT 20", name)
-        assert [(r["id"], r["state"]) for r in flow["last_runs"]] == last
-        assert flow["runs"] == sql(db, "SELECT COUNT(*) FROM runs WHERE flow = ?", name)[0]
-        for state in ("running", "queued"):
-            count = sql(db, "SELECT COUNT(*) FROM runs WHERE flow = ? AND state = ?", name, state)
-            assert flow[state] == count[0]
-        since = (NOW - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")
-        misses = sql(
+def _flow_rows(db: Path, name: str) -> dict[str, Any]:
+    """What the flow object's store parts should be, asked in plain SQL."""
+    since = (NOW - timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%S")
+    return {
+        "last": sql(
+            db, "SELECT id, state FROM runs WHERE flow = ? ORDER BY id DESC LIMIT 20", name
+        ),
+        "runs": sql(db, "SELECT COUNT(*) FROM runs WHERE flow = ?", name)[0],
+        **{
+            state: sql(db, "SELECT COUNT(*) FROM runs WHERE flow = ? AND state = ?", name, state)[0]
+            for state in ("running", "queued")
+        },
+        "sla_misses": sql(
             db,
             "SELECT COUNT(*) FROM events e JOIN runs r ON r.id = e.run_id "
             "WHERE e.kind = 'sla.missed' AND julianday(e.ts) >= julianday(?) AND r.flow = ?",
             since,
             name,
-        )
-        assert flow["sla_misses"] == misses[0]
+        )[0],
+    }
+
+
+async def test_flows_have_their_overview_last_runs_counts_and_sla_misses(
+    make_runner: MakeRunner, history: History
+) -> None:
+    expected = {name: _flow_rows(history.path, name) for name in FLOWS}
+    async with make_runner() as runner, open_api(runner, FLOWS) as api:
+        status, answer = await get(api, "/api/flows")
+        one_status, one = await get(api, "/api/flows/billing")
+        # runs queued since are counted (the counts are kept, not recounted in full)
+        for _ in range(2):
+            posted, run, _ = await post(api, "/api/flows/orders/runs", {})
+            assert posted == 201, run
+        _, orders = await get(api, "/api/flows/orders")
+    assert status == one_status == 200
+    assert schema_problems(answer, SCHEMAS["list_flows"]) == []
+    flows = {flow["name"]: flow for flow in answer["flows"]}
+    assert list(flows) == sorted(FLOWS)
+    assert one == flows["billing"]
+    for name, flow in flows.items():
+        want = expected[name]
+        assert [(r["id"], r["state"]) for r in flow["last_runs"]] == want["last"]
+        assert (flow["runs"], flow["running"], flow["queued"], flow["sla_misses"]) == (
+            want["runs"], want["running"], want["queued"], want["sla_misses"]
+        )  # fmt: skip
         assert flow["paused"] is (name == "clickstream")
+    assert orders["runs"] == flows["orders"]["runs"] + 2
+    assert orders["queued"] == flows["orders"]["queued"] + 2
+    assert orders["last_runs"][0]["id"] == run["id"]
     assert sum(flow["sla_misses"] for flow in flows.values()) > 0
     assert flows["orders"]["schedule"] == "Every hour"
     assert flows["orders"]["next_runs"][0] == "2026-01-01T01:00:00Z"

@@ -202,6 +202,16 @@ BAD: list[tuple[str, Query, str, str]] = [
     ("cursor-zero", {"cursor": "MA"}, "cursor", "next_cursor"),
     ("unknown", {"stat": "failed"}, "stat", "unknown query parameter 'stat'"),
     ("empty-flow", {"flow": ""}, "flow", "empty value"),
+    ("many-flows", {"flow": ",".join(f"f{i}" for i in range(51))}, "flow", "at most 50"),
+    (
+        "many-branches",
+        {
+            "flow": ",".join(f"f{i}" for i in range(50)),
+            "trigger": "manual,api,event,file,flow,backfill,retry,cron,every",
+        },
+        "flow",
+        "at most 400",
+    ),
 ]
 
 
