@@ -33,7 +33,7 @@ from time import perf_counter
 
 import aiohttp
 import anyio
-from history import generate
+from history import VERSION, generate
 from history_rows import FLOW_NAMES
 
 from runtime.cli.output import SLUICEWAY
@@ -77,7 +77,7 @@ for _name in NAMES:
 def history_file(args: argparse.Namespace, work: Path) -> Path:
     """The generated history for these sizes: from the cache folder when it has it."""
     lines = args.log_lines or 0
-    name = f"history-v{SCHEMA_VERSION}-{args.runs}-{args.flows}-{lines}.db"
+    name = f"history-s{SCHEMA_VERSION}-g{VERSION}-{args.runs}-{args.flows}-{lines}.db"
     cached = args.cache / name if args.cache else None
     target = work / "sluiceway.db"
     if cached is not None and cached.exists():

@@ -32,6 +32,7 @@ from typing import Any
 # sys.path; tests put bench/ there too: tests/service/api/conftest.py)
 from history_rows import FLOW_NAMES, TASKS, RunMaker
 
+VERSION = 2  # of the generated rows: part of the bench's cache key (bench/dashboard.py)
 BATCH = 2000  # runs per executemany round: bounded memory, big transactions
 
 

@@ -145,6 +145,8 @@ def waiting_reasons(conn: sqlite3.Connection, run: dict[str, Any]) -> list[dict[
         out += _queued_reasons(conn, run)
     if run["state"] not in ("queued", "running"):
         return out
+    if run["state"] == "running" and run["wait_reason"]:  # an orphan whose flow is not loaded
+        out.append({"task": None, "text": run["wait_reason"], "until": None})
     for task in run["tasks"]:
         name = label(task["name"], task.get("index"))
         if task["state"] == "retrying":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,20 @@ async def test_a_running_run_says_which_task_waits_to_retry_and_which_for_a_slot
     assert "attempt 1 failed" in retry[0]["text"]
     slots = [item for item in run["waiting"] if "pool 'warehouse'" in item["text"]]
     assert slots, run["waiting"]
+
+
+async def test_a_running_run_left_by_a_stopped_service_says_it_waits_for_its_flow(
+    make_runner: MakeRunner, history: History
+) -> None:
+    run_id = sql(history.path, "SELECT MAX(id) FROM runs WHERE state = 'running'")[0]
+    reason = "waiting: flow 'gone' is not loaded"  # as recovery writes it
+    conn = sqlite3.connect(history.path)
+    with conn:
+        conn.execute("UPDATE runs SET wait_reason = ? WHERE id = ?", (reason, run_id))
+    conn.close()
+    status, run = await _run(make_runner, run_id)
+    assert status == 200
+    assert {"task": None, "text": reason, "until": None} in run["waiting"]
 
 
 @pytest.mark.parametrize(
