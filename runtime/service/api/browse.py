@@ -10,7 +10,6 @@ from weakref import WeakKeyDictionary
 
 from aiohttp import web
 
-from runtime.define.flow import Flow
 from runtime.errors import ParamError, RunNotFoundError
 from runtime.scheduling.overview import flow_overview
 from runtime.service.api import browse_docs as docs
@@ -52,12 +51,12 @@ _COUNTS: WeakKeyDictionary[Reader, RunCounts] = WeakKeyDictionary()
 # --- flows ---
 
 
-def _flow_object(flow: Flow, overview: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    return {**overview, **stats}
-
-
-async def _flows(request: web.Request, names: list[str]) -> list[dict[str, Any]]:
+async def flow_objects(request: web.Request, names: list[str]) -> list[dict[str, Any]]:
+    """The flow objects of the loaded flows *names* (each must be loaded): the overview
+    (:func:`~runtime.scheduling.overview.flow_overview`) with the store's part (paused, last
+    runs, counts, SLA misses of the last 24 h). The home page builds on it too."""
     ctx = request.app[CONTEXT]
+    flows = ctx.flows  # a reload during the read below replaces the mapping, not this one
     now = ctx.clock.now()
     since = second_bound(now - SLA_WINDOW)
     reader = request.app[READER]
@@ -65,7 +64,7 @@ async def _flows(request: web.Request, names: list[str]) -> list[dict[str, Any]]
     if counts is None:
         counts = _COUNTS[reader] = RunCounts()
     stats = await reader(flow_stats, names, since, counts, time.monotonic())
-    return [_flow_object(ctx.flows[n], flow_overview(ctx.flows[n], now), stats[n]) for n in names]
+    return [{**flow_overview(flows[name], now), **stats[name]} for name in names]
 
 
 async def list_flows(request: web.Request) -> web.Response:
@@ -73,7 +72,7 @@ async def list_flows(request: web.Request) -> web.Response:
     its newest runs and counts, by name."""
     check_known(request, ())
     names = sorted(request.app[CONTEXT].flows)
-    return json_response({"flows": await _flows(request, names)})
+    return json_response({"flows": await flow_objects(request, names)})
 
 
 async def get_flow(request: web.Request) -> web.Response:
@@ -86,7 +85,7 @@ async def get_flow(request: web.Request) -> web.Response:
         raise HttpError(
             404, f"unknown flow {name!r} (loaded flows: {known})", code="unknown_flow", field="flow"
         )
-    (flow,) = await _flows(request, [name])
+    (flow,) = await flow_objects(request, [name])
     return json_response(flow)
 
 
