@@ -86,8 +86,10 @@ def generate(
     first = end - timedelta(days=days)
     names = _flow_names(flows)
     per_attempt = float(log_lines_per_task)
-    if log_lines is not None:  # about that many in all: attempts ~ runs * units * 1.1
-        per_attempt = log_lines / max(1.0, runs * max(5, tasks_per_run) * 1.1)
+    if log_lines is not None:  # about that many in all, over the attempts expected
+        started = runs - max(8, runs // 2000) / 2  # about half the open runs are queued
+        units = 4 + max(1, tasks_per_run - 4)
+        per_attempt = log_lines / max(1.0, started * units * (1 + retry_rate * 1.2))
     maker = RunMaker(
         names,
         instances=max(1, tasks_per_run - 4),
