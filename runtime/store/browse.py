@@ -51,6 +51,11 @@ class RunFilter:
     until: str | None = None
     date_field: str = "created_at"
 
+    def __post_init__(self) -> None:
+        # the one value that names a column in the SQL: never anything but these
+        if self.date_field not in DATE_FIELDS:
+            raise ValueError(f"date_field must be one of {sorted(DATE_FIELDS)}")
+
 
 @dataclass(slots=True)
 class Query:

@@ -67,3 +67,8 @@ async def test_run_counts_add_new_runs_and_take_in_deletions_at_the_refresh(
         assert counts(conn, ["a"], now=60.0) == {"a": 6}
     finally:
         conn.close()
+
+
+def test_a_filter_names_no_column_but_the_two_dates() -> None:
+    with pytest.raises(ValueError, match="date_field"):
+        RunFilter(since="2025-01-01T00:00:00", date_field="created_at; DROP TABLE runs")
