@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/notifiers.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/dashboard.py --cache .bench-cache
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

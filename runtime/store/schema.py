@@ -240,6 +240,20 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX sessions_by_expiry ON sessions(expires_at);
     """,
+    # 13: the JSON API's reads (runtime/store/browse.py): a filtered page of runs is found by
+    # an index seek per (flow, state) or (flow, trigger kind) pair, each read newest first and
+    # stopped at the page size, never a scan of the history; a date range is turned into an
+    # id range through the created_at / logical_date indexes; a run's alerts by run_id; SLA
+    # misses of the last day by (kind, ts)
+    """
+    CREATE INDEX runs_by_flow_state ON runs(flow, state, id);
+    CREATE INDEX runs_by_kind ON runs(json_extract(trigger, '$.kind'), id);
+    CREATE INDEX runs_by_flow_kind ON runs(flow, json_extract(trigger, '$.kind'), id);
+    CREATE INDEX runs_by_created ON runs(created_at);
+    CREATE INDEX runs_by_logical ON runs(logical_date);
+    CREATE INDEX outbox_by_run ON outbox(run_id) WHERE run_id IS NOT NULL;
+    CREATE INDEX events_by_kind ON events(kind, ts);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

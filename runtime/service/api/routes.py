@@ -5,6 +5,7 @@ generated from this table."""
 from __future__ import annotations
 
 from runtime.service.api.app import Route
+from runtime.service.api.browse import ROUTES as BROWSE
 from runtime.service.api.events import SEND_EVENT_DOC, send_event
 from runtime.service.api.health import ROUTES as HEALTH
 from runtime.service.api.login import ROUTES as LOGIN
@@ -35,6 +36,7 @@ TRIGGERS: tuple[Route, ...] = (
 ROUTES: tuple[Route, ...] = (
     *HEALTH,
     *TRIGGERS,
+    *BROWSE,
     *STATIC,
     *MONITORING,
     *PAGES,
