@@ -8,6 +8,7 @@ from runtime.service.api.app import Route
 from runtime.service.api.events import send_event
 from runtime.service.api.health import ROUTES as HEALTH
 from runtime.service.api.runs import create_run
+from runtime.service.api.stream import ROUTES as STREAM
 from runtime.service.web.static import ROUTES as STATIC
 
 TRIGGERS: tuple[Route, ...] = (
@@ -31,4 +32,5 @@ ROUTES: tuple[Route, ...] = (
     *HEALTH,
     *TRIGGERS,
     *STATIC,
+    *STREAM,
 )

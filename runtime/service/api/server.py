@@ -12,6 +12,8 @@ from anyio.abc import TaskStatus
 from runtime.service.api.app import make_app
 from runtime.service.api.listen import Listener
 from runtime.service.api.routes import ROUTES
+from runtime.service.api.stream import attach_streams
+from runtime.service.api.streamclient import StreamLimits
 from runtime.service.context import ServiceContext
 
 log = logging.getLogger("sluiceway.runtime.api")
@@ -24,27 +26,39 @@ class ApiServer:
 
     Requests are handled in aiohttp's own tasks, which the runner owns: its cleanup (run
     shielded when the feeders are cancelled) stops accepting, waits up to :data:`GRACE` for
-    the requests in flight and closes every connection, so nothing is left behind.
+    the requests in flight and closes every connection, so nothing is left behind. Live
+    streams (``/api/stream``) never wait that grace: they end when the server stops.
     """
 
-    def __init__(self, ctx: ServiceContext, listener: Listener, grace: float = GRACE) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        listener: Listener,
+        grace: float = GRACE,
+        streams: StreamLimits | None = None,
+    ) -> None:
         self.ctx = ctx
         self.listener = listener
         self.grace = grace
+        self.streams = streams or StreamLimits()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve; started once the socket accepts requests; until cancelled."""
         app = make_app(self.ctx, self.listener.settings, ROUTES)
+        streams = attach_streams(app, self.ctx, self.streams)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.grace
         )
         await runner.setup()
         try:
-            await web.SockSite(runner, self.listener.sock).start()
-            auth = "bearer token" if self.listener.settings.auth else "no auth (loopback)"
-            log.info("api listening on %s (%s)", self.listener.url, auth)
-            task_status.started()
-            await anyio.sleep_forever()
+            # the live streams' jobs stop first: open streams end at once, not after the grace
+            async with anyio.create_task_group() as group:
+                await group.start(streams.run, name="api streams")
+                await web.SockSite(runner, self.listener.sock).start()
+                auth = "bearer token" if self.listener.settings.auth else "no auth (loopback)"
+                log.info("api listening on %s (%s)", self.listener.url, auth)
+                task_status.started()
+                await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace + 1):
                 await runner.cleanup()
