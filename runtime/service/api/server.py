@@ -14,6 +14,7 @@ from runtime.service.api.listen import Listener
 from runtime.service.api.routes import ROUTES
 from runtime.service.api.stream import attach_streams
 from runtime.service.api.streamclient import StreamLimits
+from runtime.service.api.streams import StreamHub
 from runtime.service.context import ServiceContext
 
 log = logging.getLogger("sluiceway.runtime.api")
@@ -41,11 +42,12 @@ class ApiServer:
         self.listener = listener
         self.grace = grace
         self.streams = streams or StreamLimits()
+        self.hub: StreamHub | None = None  # the live streams' hub, while serving
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve; started once the socket accepts requests; until cancelled."""
         app = make_app(self.ctx, self.listener.settings, ROUTES)
-        streams = attach_streams(app, self.ctx, self.streams)
+        streams = self.hub = attach_streams(app, self.ctx, self.streams)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=self.grace
         )

@@ -99,6 +99,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     client = hub.open(run=run, flow=flow, log_after=after)
     try:
+        await hub.ready()  # a run queued once the client has its answer is announced
         await response.prepare(request)
         await response.write(HELLO)
         await _pump(client, response)

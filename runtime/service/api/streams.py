@@ -49,6 +49,7 @@ class StreamHub:
         self._listening = anyio.Event()  # set while there are clients
         self._unsubscribe: Callable[[], None] | None = None
         self._runs_after: int | None = None  # the queued-runs poll's last id
+        self.baselined = anyio.Event()  # set once the queued-runs poll knows where it starts
         self._started: set[int] = set()  # runs the bus reported, above _runs_after
 
     # --- clients ---
@@ -134,8 +135,10 @@ class StreamHub:
         if frame is None:
             return
         if isinstance(event, RunStarted | RunEnded):
-            if self._runs_after is not None and event.run_id > self._runs_after:
-                self._started.add(event.run_id)  # the queued poll must not send it back
+            # the row may still read queued (the writer commits later): the queued-runs
+            # poll must not send a run back to queued once the bus said it started
+            if self._runs_after is None or event.run_id > self._runs_after:
+                self._started.add(event.run_id)
             self.tail.run_changed(event.run_id, ended=isinstance(event, RunEnded))
         self.publish(frame)
 
@@ -155,6 +158,12 @@ class StreamHub:
                 self._unsubscribe()
                 self._unsubscribe = None
 
+    async def ready(self) -> None:
+        """Return once a run queued from now on will be announced (the queued-runs poll has
+        read the last id), or after a few intervals if the store cannot be read."""
+        with anyio.move_on_after(self.limits.runs_interval * 5):
+            await self.baselined.wait()
+
     async def _ping(self) -> None:
         while True:
             await self._listening.wait()
@@ -170,6 +179,7 @@ class StreamHub:
             if not self.count:
                 self._runs_after = None
                 self._started.clear()
+                self.baselined = anyio.Event()
                 await self._listening.wait()
             try:
                 await self._runs_once()
@@ -184,6 +194,8 @@ class StreamHub:
     async def _runs_once(self) -> None:
         if self._runs_after is None:
             self._runs_after = await self.reader(live.last_run_id)
+            self._started = {run for run in self._started if run > self._runs_after}
+            self.baselined.set()
             return
         rows = await self.reader(live.runs_after, self._runs_after, self.limits.batch)
         for row in rows:

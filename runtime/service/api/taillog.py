@@ -118,19 +118,23 @@ class LogTail:
     async def poll(self) -> bool:
         """One round: catch the joiners up, then hand out the tailed runs' new lines; True
         when the read was full (more lines are waiting)."""
+        joiners, self.joiners = self.joiners, set()
+        for client in joiners:  # each run's state before the cursor: no line falls between
+            await self._learn_state(client)
         if self.cursor is None:
             self.cursor = await self.reader(live.last_log_id)
-        joiners, self.joiners = self.joiners, set()
         for client in joiners:
             await self._catch_up(client, self.cursor)
         ending = [run for run, watch in self.watches.items() if watch.ending]
         if ending:
             await self.flush()  # a run's last lines are committed before its end is read
-        runs = [run for run, watch in self.watches.items() if watch.tailed]
+        # the joiners' runs once more even if ended: lines committed since the cursor
+        runs = {run for run, watch in self.watches.items() if watch.tailed}
+        runs.update(client.run for client in joiners if client.run is not None)
         if not runs:
             return False
         batch = self.limits.batch
-        lines, top = await self.reader(live.lines_after, self.cursor, runs, batch)
+        lines, top = await self.reader(live.lines_after, self.cursor, sorted(runs), batch)
         for line in lines:
             self._hand_out(line)
         for run in ending:
@@ -152,14 +156,17 @@ class LogTail:
             client.offer(data)
             client.log_after = line.id
 
-    async def _catch_up(self, client: Client, cursor: int) -> None:
+    async def _learn_state(self, client: Client) -> None:
         assert client.run is not None
         watch = self.watches.get(client.run)
-        if watch is None:  # it left meanwhile
-            return
-        if watch.live is None:
+        if watch is not None and watch.live is None:
             found = await self.reader(live.run_state, client.run)
             watch.live = found is not None and not RunState(found[1]).terminal
+
+    async def _catch_up(self, client: Client, cursor: int) -> None:
+        assert client.run is not None
+        if client.run not in self.watches:  # it left meanwhile
+            return
         after = client.log_after
         if after is not None and after < cursor:
             limit = self.limits.batch

@@ -1,0 +1,285 @@
+"""``GET /api/stream`` through a real aiohttp client against a served API over a real runner
+running real flows: run and task events in order, filters, log lines (live and caught up),
+queued runs, a slow client dropped without hurting the others or the engine, streams ending
+when the server stops, auth and bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from runtime import Flow, Run
+from runtime.engine.events import Event, RunStarted
+from runtime.engine.runner import Runner
+from runtime.service.api.streamclient import StreamLimits
+from runtime.service.api.streams import StreamHub
+from tests.conftest import MakeRunner
+from tests.service.api_server import Api, open_api
+from tests.service.sse_client import SseReader
+from tests.waiting import WAIT
+
+FAST = StreamLimits(ping=0.2, runs_interval=0.2, log_interval=0.05, drop_after=0.5)
+
+CHAIN = Flow("chain", params={"who": "world"})
+OTHER = Flow("other")
+GATE: dict[str, anyio.Event] = {}
+
+
+@CHAIN.task
+def extract(run: Run) -> int:
+    run.log.info("extract for %s", run.params["who"])
+    return 1
+
+
+@CHAIN.task
+async def load(run: Run, extract: int) -> int:
+    run.log.info("load starts")
+    gate = GATE.get("load")
+    if gate is not None:
+        await gate.wait()
+    run.log.warning("load done: %d", extract + 1)
+    return extract + 1
+
+
+@OTHER.task
+def lonely(run: Run) -> None:
+    run.log.info("other line")
+
+
+FLOWS = {flow.name: flow for flow in (CHAIN, OTHER)}
+
+
+@pytest.fixture(autouse=True)
+def _no_gates() -> None:
+    GATE.clear()
+
+
+@asynccontextmanager
+async def stream(
+    api: Api, query: str = "", headers: dict[str, str] | None = None
+) -> AsyncIterator[SseReader]:
+    """An open stream, once the server has registered it (its ``retry:`` line was read)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{api.url}/api/stream{query}", headers={**api.headers, **(headers or {})}
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        assert resp.content_type == "text/event-stream"
+        reader = SseReader(resp)
+        hello = await reader.next()
+        assert hello is not None
+        assert (hello.kind, hello.data) == ("retry", 2000)
+        yield reader
+
+
+def hub_of(api: Api) -> StreamHub:
+    assert api.server is not None
+    assert api.server.hub is not None
+    return api.server.hub
+
+
+def ended(run_id: int) -> Any:
+    return lambda f: (
+        f.kind == "run"
+        and f.data["run_id"] == run_id
+        and f.data["state"]
+        in {
+            "succeeded",
+            "failed",
+            "cancelled",
+        }
+    )
+
+
+def steps(reader: SseReader) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for frame in reader.seen:
+        if frame.kind == "run":
+            out.append(("run", frame.data["state"]))
+        elif frame.kind == "task":
+            out.append(("task", frame.data["task"], frame.data["state"]))
+    return out
+
+
+async def run_in(group: anyio.abc.TaskGroup, runner: Runner, flow: Flow, **params: Any) -> int:
+    """Start a run of *flow* in *group*; its id, once its row is committed (the API reads
+    only what is)."""
+    started: list[int] = []
+    seen = anyio.Event()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, RunStarted) and not started:
+            started.append(event.run_id)
+            seen.set()
+
+    unsubscribe = runner.bus.subscribe(on_event)
+    try:
+        group.start_soon(lambda: runner.run(flow, params))
+        with anyio.fail_after(WAIT):
+            await seen.wait()
+    finally:
+        unsubscribe()
+    await runner.store.writer.flush()
+    return started[0]
+
+
+# --- events of a run ---
+
+
+async def test_run_and_task_events_arrive_in_order(make_runner: MakeRunner) -> None:
+    async with (
+        make_runner() as runner,
+        open_api(runner, FLOWS, streams=FAST) as api,
+        stream(api) as reader,
+        anyio.create_task_group() as group,
+    ):
+        await run_in(group, runner, CHAIN, who="ada")
+        last = await reader.until(ended(1), "run 1 ends")
+    assert last.data["state"] == "succeeded"
+    assert steps(reader) == [
+        ("run", "running"),
+        ("task", "extract", "running"),
+        ("task", "extract", "succeeded"),
+        ("task", "load", "running"),
+        ("task", "load", "succeeded"),
+        ("run", "succeeded"),
+    ]
+    task = reader.events("task")[0]
+    assert set(task) == {"run_id", "flow", "task", "name", "index", "state", "attempt", "ts"}
+    assert (task["run_id"], task["flow"], task["index"], task["attempt"]) == (1, "chain", None, 1)
+    assert datetime.fromisoformat(task["ts"]).tzinfo is not None
+    assert set(reader.events("run")[0]) == {"run_id", "flow", "state", "ts"}
+    assert reader.events("log") == []  # log lines only with ?run=
+
+
+async def test_run_filter_gets_that_runs_events_and_log_lines(make_runner: MakeRunner) -> None:
+    GATE["load"] = anyio.Event()
+    async with (
+        make_runner() as runner,
+        open_api(runner, FLOWS, streams=FAST) as api,
+        anyio.create_task_group() as group,
+    ):
+        await run_in(group, runner, CHAIN, who="ada")  # run 1, held at the gate
+        async with stream(api, "?run=1") as mine, stream(api, "?flow=other") as others:
+            await mine.until(lambda f: f.kind == "log", "run 1's first log line")
+            await run_in(group, runner, OTHER)  # run 2: not for ?run=1
+            await others.until(ended(2), "run 2 ends (the flow's stream)")
+            GATE["load"].set()
+            await mine.until(
+                lambda f: f.kind == "log" and "done" in f.data["message"], "the last line"
+            )
+            await mine.until(ended(1), "run 1 ends")
+    assert {frame.data["run_id"] for frame in mine.seen if frame.kind != "retry"} == {1}
+    assert {f.data["run_id"] for f in others.seen if f.kind in {"run", "task"}} == {2}
+    lines = mine.events("log")
+    assert [(line["task"], line["level"], line["message"]) for line in lines] == [
+        ("extract", "INFO", "extract for ada"),
+        ("load", "INFO", "load starts"),
+        ("load", "WARNING", "load done: 2"),
+    ]
+    assert set(lines[0]) == {"id", "run_id", "task", "ts", "level", "message"}
+    ids = [line["id"] for line in lines]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 3
+    assert [f.id for f in mine.seen if f.kind == "log"] == [str(i) for i in ids]  # SSE ids
+
+
+async def test_a_run_page_catches_up_after_the_line_it_shows(make_runner: MakeRunner) -> None:
+    async with make_runner() as runner, open_api(runner, FLOWS, streams=FAST) as api:
+        await runner.run(CHAIN, {"who": "bo"})
+        await runner.store.writer.flush()
+        async with stream(api, "?run=1&after=0") as everything:
+            await everything.until(lambda f: "done" in str(f.data), "the run's last line")
+        first = everything.events("log")[0]["id"]
+        async with stream(api, f"?run=1&after={first}") as rest:
+            await rest.until(lambda f: "done" in str(f.data), "the run's last line")
+        # a browser reconnecting sends the last id it got; that wins over a stale ?after=
+        second = rest.events("log")[0]["id"]
+        headers = {"Last-Event-ID": str(second)}
+        async with stream(api, "?run=1&after=0", headers) as resumed:
+            await resumed.until(lambda f: "done" in str(f.data), "the run's last line")
+        async with stream(api, "?run=1") as only_new:  # without after: only new lines
+            await only_new.until(lambda f: f.kind == "comment", "a ping")
+    assert [line["message"] for line in everything.events("log")] == [
+        "extract for bo",
+        "load starts",
+        "load done: 2",
+    ]
+    assert [line["message"] for line in rest.events("log")] == ["load starts", "load done: 2"]
+    assert [line["message"] for line in resumed.events("log")] == ["load done: 2"]
+    assert only_new.events("log") == []
+
+
+async def test_a_page_too_far_behind_is_told_to_resync(make_runner: MakeRunner) -> None:
+    limits = StreamLimits(queue=100, batch=2, log_interval=0.05)
+    async with make_runner() as runner, open_api(runner, FLOWS, streams=limits) as api:
+        await runner.run(CHAIN)  # three lines: more than the two a catch-up may send
+        await runner.store.writer.flush()
+        async with stream(api, "?run=1&after=0") as behind:
+            frames = await behind.to_end()
+    assert [f.kind for f in frames] == ["retry", "resync"]
+
+
+# --- queued runs ---
+
+
+async def test_queued_runs_are_announced_from_any_writer(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    async with (
+        make_runner() as runner,
+        open_api(runner, FLOWS, streams=FAST) as api,
+        stream(api) as everything,
+        stream(api, "?flow=chain") as chain_only,
+    ):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{api.url}/api/flows/chain/runs", json={}, headers=api.headers) as resp,
+        ):
+            assert resp.status == 201
+            queued = (await resp.json())["id"]
+        first = await everything.until(lambda f: f.kind == "run", "the API's run queued")
+        # another process (sluiceway trigger) writes the run row itself
+        other = insert_queued(db_path, "other")
+        second = await everything.until(
+            lambda f: f.kind == "run" and f.data["run_id"] == other, "the other run queued"
+        )
+        await chain_only.until(lambda f: f.kind == "run", "chain's run on its flow's stream")
+    assert first.data == {
+        "run_id": queued,
+        "flow": "chain",
+        "state": "queued",
+        "ts": first.data["ts"],
+    }
+    assert (second.data["run_id"], second.data["flow"], second.data["state"]) == (
+        other,
+        "other",
+        "queued",
+    )
+    assert [f.data["run_id"] for f in chain_only.seen if f.kind == "run"] == [queued]
+    assert [f.data["run_id"] for f in everything.seen if f.kind == "run"] == [queued, other]
+
+
+def insert_queued(db: Path, flow: str) -> int:
+    conn = sqlite3.connect(db, timeout=5, isolation_level=None)
+    try:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        cursor = conn.execute(
+            "INSERT INTO runs (flow, state, params, trigger, logical_date, created_at) "
+            "VALUES (?, 'queued', '{}', '{\"kind\": \"manual\"}', ?, ?)",
+            (flow, now, now),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+    finally:
+        conn.close()
