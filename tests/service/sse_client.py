@@ -35,7 +35,8 @@ class SseReader:
 
     async def next(self) -> Sse | None:
         """The next frame; ``None`` when the stream ended."""
-        kind, data, event_id = "message", [], None
+        kind, event_id = "message", None
+        data: list[str] = []
         while True:
             raw = await self.response.content.readline()
             if not raw:
@@ -65,20 +66,26 @@ class SseReader:
             elif field == "id":
                 event_id = value
 
-    async def until(self, check: Callable[[Sse], bool], what: str, *, within: float = WAIT) -> Sse:
-        """The first frame (seen already, or read now) that passes *check*; fail after
-        *within* seconds naming *what*."""
-        for frame in self.seen:
-            if check(frame):
-                return frame
+    async def until(
+        self, check: Callable[[Sse], bool], what: str, *, within: float = WAIT, new: bool = False
+    ) -> Sse:
+        """The first frame (seen already unless *new*, or read now) that passes *check*;
+        fail after *within* seconds naming *what*."""
+        for old in () if new else self.seen:
+            if check(old):
+                return old
         with anyio.move_on_after(within):
             while True:
                 frame = await self.next()
                 if frame is None:
-                    raise AssertionError(f"stream ended before {what}; seen: {self.seen}")
+                    raise AssertionError(
+                        f"stream ended before {what}; last seen: {self.seen[-20:]}"
+                    )
                 if check(frame):
                     return frame
-        raise AssertionError(f"timed out after {within:g}s waiting for {what}; seen: {self.seen}")
+        raise AssertionError(
+            f"timed out after {within:g}s waiting for {what}; last seen: {self.seen[-20:]}"
+        )
 
     async def to_end(self, *, within: float = WAIT) -> list[Sse]:
         """Read until the stream ends; every frame seen."""
