@@ -274,6 +274,26 @@ async def test_queued_runs_are_announced_from_any_writer(
     assert [f.data["run_id"] for f in everything.seen if f.kind == "run"] == [queued, other]
 
 
+async def test_a_run_the_bus_reported_started_is_not_sent_back_to_queued(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    async with (
+        make_runner() as runner,
+        open_api(runner, FLOWS, streams=FAST) as api,
+        stream(api) as everything,
+    ):
+        # the row still reads queued when the poll comes (the writer commits the start
+        # later), but the bus already said it started
+        claimed = insert_queued(db_path, "chain")
+        runner.bus.publish(RunStarted(datetime.now(UTC), claimed, "chain"))
+        waiting = insert_queued(db_path, "chain")
+        await everything.until(
+            lambda f: f.kind == "run" and f.data["run_id"] == waiting, "the other run queued"
+        )
+    runs = [(f.data["run_id"], f.data["state"]) for f in everything.seen if f.kind == "run"]
+    assert runs == [(claimed, "running"), (waiting, "queued")]
+
+
 def insert_queued(db: Path, flow: str) -> int:
     conn = sqlite3.connect(db, timeout=5, isolation_level=None)
     try:
