@@ -190,6 +190,13 @@
     return el;
   }
 
+  function clock(iso) {
+    // "2026-01-02T03:04:05.678901Z" -> "03:04:05.678" (UTC, as stored; the full stamp is the
+    // element's title)
+    var m = /T(\d\d:\d\d:\d\d)(\.\d{1,3})?/.exec(String(iso || ""));
+    return m ? m[1] + (m[2] || "") : String(iso || "");
+  }
+
   function onLog(ev) {
     var box = tail();
     if (!ev || !box || typeof ev.id !== "number" || ev.id <= lastLogId()) {
@@ -200,7 +207,9 @@
     var level = String(ev.level || "info").toLowerCase().replace(/[^a-z]/g, "");
     line.className = "log-line lvl-" + level;
     line.setAttribute("data-id", String(ev.id));
-    line.appendChild(span("ts", ev.ts));
+    var ts = span("ts", clock(ev.ts));
+    ts.title = String(ev.ts || "");
+    line.appendChild(ts);
     line.appendChild(span("task", ev.task));
     line.appendChild(span("msg", ev.message));
     box.appendChild(line);
