@@ -224,10 +224,35 @@ async def test_a_run_page_catches_up_after_the_line_it_shows(make_runner: MakeRu
     assert only_new.events("log") == []
 
 
+CHATTY = Flow("chatty")
+
+
+@CHATTY.task
+async def talk(run: Run) -> None:
+    await GATE["talk"].wait()
+    for n in range(50):
+        run.log.info("line %d", n)
+
+
+async def test_a_chatty_run_is_tailed_to_its_last_line(make_runner: MakeRunner) -> None:
+    GATE["talk"] = anyio.Event()
+    limits = StreamLimits(batch=8, log_interval=0.05, coalesce=0.01)  # 50 lines: 7 reads
+    async with (
+        make_runner() as runner,
+        open_api(runner, {"chatty": CHATTY}, streams=limits) as api,
+        anyio.create_task_group() as group,
+    ):
+        run_id = await run_in(group, runner, CHATTY)
+        async with stream(api, f"?run={run_id}&after=0") as reader:
+            GATE["talk"].set()
+            await reader.until(lambda f: f.kind == "log" and f.data["message"] == "line 49", "49")
+    assert [line["message"] for line in reader.events("log")] == [f"line {n}" for n in range(50)]
+
+
 async def test_a_page_too_far_behind_is_told_to_resync(make_runner: MakeRunner) -> None:
-    limits = StreamLimits(queue=100, batch=2, log_interval=0.05)
+    limits = StreamLimits(queue=4, log_interval=0.05)  # catch-ups of 2 lines at most
     async with make_runner() as runner, open_api(runner, FLOWS, streams=limits) as api:
-        await runner.run(CHAIN)  # three lines: more than the two a catch-up may send
+        await runner.run(CHAIN)  # three lines: more than a catch-up may send
         await runner.store.writer.flush()
         async with stream(api, "?run=1&after=0") as behind:
             frames = await behind.to_end()

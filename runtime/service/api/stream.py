@@ -24,7 +24,6 @@ from runtime.store import live
 STREAMS = web.AppKey("streams", StreamHub)
 QUERY = ("run", "flow", "after")
 MAX_FLOW = 200  # characters of a flow name in ?flow=
-COALESCE = 64  # buffered frames written at once
 
 
 def attach_streams(app: web.Application, ctx: ServiceContext, limits: StreamLimits) -> StreamHub:
@@ -102,7 +101,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await hub.ready()  # a run queued once the client has its answer is announced
         await response.prepare(request)
         await response.write(HELLO)
-        await _pump(client, response)
+        await _pump(client, response, hub.limits.coalesce)
     except ConnectionResetError:
         pass  # the client went away
     finally:
@@ -112,14 +111,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _pump(client: Client, response: web.StreamResponse) -> None:
+async def _pump(client: Client, response: web.StreamResponse, coalesce: float) -> None:
     """Write what the hub buffers for *client* until its buffer is closed; then, if it was
     dropped for falling behind, ``event: resync``. Under the client's cancel scope: a client
     that stops reading is cut off in time."""
     with client.scope:
         async for first in client.receive:
+            await anyio.sleep(coalesce)  # let a busy moment's events gather
             frames = [first]
-            while len(frames) < COALESCE:
+            while True:
                 try:
                     frames.append(client.receive.receive_nowait())
                 except (anyio.WouldBlock, anyio.EndOfStream):

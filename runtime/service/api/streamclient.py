@@ -22,7 +22,13 @@ class StreamLimits:
     :ivar log_interval: seconds between polls for new log lines of watched runs
     :ivar drop_after: seconds a dropped client's pending write may still take before its
         connection is cut
-    :ivar batch: rows read per poll at most
+    :ivar batch: rows read per poll at most (new runs, log lines); a log tail reads this
+        many lines per round, a round every ``coalesce`` seconds while it is behind, so a
+        chatty run's tail lags rather than overflowing its clients; a client catching up on
+        more than half its buffer is told to resync instead
+    :ivar coalesce: seconds a client's writer waits after the first new event, so that the
+        events of a busy moment go out in one write (one system call per client, not one per
+        event: with 50 clients that is what keeps the engine's pace)
     """
 
     queue: int = 1000
@@ -30,7 +36,8 @@ class StreamLimits:
     runs_interval: float = 1.0
     log_interval: float = 0.5
     drop_after: float = 5.0
-    batch: int = 1000
+    batch: int = 200
+    coalesce: float = 0.05
 
 
 @dataclass(eq=False, slots=True)

@@ -111,9 +111,11 @@ class LogTail:
                 if not failing:
                     log.warning("api stream: cannot read new log lines: %s", exc)
                 failing = True
-            if not full:  # a full read means more is waiting: read on at once
-                with anyio.move_on_after(self.limits.log_interval):
-                    await self._wake.wait()
+            # a full read means more is waiting: read on once the clients' writers had
+            # their turn (one write per client per coalesce interval), else at the interval
+            wait = self.limits.coalesce if full else self.limits.log_interval
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
 
     async def poll(self) -> bool:
         """One round: catch the joiners up, then hand out the tailed runs' new lines; True
@@ -137,12 +139,13 @@ class LogTail:
         lines, top = await self.reader(live.lines_after, self.cursor, sorted(runs), batch)
         for line in lines:
             self._hand_out(line)
-        for run in ending:
+        full = len(lines) == batch
+        self.cursor = lines[-1].id if full else top
+        for run in [] if full else ending:  # read to the end: their last lines are out
             watch = self.watches.get(run)
             if watch is not None:
                 watch.ending = watch.live = False
-        self.cursor = lines[-1].id if len(lines) == batch else top
-        return len(lines) == batch
+        return full
 
     def _hand_out(self, line: live.LogLine) -> None:
         watch = self.watches.get(line.run_id)
@@ -169,9 +172,9 @@ class LogTail:
             return
         after = client.log_after
         if after is not None and after < cursor:
-            limit = self.limits.batch
+            limit = max(1, self.limits.queue // 2)
             lines = await self.reader(live.run_lines_between, client.run, after, cursor, limit + 1)
-            if len(lines) > limit:  # more than a page holds: the client reloads instead
+            if len(lines) > limit:  # more than its buffer should take: it reloads instead
                 client.drop()
                 return
             for line in lines:
