@@ -111,9 +111,9 @@ class StreamHub:
             c for g in (self.everything, *self.by_run.values(), *self.by_flow.values()) for c in g
         ]
 
-    def end_all(self, app: Any = None) -> None:
-        """End every stream now and refuse new ones (the service stops; also the app's
-        ``on_shutdown`` hook, so that aiohttp's cleanup never waits for a stream)."""
+    def end_all(self) -> None:
+        """End every stream now and refuse new ones: the service stops (called from the
+        app's ``on_shutdown`` too, so that aiohttp's cleanup never waits for a stream)."""
         self.stopped = True
         for client in self.clients():
             client.end()

@@ -29,6 +29,8 @@ from runtime.store import live
 
 log = logging.getLogger("sluiceway.runtime.api")
 
+FLUSH_WITHIN = 5.0  # seconds the tail waits for the store to commit a run's last lines
+
 
 @dataclass(slots=True)
 class Watch:
@@ -128,8 +130,9 @@ class LogTail:
         for client in joiners:
             await self._catch_up(client, self.cursor)
         ending = [run for run, watch in self.watches.items() if watch.ending]
-        if ending:
-            await self.flush()  # a run's last lines are committed before its end is read
+        if ending:  # a run's last lines are committed before its end is read
+            with anyio.move_on_after(FLUSH_WITHIN):  # a failing store: read what there is
+                await self.flush()
         # the joiners' runs once more even if ended: lines committed since the cursor
         runs = {run for run, watch in self.watches.items() if watch.tailed}
         runs.update(client.run for client in joiners if client.run is not None)
