@@ -154,7 +154,53 @@ async def test_a_page_too_far_behind_is_told_to_resync(make_runner: MakeRunner) 
         await runner.store.writer.flush()
         async with stream(api, "?run=1&after=0") as behind:
             frames = await behind.to_end()
-    assert [f.kind for f in frames] == ["retry", "resync"]
+    assert frames[0].kind == "retry"
+    assert frames[-1].kind == "resync"
+    assert not [f for f in frames if f.kind == "log"]
+
+
+# --- what happened before the client connected ---
+
+
+async def test_a_client_that_connects_late_gets_the_latest_states_first(
+    make_runner: MakeRunner,
+) -> None:
+    GATE["load"] = anyio.Event()
+    async with (
+        make_runner() as runner,
+        open_api(runner, FLOWS, streams=FAST) as api,
+        anyio.create_task_group() as group,
+    ):
+        run_id = await run_in(group, runner, CHAIN)  # extract done, load at the gate
+        await run_in(group, runner, OTHER)  # run 2: ends at once
+        async with (
+            stream(api, f"?run={run_id}") as page,
+            stream(api, "?flow=chain") as grid,
+            stream(api) as home,
+        ):
+            await page.until(lambda f: f.kind == "task" and f.data["task"] == "load", "load")
+            await grid.until(lambda f: f.kind == "task" and f.data["task"] == "load", "load")
+            await home.until(lambda f: f.kind == "run" and f.data["run_id"] == 2, "run 2")
+            GATE["load"].set()
+            await page.until(ended(run_id), "the end")
+    assert steps(page)[:3] == [
+        ("run", "running"),
+        ("task", "extract", "succeeded"),
+        ("task", "load", "running"),
+    ]
+    assert steps(grid)[:3] == steps(page)[:3]
+    assert steps(home)[:2] == [("run", "running"), ("run", "succeeded")]  # runs 1 and 2
+
+
+async def test_a_run_that_ended_a_while_ago_is_not_replayed(make_runner: MakeRunner) -> None:
+    limits = StreamLimits(replay_window=0.0, ping=0.05)
+    async with make_runner() as runner, open_api(runner, FLOWS, streams=limits) as api:
+        result = await runner.run(OTHER)
+        await runner.store.writer.flush()
+        async with stream(api, f"?run={result.id}") as page, stream(api) as home:
+            await page.until(lambda f: f.kind == "comment", "a ping")
+            await home.until(lambda f: f.kind == "comment", "a ping")
+    assert steps(page) == steps(home) == []
 
 
 # --- queued runs ---

@@ -26,6 +26,8 @@ class StreamLimits:
         many lines per round, a round every ``coalesce`` seconds while it is behind, so a
         chatty run's tail lags rather than overflowing its clients; a client catching up on
         more than half its buffer is told to resync instead
+    :ivar remember: runs whose latest frames are kept, for clients that connect later
+    :ivar replay_window: seconds after its end a run's frames are still replayed
     :ivar coalesce: seconds a client's writer waits after the first new event, so that the
         events of a busy moment go out in one write (one system call per client, not one per
         event: with 50 clients that is what keeps the engine's pace)
@@ -38,6 +40,8 @@ class StreamLimits:
     drop_after: float = 5.0
     batch: int = 200
     coalesce: float = 0.05
+    remember: int = 256
+    replay_window: float = 10.0
 
 
 @dataclass(eq=False, slots=True)

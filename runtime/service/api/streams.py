@@ -24,6 +24,7 @@ from runtime.engine.events import Event, RunEnded, RunStarted
 from runtime.errors import StoreError
 from runtime.service.api import sse
 from runtime.service.api.app import Reader
+from runtime.service.api.recent import RecentRuns
 from runtime.service.api.streamclient import Client, StreamLimits
 from runtime.service.api.taillog import LogTail
 from runtime.service.context import ServiceContext
@@ -44,6 +45,7 @@ class StreamHub:
         self.by_run: dict[int, set[Client]] = {}
         self.by_flow: dict[str, set[Client]] = {}
         self.tail = LogTail(reader, limits, ctx.store.writer.flush)
+        self.recent = RecentRuns(limits.remember, limits.replay_window)
         self.count = 0  # open clients
         self.stopped = False
         self._listening = anyio.Event()  # set while there are clients
@@ -66,12 +68,13 @@ class StreamHub:
         group = self._group(client, create=True)
         assert group is not None
         group.add(client)
+        # what changed since its page was rendered comes first
+        for data in self.recent.replay(run=run, flow=flow, cap=self.limits.queue // 2):
+            client.offer(data)
         if run is not None:
             self.tail.join(client)
         self.count += 1
-        if self._unsubscribe is None:  # the first client: listen to the bus from now on
-            self._unsubscribe = self.ctx.runner.bus.subscribe(self._on_event)
-            self._listening.set()
+        self._listening.set()
         return client
 
     def close(self, client: Client) -> None:
@@ -89,9 +92,7 @@ class StreamHub:
         if client.run is not None:
             self.tail.leave(client)
         self.count -= 1
-        if not self.count and self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if not self.count:
             self._listening = anyio.Event()
 
     def _group(self, client: Client, *, create: bool) -> set[Client] | None:
@@ -134,6 +135,9 @@ class StreamHub:
         frame = sse.bus_frame(event)
         if frame is None:
             return
+        self.recent.note(event, frame)
+        if not self.count:
+            return
         if isinstance(event, RunStarted | RunEnded):
             # the row may still read queued (the writer commits later): the queued-runs
             # poll must not send a run back to queued once the bus said it started
@@ -146,6 +150,8 @@ class StreamHub:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Feed the clients until cancelled; then end every stream."""
+        # always: the frames of recent runs are replayed to clients that connect later
+        self._unsubscribe = self.ctx.runner.bus.subscribe(self._on_event)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._poll_runs, name="stream: queued runs")
