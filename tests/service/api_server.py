@@ -14,6 +14,7 @@ from runtime.define.flow import Flow
 from runtime.engine.runner import Runner
 from runtime.service.api.listen import ApiSettings, listen
 from runtime.service.api.server import ApiServer
+from runtime.service.api.streamclient import StreamLimits
 from runtime.service.context import ServiceContext
 
 TOKEN = "test-token-0123456789abcdef"
@@ -26,6 +27,7 @@ class Api:
     url: str
     ctx: ServiceContext
     token: str | None
+    server: ApiServer | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -34,15 +36,21 @@ class Api:
 
 @asynccontextmanager
 async def open_api(
-    runner: Runner, flows: Mapping[str, Flow], *, token: str | None = TOKEN, grace: float = 5.0
+    runner: Runner,
+    flows: Mapping[str, Flow],
+    *,
+    token: str | None = TOKEN,
+    grace: float = 5.0,
+    streams: StreamLimits | None = None,
 ) -> AsyncIterator[Api]:
-    """Serve the API of a service context over *runner* and *flows* while the block runs."""
+    """Serve the API of a service context over *runner* and *flows* while the block runs
+    (*streams*: the live stream's limits, the service's by default)."""
     ctx = ServiceContext(Config(db=runner.store.path), runner, dict(flows), epoch=1)
     listener = listen(ApiSettings("127.0.0.1", 0, token))
-    server = ApiServer(ctx, listener, grace=grace)
+    server = ApiServer(ctx, listener, grace=grace, streams=streams)
     async with anyio.create_task_group() as group:
         await group.start(server.run)
         try:
-            yield Api(listener.url, ctx, token)
+            yield Api(listener.url, ctx, token, server)
         finally:
             group.cancel_scope.cancel()

@@ -11,6 +11,7 @@ from runtime.service.api.health import ROUTES as HEALTH
 from runtime.service.api.login import ROUTES as LOGIN
 from runtime.service.api.monitoring import ROUTES as MONITORING
 from runtime.service.api.runs import CREATE_RUN_DOC, create_run
+from runtime.service.api.stream import ROUTES as STREAM
 from runtime.service.web.pages import ROUTES as PAGES
 from runtime.service.web.static import ROUTES as STATIC
 
@@ -41,4 +42,5 @@ ROUTES: tuple[Route, ...] = (
     *MONITORING,
     *PAGES,
     *LOGIN,
+    *STREAM,
 )
