@@ -314,7 +314,10 @@ def test_the_dashboard_end_to_end(browser: Browser, service: Service) -> None:
         assert page.evaluate("window.__marker") == 1, "the run page was reloaded"
         expect(page.locator("#dag g.node")).to_have_count(3)
         wait_for_class(page, '#dag g.node[data-task="report"]', "succeeded")
-        assert page.locator("#gantt rect.bar").count() >= 2
+        # the run's end refreshes the sections: a bar per attempt, no Cancel button any more
+        expect(page.locator("#gantt rect.bar")).to_have_count(3, timeout=UI_WAIT)
+        expect(page.locator("#cancel")).to_have_count(0, timeout=UI_WAIT)
+        assert page.evaluate("window.__marker") == 1, "the run page was reloaded"
         line = page.locator("#log-tail .log-line .msg", has_text="hello Grace Hopper")
         expect(line).to_have_count(1, timeout=UI_WAIT)
         shot(page, "run")

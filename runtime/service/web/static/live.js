@@ -210,7 +210,9 @@
     var ts = span("ts", clock(ev.ts));
     ts.title = String(ev.ts || "");
     line.appendChild(ts);
+    line.appendChild(document.createTextNode(" ")); // spaced like the server-rendered lines
     line.appendChild(span("task", ev.task));
+    line.appendChild(document.createTextNode(" "));
     line.appendChild(span("msg", ev.message));
     box.appendChild(line);
     if (atBottom) {
