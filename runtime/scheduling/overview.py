@@ -12,21 +12,10 @@ from typing import Any
 from runtime import codec
 from runtime.define.flow import Flow
 from runtime.define.sources import EventTrigger, FlowTrigger, SourceTrigger
-from runtime.define.triggers import CronTrigger, EveryTrigger
+from runtime.define.triggers import MACROS, CronTrigger, EveryTrigger
 from runtime.scheduling.agenda import triggers as time_triggers
 from runtime.scheduling.firetimes import iso_utc
 from runtime.scheduling.planner import preview
-
-# the macros cron accepts, as the 5 fields cron-descriptor reads
-MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 
 @functools.lru_cache(maxsize=1024)

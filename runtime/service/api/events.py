@@ -10,6 +10,7 @@ from aiohttp import web
 from runtime.errors import UnknownEventError
 from runtime.service.api.app import CONTEXT, READER, read_json
 from runtime.service.api.errors import HttpError, json_response
+from runtime.service.api.openapi import ERROR_RESPONSE
 from runtime.service.api.runs import RUN_SCHEMA, check_key
 from runtime.store.incoming import queue_event, run_objects
 
@@ -61,7 +62,7 @@ async def send_event(request: web.Request) -> web.Response:
 
 # --- OpenAPI (runtime.service.api.openapi) ---
 
-_ERROR = {"$ref": "#/components/responses/Error"}
+_ERROR = {"$ref": ERROR_RESPONSE}
 _QUEUED = {
     "content": {
         "application/json": {

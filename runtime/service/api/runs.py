@@ -10,6 +10,7 @@ from aiohttp import web
 from runtime.errors import ParamError
 from runtime.service.api.app import CONTEXT, READER, read_json
 from runtime.service.api.errors import HttpError, json_response
+from runtime.service.api.openapi import ERROR_RESPONSE
 from runtime.store.incoming import queue_run, run_objects
 
 log = logging.getLogger("sluiceway.runtime.api")
@@ -119,7 +120,7 @@ RUN_SCHEMA: dict[str, Any] = {
         "sla_missed": {"type": "boolean"},
     },
 }
-_ERROR = {"$ref": "#/components/responses/Error"}
+_ERROR = {"$ref": ERROR_RESPONSE}
 CREATE_RUN_DOC: dict[str, Any] = {
     "tags": ["runs"],
     "description": (

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from runtime.service.api.app import READER, Route
 from runtime.service.api.errors import HttpError
+from runtime.service.api.openapi import ERROR_RESPONSE
 from runtime.service.api.sse import HELLO, RESYNC
 from runtime.service.api.streamclient import Client, StreamLimits
 from runtime.service.api.streams import StreamHub
@@ -129,28 +130,7 @@ async def _pump(client: Client, response: web.StreamResponse, coalesce: float) -
             await response.write(RESYNC)
 
 
-_ERROR = {
-    "description": "the error body",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string"},
-                            "message": {"type": "string"},
-                            "field": {"type": "string"},
-                        },
-                    }
-                },
-            }
-        }
-    },
-}
+_ERROR = {"$ref": ERROR_RESPONSE}
 
 _EVENTS = (
     "Server-sent events, one JSON object per `data:` line. `event: run` "

@@ -11,21 +11,7 @@ from aiohttp import web
 from runtime.service.api.errors import HttpError
 
 HTML = {"text/html": {"schema": {"type": "string"}}}
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "field": {"type": "string"},
-            },
-        }
-    },
-}
+ERROR_SCHEMA = {"$ref": "#/components/schemas/Error"}  # runtime/service/api/openapi.py
 
 
 def page_doc(
