@@ -26,7 +26,6 @@ __all__ = [
     "recent_runs",
     "recent_sla_misses",
     "run_alerts",
-    "runs_before",
     "search_logs_like",
 ]
 
@@ -162,39 +161,6 @@ def grid_cells(conn: sqlite3.Connection, run_ids: Sequence[int]) -> list[dict[st
         }
         for row in conn.execute(sql, list(run_ids))
     ]
-
-
-def runs_before(
-    conn: sqlite3.Connection,
-    *,
-    flow: str | None = None,
-    state: str | None = None,
-    before: int | None = None,
-    limit: int = 50,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Runs newest first, optionally of one flow and/or state, with ids below *before*;
-    and the next page's cursor (None on the last page). The run list page's read, until
-    the JSON API's shared run query takes its place."""
-    where = ["id < ?"]
-    args: list[Any] = [before if before is not None else 1 << 62]
-    if flow is not None:
-        where.append("flow = ?")
-        args.append(flow)
-    if state is not None:
-        where.append("state = ?")
-        args.append(state)
-    sql = _SQUARE + " WHERE " + " AND ".join(where) + " ORDER BY id DESC LIMIT ?"
-    rows = [_square(row) for row in conn.execute(sql, (*args, limit + 1))]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    for row in rows:
-        row["duration"] = _seconds(row["started_at"], row["ended_at"])
-    return rows, (rows[-1]["id"] if more and rows else None)
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    first, last = codec.parse_iso(start), codec.parse_iso(end)
-    return None if first is None or last is None else (last - first).total_seconds()
 
 
 def run_alerts(conn: sqlite3.Connection, run_id: int, limit: int = 100) -> list[dict[str, Any]]:

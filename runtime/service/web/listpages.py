@@ -12,7 +12,7 @@ from runtime.service.api.app import CONTEXT, READER
 from runtime.service.api.errors import HttpError
 from runtime.service.web.render import render
 from runtime.service.web.views import query_int, query_text, run_id_of
-from runtime.store import dashboard
+from runtime.store import browse, dashboard, queries
 
 RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 PAGE = 50  # runs per page of the run list
@@ -33,9 +33,9 @@ async def runs_page(request: web.Request) -> web.Response:
         )
     before = query_int(request, "before", None, 1, 1 << 62)
     limit = query_int(request, "limit", PAGE, 1, 200) or PAGE
-    runs, older = await request.app[READER](
-        lambda conn: dashboard.runs_before(conn, flow=flow, state=state, before=before, limit=limit)
-    )
+    where = browse.RunFilter(flows=(flow,) if flow else (), states=(state,) if state else ())
+    runs, more = await request.app[READER](browse.page_of_runs, where, limit, before)
+    older = runs[-1]["id"] if more and runs else None
     return render(
         request,
         "runs.html",
@@ -118,8 +118,8 @@ async def run_logs_page(request: web.Request) -> web.Response:
 def _run_logs(conn: Any, run_id: int, name: str | None, idx: int | None, after: int) -> Any:
     """The run's row (the newest run with an id up to *run_id*: itself, if it exists) and
     one page of its lines; None when there is no such run."""
-    runs, _ = dashboard.runs_before(conn, before=run_id + 1, limit=1)
-    if not runs or runs[0]["id"] != run_id:
+    runs = queries.runs_by_id(conn, [run_id])
+    if not runs:
         return None
     lines, more = dashboard.log_page(conn, run_id, name=name, idx=idx, after=after, limit=LOG_PAGE)
     return {"run": runs[0], "lines": lines, "more": more}
