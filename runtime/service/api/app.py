@@ -5,6 +5,7 @@ the middlewares every request passes (errors outermost, then the guard and auth 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 log = logging.getLogger("sluiceway.runtime.api")
 
+READERS = 3  # read connections of the API (requests answered at once)
 MAX_BODY = 1 << 20  # 1 MiB, chunked (streamed) bodies included
 CHUNK = 64 << 10
 
@@ -33,21 +35,40 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Reader:
-    """The API's own read connection to the store: its reads (one per request) never wait
+    """The API's own read connections to the store: its reads (one per request) never wait
     behind the service's (the run queue reads on every wake), and theirs not behind these.
-    Closed with the application."""
 
-    def __init__(self, path: Path) -> None:
-        self._conn = connect_reader(path)
-        self._lock = anyio.Lock()
+    A small pool: SQLite releases the GIL while it reads, so a dashboard polled by many
+    browsers answers several requests at once instead of queueing them on one connection.
+    Connections are opened when first needed and closed with the application.
+    """
+
+    def __init__(self, path: Path, size: int = READERS) -> None:
+        self._path = path
+        self._idle: list[sqlite3.Connection] = []
+        self._open: list[sqlite3.Connection] = []
+        self._slots = anyio.Semaphore(size)
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a query function of :mod:`runtime.store.queries` in a worker thread."""
-        async with self._lock:
-            return await anyio.to_thread.run_sync(fn, self._conn, *args)
+        """Run a query function ``fn(conn, *args)`` of the store in a worker thread (the
+        await is not abandoned on cancel, so a connection is never used by two threads)."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else self._connect()
+            try:
+                return await anyio.to_thread.run_sync(fn, conn, *args)
+            finally:
+                self._idle.append(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = connect_reader(self._path)
+        self._open.append(conn)
+        return conn
 
     async def close(self, app: web.Application | None = None) -> None:
-        self._conn.close()
+        for conn in self._open:
+            conn.close()
+        self._open.clear()
+        self._idle.clear()
 
 
 CONTEXT = web.AppKey("context", ServiceContext)
