@@ -126,7 +126,7 @@ class Service:
             ctx.store,
             ctx.clock,
             lambda: self.ctx.flows,  # the flows of the latest reload
-            lambda: self.ctx.flows_changed,
+            lambda: self.ctx.schedule_changed,  # a reload, or an unpause through the API
             ctx.wake_queue,
             name="scheduler",
         )

@@ -229,6 +229,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(state, next_at);
     CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
     """,
+    # 10: full-text search over log lines (GET /api/logs/search): an FTS5 index of the
+    # messages with the logs table as its content (nothing stored twice; snippet() reads the
+    # text from logs), kept in step by triggers, so the writer's one executemany of a batch's
+    # lines indexes them in the same transaction. Lines are never updated, only inserted and
+    # deleted (retention). 'rebuild' indexes the lines of an existing history.
+    """
+    CREATE VIRTUAL TABLE logs_fts USING fts5(
+        message,
+        content = 'logs',
+        content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs BEGIN
+        INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
+    END;
+    CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+        INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+    END;
+    INSERT INTO logs_fts (logs_fts) VALUES ('rebuild');
+    -- the runs that retry a run: a retry through the API refuses a second one while the
+    -- first is queued or running, and retention keeps what a queued retry reuses
+    CREATE INDEX runs_retry_of ON runs(retry_of) WHERE retry_of IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,6 +4,7 @@ generated from this table."""
 
 from __future__ import annotations
 
+from runtime.service.api.actions import ROUTES as ACTIONS
 from runtime.service.api.app import Route
 from runtime.service.api.events import send_event
 from runtime.service.api.health import ROUTES as HEALTH
@@ -31,4 +32,5 @@ ROUTES: tuple[Route, ...] = (
     *HEALTH,
     *TRIGGERS,
     *STATIC,
+    *ACTIONS,
 )

@@ -1,7 +1,10 @@
-"""CLI: backfill, deciding — the scheduled instants of a range and what to do about each."""
+"""Backfill: the scheduled instants of a range, what to do about each (run, skip, retry,
+rerun), and queuing those runs for the service in one transaction. ``sluiceway backfill``
+and ``POST /api/flows/{flow}/backfill`` share it."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
@@ -9,10 +12,13 @@ from typing import Any
 
 from runtime import codec
 from runtime.define.flow import Flow
-from runtime.define.triggers import TimeTrigger
+from runtime.define.triggers import CronTrigger, EveryTrigger, TimeTrigger
 from runtime.errors import ParamError
 from runtime.scheduling.firetimes import to_local
 from runtime.scheduling.planner import instants_between
+from runtime.store import Store, schema
+from runtime.store.cursors import run_key
+from runtime.store.requests import latest_reruns, runs_by_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +41,12 @@ def schedule_key(instant: datetime) -> str:
     """The idempotency key of the scheduled run at *instant*, whichever trigger fired: the
     scheduler (``runtime.store.cursors``) makes the same, so a backfilled instant is never
     scheduled again, nor a scheduled one backfilled."""
-    from runtime.store.cursors import run_key
-
     return run_key(instant)
+
+
+def time_triggers(flow: Flow) -> list[TimeTrigger]:
+    """The triggers of *flow* a backfill follows (cron and every)."""
+    return [t for t in flow.triggers if isinstance(t, CronTrigger | EveryTrigger)]
 
 
 def scheduled_instants(
@@ -106,11 +115,65 @@ def redo_params(flow: Flow, item: Item) -> dict[str, Any]:
     return flow.resolve_params({k: v for k, v in old.items() if k in flow.params})
 
 
-def run_trigger(item: Item) -> dict[str, Any]:
+def run_trigger(item: Item, via: str = "cli") -> dict[str, Any]:
+    """The trigger record of the run made for *item* (``run.trigger``)."""
     if item.action == "run":
         scheduled = codec.iso(item.instant)
-        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": "cli"}
+        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": via}
     assert item.run is not None
     if item.action == "retry":
         return {"kind": "retry", "run_id": item.run["id"]}
-    return {"kind": "backfill", "rerun_of": item.run["id"], "via": "cli"}
+    return {"kind": "backfill", "rerun_of": item.run["id"], "via": via}
+
+
+def newest_runs(
+    conn: sqlite3.Connection, flow: str, instants: Mapping[datetime, Sequence[tuple[str, str]]]
+) -> dict[str, dict[str, Any]]:
+    """The newest run (following retries and reruns) of every schedule key of *instants*
+    that has a run (a read function: :meth:`Store.read` or a reader connection)."""
+    keyed = runs_by_keys(conn, flow, (k for specs in instants.values() for _, k in specs))
+    newer = latest_reruns(conn, flow, [run["id"] for run in keyed.values()])
+    return {key: newer.get(run["id"], run) for key, run in keyed.items()}
+
+
+async def queue_items(
+    store: Store, flow: Flow, items: Sequence[Item], now: datetime, via: str = "cli"
+) -> list[tuple[Item, int, bool]]:
+    """Commit a queued run for each of *items* (none skipped) in one transaction, for the
+    service to execute: ``(item, run_id, created)`` each. A new instant is keyed by its
+    schedule key, so a run made meanwhile (the scheduler, another backfill) is found, not
+    duplicated (``created`` False)."""
+    rows = [
+        (
+            item,
+            (
+                flow.name,
+                "queued",
+                codec.encode_str(redo_params(flow, item)),
+                codec.dumps_str(run_trigger(item, via)),
+                codec.iso(item.instant),
+                item.key if item.action == "run" else None,
+                item.run["id"] if item.action == "retry" and item.run else None,
+                flow.source_hash(),
+                codec.iso(now),
+                None,
+            ),
+        )
+        for item in items
+    ]
+
+    def op(db: sqlite3.Connection) -> list[tuple[Item, int, bool]]:
+        made = []
+        for item, row in rows:
+            got = db.execute(schema.INSERT_RUN, row).fetchone()
+            if got is not None:
+                made.append((item, int(got[0]), True))
+                continue
+            (existing,) = db.execute(
+                "SELECT id FROM runs WHERE flow = ? AND idempotency_key = ?", (flow.name, row[5])
+            ).fetchone()
+            made.append((item, int(existing), False))
+        return made
+
+    result: list[tuple[Item, int, bool]] = await store.writer.submit(op)
+    return result
