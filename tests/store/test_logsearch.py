@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
-def ids(found: dict[str, object]) -> list[int]:
+def ids(found: dict[str, Any]) -> list[int]:
     hits = found["hits"]
     assert isinstance(hits, list)
     return [hit["id"] for hit in hits]
@@ -102,7 +103,7 @@ def test_hits_come_newest_first_with_marked_snippets(conn: sqlite3.Connection) -
     found = search_logs(conn, LogSearch(fts_query("connection")))
     assert ids(found) == [5, 4, 2]
     assert found["next_cursor"] is None
-    first = found["hits"][0]  # type: ignore[index]
+    first = found["hits"][0]
     assert first == {
         "id": 5,
         "run_id": 3,
