@@ -37,6 +37,7 @@ COMMANDS = {
     "emit": "emit",
     "alerts": "alerts",
     "test-alert": "alerts",
+    "prune": "prune",
 }
 
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backfill(add)
     _add_event_commands(add)
     _add_alert_commands(add)
+    _add_prune(add)
     return parser
 
 
@@ -237,6 +239,18 @@ def _add_alert_commands(add: AddCommand) -> None:
 
     p = add("test-alert", "Send a test alert to a destination now and print the answer.")
     p.add_argument("destination", help="'<plugin>:<name>', e.g. slack:data-team")
+
+
+def _add_prune(add: AddCommand) -> None:
+    """prune (runtime/cli/prune.py)."""
+    p = add("prune", "Delete runs that ended longer ago than [history] retention, with their rows.")
+    p.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="instead of [history] retention, e.g. 30d or 12h (at least 60s)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
 
 
 if __name__ == "__main__":

@@ -144,6 +144,12 @@ class Service:
             name="sla",
         )
         await feeders.start(self.reloader.watch, name="reload")
+        if ctx.config.history.retention is not None:
+            from runtime.service.retention import run_retention
+
+            await feeders.start(
+                run_retention, ctx.store, ctx.clock, ctx.config.history, name="retention"
+            )
         if self.api is not None:
             await feeders.start(self.api.run, name="api")
         interval = sdnotify.watchdog_interval()

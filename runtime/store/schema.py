@@ -229,7 +229,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(state, next_at);
     CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
     """,
-    # 10: full-text search over log lines (GET /api/logs/search): an FTS5 index of the
+    # 10: full-text search over log lines (GET /api/logs/search), and the indexes the API's
+    # retry and retention look runs up by. The FTS5 index of the
     # messages with the logs table as its content (nothing stored twice; snippet() reads the
     # text from logs), kept in step by triggers, so the writer's one executemany of a batch's
     # lines indexes them in the same transaction. Lines are never updated, only inserted and
@@ -251,6 +252,8 @@ MIGRATIONS: tuple[str, ...] = (
     -- the runs that retry a run: a retry through the API refuses a second one while the
     -- first is queued or running, and retention keeps what a queued retry reuses
     CREATE INDEX runs_retry_of ON runs(retry_of) WHERE retry_of IS NOT NULL;
+    -- retention ([history] retention) deletes a pruned run's delivered alerts by run
+    CREATE INDEX outbox_by_run ON outbox(run_id) WHERE run_id IS NOT NULL;
     """,
 )
 
