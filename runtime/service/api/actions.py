@@ -110,6 +110,9 @@ async def retry_run(request: web.Request) -> web.Response:
         kept = {k: v for k, v in stored.items() if k in flow.params}
         return flow.resolve_params(kept), flow.source_hash()
 
+    # a run that just ended here may have its end still queued in the writer: commit it
+    # first, or the retry would be refused as "still running"
+    await ctx.store.flush()
     outcome = await queue_retry(
         ctx.store, run_id, resolve=resolve, key=None if key is None else f"retry:{key}",
         now=ctx.clock.now(),
