@@ -17,7 +17,8 @@ MARK_START = "\x02"
 MARK_END = "\x03"
 ELLIPSIS = "\u2026"
 SNIPPET_TOKENS = 16  # words of context around the matches
-STEP = 2000  # candidate rowids per step, newest first
+FIRST_STEP = 64  # candidate ids read by the first step of a filtered search
+STEP = 4096  # the most candidate ids read per step, newest first
 BUDGET = 0.15  # seconds one search may spend; then it answers with what it found and a cursor
 MAX_TERMS = 32
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -133,12 +134,12 @@ def search_logs(
 ) -> dict[str, Any]:
     """The newest lines matching *search*: ``{"hits": [...], "next_cursor"}``.
 
-    The index gives matching ids newest first, :data:`STEP` at a time; each step's lines
-    are filtered by one indexed join. The search ends when ``limit`` hits are found, the
-    index is exhausted (``next_cursor`` is then ``None``), or *budget* seconds are spent: a
-    selective filter over a common word then answers with fewer hits and a cursor to go on
-    from, instead of scanning millions of lines in one request. A search within one run
-    reads that run's lines instead of the index's whole list for a common word.
+    One statement walks the index's matching ids newest first; they are read in steps
+    (growing up to :data:`STEP`) and each step's lines filtered by one indexed join. The
+    search ends when ``limit`` hits are found, the index is exhausted (``next_cursor`` is
+    then ``None``), or *budget* seconds are spent: a selective filter over a common word
+    then answers with fewer hits and a cursor to go on from, instead of scanning millions
+    of lines in one request. A search within one run reads that run's lines instead.
 
     :raises SearchError: (``q``) when SQLite refuses the expression
     """
@@ -148,7 +149,7 @@ def search_logs(
             hits, more = _in_run(conn, search, where, args)
         else:
             hits, more = _by_index(conn, search, where, args, time.monotonic() + budget)
-        _add_snippets(conn, search.match, hits)
+        _add_snippets(conn, search.match, hits, consecutive=search.run is None and not args)
     except sqlite3.OperationalError as exc:
         if "fts5" in str(exc) or "MATCH" in str(exc):
             raise SearchError("q", f"q cannot be searched: {exc}") from None
@@ -160,30 +161,28 @@ def _by_index(
     conn: sqlite3.Connection, search: LogSearch, where: str, args: list[Any], deadline: float
 ) -> tuple[list[dict[str, Any]], str | None]:
     hits: list[dict[str, Any]] = []
-    bound = search.before
+    matching = conn.execute(
+        "SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? AND rowid < ? ORDER BY rowid DESC",
+        (search.match, search.before if search.before is not None else 1 << 62),
+    )
+    # without filters every id is a hit: one step; with them, steps grow as hits stay rare
+    step = search.limit + 1 if not args else max(FIRST_STEP, 2 * search.limit)
     while True:
-        ids = [
-            row[0]
-            for row in conn.execute(
-                "SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? AND rowid < ? "
-                "ORDER BY rowid DESC LIMIT ?",
-                (search.match, bound if bound is not None else 1 << 62, STEP),
-            )
-        ]
+        ids = [row[0] for row in matching.fetchmany(step)]
         if not ids:
             return hits, None
+        exhausted = len(ids) < step
         found = _lines(conn, ids, where, args)
         for row in found:
             hits.append(row)
             if len(hits) == search.limit:
-                last = row is found[-1] and len(ids) < STEP  # nothing older matches
-                more = None if last else str(row["id"])
-                return hits, more
-        bound = ids[-1]
-        if len(ids) < STEP:
+                last = row is found[-1] and exhausted  # nothing older matches
+                return hits, None if last else str(row["id"])
+        if exhausted:
             return hits, None
         if time.monotonic() >= deadline:
-            return hits, str(bound)
+            return hits, str(ids[-1])
+        step = min(STEP, step * 4)
 
 
 def _lines(
@@ -234,15 +233,27 @@ def _hit(row: tuple[Any, ...]) -> dict[str, Any]:
     }
 
 
-def _add_snippets(conn: sqlite3.Connection, match: str, hits: list[dict[str, Any]]) -> None:
+def _add_snippets(
+    conn: sqlite3.Connection, match: str, hits: list[dict[str, Any]], *, consecutive: bool
+) -> None:
     """Each hit's snippet: the matches marked with :data:`MARK_START` / :data:`MARK_END`,
-    cut to about :data:`SNIPPET_TOKENS` words around them (one lookup by rowid each)."""
-    sql = (
-        "SELECT snippet(logs_fts, 0, ?, ?, ?, ?) FROM logs_fts WHERE logs_fts MATCH ? AND rowid = ?"
-    )
-    for hit in hits:
-        row = conn.execute(
-            sql, (MARK_START, MARK_END, ELLIPSIS, SNIPPET_TOKENS, match, hit["id"])
-        ).fetchone()
-        if row is not None:
-            hit["snippet"] = row[0]
+    cut to about :data:`SNIPPET_TOKENS` words around them. *consecutive* hits (no filter)
+    are every match in their id range: one range read; others one lookup by rowid each."""
+    if not hits:
+        return
+    marks = (MARK_START, MARK_END, ELLIPSIS, SNIPPET_TOKENS, match)
+    sql = "SELECT rowid, snippet(logs_fts, 0, ?, ?, ?, ?) FROM logs_fts WHERE logs_fts MATCH ? "
+    by_id = {hit["id"]: hit for hit in hits}
+    if consecutive:
+        rows = conn.execute(
+            sql + "AND rowid BETWEEN ? AND ?", (*marks, hits[-1]["id"], hits[0]["id"])
+        ).fetchall()
+    else:
+        rows = [
+            row
+            for hit in hits
+            for row in conn.execute(sql + "AND rowid = ?", (*marks, hit["id"])).fetchall()
+        ]
+    for rowid, snippet in rows:
+        if rowid in by_id:
+            by_id[rowid]["snippet"] = snippet

@@ -230,11 +230,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
     """,
     # 10: full-text search over log lines (GET /api/logs/search), and the indexes the API's
-    # retry and retention look runs up by. The FTS5 index of the
-    # messages with the logs table as its content (nothing stored twice; snippet() reads the
-    # text from logs), kept in step by triggers, so the writer's one executemany of a batch's
-    # lines indexes them in the same transaction. Lines are never updated, only inserted and
-    # deleted (retention). 'rebuild' indexes the lines of an existing history.
+    # retry and retention look runs up by. The FTS5 index of the messages has the logs table
+    # as its content (nothing stored twice; snippet() reads the text from logs). The writer
+    # indexes the lines above logs_fts_mark.upto with one INSERT ... SELECT per batch, in the
+    # batch's transaction (INDEX_LOGS): a trigger per row cost 4x as much per line (measured
+    # in bench/log_search.py). Lines are never updated; a deleted line that was indexed leaves
+    # the index by trigger, and the mark never stays above the newest line, so an id SQLite
+    # hands out again after the newest lines were deleted is indexed as new. 'rebuild'
+    # indexes the lines of an existing history.
     """
     CREATE VIRTUAL TABLE logs_fts USING fts5(
         message,
@@ -242,13 +245,15 @@ MIGRATIONS: tuple[str, ...] = (
         content_rowid = 'id',
         tokenize = 'unicode61 remove_diacritics 2'
     );
-    CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs BEGIN
-        INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
-    END;
-    CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
-        INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
-    END;
+    CREATE TABLE logs_fts_mark (upto INTEGER NOT NULL);
     INSERT INTO logs_fts (logs_fts) VALUES ('rebuild');
+    INSERT INTO logs_fts_mark (upto) SELECT COALESCE(MAX(id), 0) FROM logs;
+    CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+        INSERT INTO logs_fts (logs_fts, rowid, message)
+        SELECT 'delete', old.id, old.message WHERE old.id <= (SELECT upto FROM logs_fts_mark);
+        UPDATE logs_fts_mark SET upto = COALESCE((SELECT MAX(id) FROM logs), 0)
+        WHERE upto > COALESCE((SELECT MAX(id) FROM logs), 0);
+    END;
     -- the runs that retry a run: a retry through the API refuses a second one while the
     -- first is queued or running, and retention keeps what a queued retry reuses
     CREATE INDEX runs_retry_of ON runs(retry_of) WHERE retry_of IS NOT NULL;
@@ -322,6 +327,15 @@ WHERE id = ?1 AND state NOT IN {TERMINAL_RUN}
 
 INSERT_LOG = (
     "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+# the lines not yet in the full-text index, indexed in the writer's batch that wrote them
+INDEX_LOGS: tuple[str, ...] = (
+    (
+        "INSERT INTO logs_fts (rowid, message) "
+        "SELECT id, message FROM logs WHERE id > (SELECT upto FROM logs_fts_mark)"
+    ),
+    "UPDATE logs_fts_mark SET upto = (SELECT COALESCE(MAX(id), upto) FROM logs)",
 )
 
 INSERT_CHECK = (

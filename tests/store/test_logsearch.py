@@ -67,7 +67,12 @@ LINES = [
 ]
 
 
-def _fill(conn: sqlite3.Connection, lines: list[tuple[int, str, str, int, str, str]]) -> None:
+def _fill(
+    conn: sqlite3.Connection,
+    lines: list[tuple[int, str, str, int, str, str]],
+    *,
+    index: bool = True,
+) -> None:
     for run, flow in sorted({(line[0], line[1]) for line in lines}):
         conn.execute(
             "INSERT OR IGNORE INTO runs (id, flow, state, logical_date, created_at) "
@@ -82,6 +87,8 @@ def _fill(conn: sqlite3.Connection, lines: list[tuple[int, str, str, int, str, s
             for n, (run, _, task, idx, level, message) in enumerate(lines)
         ],
     )
+    for sql in schema.INDEX_LOGS if index else ():  # as the writer's batch does
+        conn.execute(sql)
 
 
 @pytest.fixture
@@ -161,10 +168,11 @@ def test_pages_follow_the_cursor_without_gaps_or_repeats(
 def test_a_search_out_of_budget_answers_with_a_cursor_to_go_on(
     conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("runtime.store.logsearch.FIRST_STEP", 2)
     monkeypatch.setattr("runtime.store.logsearch.STEP", 2)
     _fill(conn, [(1, "etl", "load", -1, "INFO", f"common {n}") for n in range(9)])
     _fill(conn, [(9, "rare", "t", -1, "INFO", "common rare")])  # the newest
-    found = search_logs(conn, LogSearch('"common"', flow="nothing-here"), budget=0.0)
+    found = search_logs(conn, LogSearch('"common"', flow="nothing-here", limit=1), budget=0.0)
     assert ids(found) == []
     assert found["next_cursor"] is not None  # one step, then the budget stopped it
     everything = search_logs(conn, LogSearch('"common"', flow="nothing-here"))
@@ -177,11 +185,33 @@ def test_deleted_lines_leave_the_index(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO logs_fts (logs_fts) VALUES ('integrity-check')")
 
 
+def test_lines_are_searchable_once_indexed_and_a_reused_id_is_indexed_again(
+    conn: sqlite3.Connection,
+) -> None:
+    conn.execute(
+        "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) "
+        "VALUES (1, 'load', -1, 1, '2026-11-30T09:00:00Z', 'INFO', 'fresh words')"
+    )
+    assert ids(search_logs(conn, LogSearch('"fresh"'))) == []  # not indexed yet
+    conn.execute("DELETE FROM logs WHERE id >= 5")  # the newest indexed one, and the new one
+    conn.execute(
+        "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) "
+        "VALUES (1, 'load', -1, 1, '2026-11-30T09:00:00Z', 'INFO', 'fresh again')"
+    )
+    (reused,) = conn.execute("SELECT max(id) FROM logs").fetchone()
+    assert reused == 5  # SQLite hands the id out again
+    for sql in schema.INDEX_LOGS:
+        conn.execute(sql)
+    assert ids(search_logs(conn, LogSearch('"fresh"'))) == [5]
+    assert ids(search_logs(conn, LogSearch('"connection"'))) == [4, 2]
+    conn.execute("INSERT INTO logs_fts (logs_fts) VALUES ('integrity-check')")
+
+
 def test_the_migration_indexes_the_lines_of_an_existing_history(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     number = next(n for n, s in enumerate(schema.MIGRATIONS) if "logs_fts" in s)
     _migrate(conn, number)  # the history as it was before
-    _fill(conn, LINES)
+    _fill(conn, LINES, index=False)
     for script in schema.MIGRATIONS[number:]:
         conn.executescript(script)
     assert ids(search_logs(conn, LogSearch('"refused"'))) == [5, 2]

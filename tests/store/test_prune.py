@@ -15,7 +15,7 @@ import pytest
 from runtime.clock import FakeClock
 from runtime.config import HistoryConfig
 from runtime.service.retention import run_retention
-from runtime.store import open_store
+from runtime.store import open_store, schema
 from runtime.store.prune import Pruned, count_prunable, prune_history
 from tests.cli_helpers import main_output
 from tests.waiting import wait_until
@@ -64,6 +64,8 @@ class Scene:
             "VALUES (?, 'load', -1, 1, ?, 'INFO', ?)",
             [(run_id, OLD, f"line {n} of run {run_id} warehouse") for n in range(3)],
         )
+        for sql in schema.INDEX_LOGS:  # as the writer's batch does
+            self.conn.execute(sql)
         self.conn.execute(
             "INSERT INTO events (ts, kind, run_id, task) VALUES (?, 'task.failed', ?, 'load')",
             (OLD, run_id),
