@@ -139,17 +139,20 @@ def search_logs(
     search ends when ``limit`` hits are found, the index is exhausted (``next_cursor`` is
     then ``None``), or *budget* seconds are spent: a selective filter over a common word
     then answers with fewer hits and a cursor to go on from, instead of scanning millions
-    of lines in one request. A search within one run reads that run's lines instead.
+    of lines in one request. A search within one run reads the index over the run's ids.
 
     :raises SearchError: (``q``) when SQLite refuses the expression
     """
     where, args = _filters(search)
+    span = (0, 1 << 62)
+    if search.run is not None:  # the index read over the run's id span only
+        found = _run_span(conn, search.run)
+        if found is None:
+            return {"hits": [], "next_cursor": None}
+        span = (found[0], found[1] + 1)
     try:
-        if search.run is not None:
-            hits, more = _in_run(conn, search, where, args)
-        else:
-            hits, more = _by_index(conn, search, where, args, time.monotonic() + budget)
-        _add_snippets(conn, search.match, hits, consecutive=search.run is None and not args)
+        hits, more = _by_index(conn, search, where, args, span, time.monotonic() + budget)
+        _add_snippets(conn, search.match, hits, consecutive=not args)
     except sqlite3.OperationalError as exc:
         if "fts5" in str(exc) or "MATCH" in str(exc):
             raise SearchError("q", f"q cannot be searched: {exc}") from None
@@ -158,12 +161,20 @@ def search_logs(
 
 
 def _by_index(
-    conn: sqlite3.Connection, search: LogSearch, where: str, args: list[Any], deadline: float
+    conn: sqlite3.Connection,
+    search: LogSearch,
+    where: str,
+    args: list[Any],
+    span: tuple[int, int],
+    deadline: float,
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """Hits among the matching ids in ``[span[0], span[1])`` below the cursor."""
     hits: list[dict[str, Any]] = []
+    before = span[1] if search.before is None else min(span[1], search.before)
     matching = conn.execute(
-        "SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? AND rowid < ? ORDER BY rowid DESC",
-        (search.match, search.before if search.before is not None else 1 << 62),
+        "SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? AND rowid >= ? AND rowid < ? "
+        "ORDER BY rowid DESC",
+        (search.match, span[0], before),
     )
     # without filters every id is a hit: one step; with them, steps grow as hits stay rare
     step = search.limit + 1 if not args else max(FIRST_STEP, 2 * search.limit)
@@ -199,23 +210,13 @@ def _lines(
     return [_hit(row) for row in conn.execute(sql, (*ids, *args))]
 
 
-def _in_run(
-    conn: sqlite3.Connection, search: LogSearch, where: str, args: list[Any]
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Within one run: its lines by the ``logs_by_run`` index, each matched by rowid."""
-    sql = (
-        # by the run's index (ordered by task, then id): a run's lines are sorted, never the
-        # whole table scanned newest first for the one run
-        f"SELECT {_HIT_COLUMNS} FROM logs l INDEXED BY logs_by_run JOIN runs r ON r.id = l.run_id "
-        f"WHERE {where} AND l.id < ? AND l.id IN "
-        "(SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? AND rowid = l.id) "
-        "ORDER BY l.id DESC LIMIT ?"
-    )
-    bound = search.before if search.before is not None else 1 << 62
-    rows = conn.execute(sql, (*args, bound, search.match, search.limit + 1)).fetchall()
-    hits = [_hit(row) for row in rows[: search.limit]]
-    more = str(hits[-1]["id"]) if len(rows) > search.limit else None
-    return hits, more
+def _run_span(conn: sqlite3.Connection, run_id: int) -> tuple[int, int] | None:
+    """The lowest and highest log id of run *run_id* (its lines lie between, with those of
+    runs beside it); ``None`` when it has none."""
+    low, high = conn.execute(
+        "SELECT MIN(id), MAX(id) FROM logs INDEXED BY logs_by_run WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    return None if low is None else (int(low), int(high))
 
 
 def _hit(row: tuple[Any, ...]) -> dict[str, Any]:
