@@ -15,6 +15,7 @@ of, and one whose file claim is not settled yet.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -26,7 +27,9 @@ import anyio.lowlevel
 from runtime import codec
 from runtime.store import Store
 
-CHUNK = 200  # runs per writer transaction (measured: bench/log_search.py --prune)
+CHUNK = 50  # runs in the first writer transaction; then sized to take about TARGET
+MAX_CHUNK = 500
+TARGET = 0.05  # seconds one chunk may hold the writer (measured: bench/log_search.py)
 FINAL_ALERTS = "('delivered', 'dead', 'grouped')"
 
 # a run that ended before the cutoff and nothing still needs
@@ -146,7 +149,8 @@ def _delete_chunk(db: sqlite3.Connection, run_ids: Sequence[int], cutoff: str) -
 
 async def prune_history(store: Store, before: datetime, *, chunk: int = CHUNK) -> Pruned:
     """Delete the runs that ended before *before* (and nothing still needs), with their
-    rows, :data:`CHUNK` runs per writer transaction; between two, the engine's batches go.
+    rows, a chunk of runs per writer transaction, each sized from the last one's time to
+    hold the writer about :data:`TARGET` seconds; between two, the engine's batches go.
 
     :raises StoreError: when a chunk cannot be committed (the chunks before it are)
     """
@@ -158,14 +162,27 @@ async def prune_history(store: Store, before: datetime, *, chunk: int = CHUNK) -
         ids = await store.read(prunable_runs, cutoff, chunk, after, flush=False)
         if not ids:
             return total
+        took: list[float] = []
 
-        def op(db: sqlite3.Connection, ids: list[int] = ids) -> Pruned:
-            return _delete_chunk(db, ids, cutoff)
+        def op(db: sqlite3.Connection, ids: list[int] = ids, took: list[float] = took) -> Pruned:
+            started = time.perf_counter()
+            try:
+                return _delete_chunk(db, ids, cutoff)
+            finally:
+                took.append(time.perf_counter() - started)
 
         done: Pruned = await store.writer.submit(op)
         total.add(done)
         after = ids[-1]
+        chunk = _next_chunk(chunk, took[0] if took else TARGET)
         await anyio.lowlevel.checkpoint()
+
+
+def _next_chunk(chunk: int, took: float) -> int:
+    """The next chunk's size from this one's *took* seconds: toward :data:`TARGET`, at most
+    doubling or halving at a time."""
+    wanted = chunk * TARGET / max(took, 1e-6)
+    return max(1, min(MAX_CHUNK, round(min(max(wanted, chunk / 2), chunk * 2))))
 
 
 def report(pruned: Pruned, before: datetime) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from runtime.clock import FakeClock
 from runtime.config import HistoryConfig
 from runtime.service.retention import run_retention
 from runtime.store import open_store, schema
-from runtime.store.prune import Pruned, count_prunable, prune_history
+from runtime.store.prune import Pruned, _next_chunk, count_prunable, prune_history
 from tests.cli_helpers import main_output
 from tests.waiting import wait_until
 
@@ -227,3 +227,12 @@ def test_prune_cli_refuses_without_a_retention(
     code, _, err = main_output(capsys, "prune", "--db", str(db_path), *args)
     assert code == 2
     assert words in err
+
+
+@pytest.mark.parametrize(
+    ("chunk", "took", "expected"),
+    [(50, 0.05, 50), (50, 0.5, 25), (50, 0.001, 100), (400, 0.001, 500), (1, 9.0, 1)],
+    ids=["on-target", "slow-halves", "fast-doubles", "capped", "at-least-one"],
+)
+def test_chunks_are_sized_toward_the_target(chunk: int, took: float, expected: int) -> None:
+    assert _next_chunk(chunk, took) == expected
