@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from runtime import Flow, Run, every
+from runtime.engine.events import Event, RunEnded
 from runtime.engine.runner import Runner
 from tests.conftest import MakeRunner
 from tests.service.api_server import Api, open_api
@@ -145,7 +146,7 @@ async def test_search_needs_the_token(make_runner: MakeRunner) -> None:
 
 
 async def test_cancel_a_queued_run_ends_it_and_an_ended_run_is_left_alone(
-    make_runner: MakeRunner, db_path: Path
+    make_runner: MakeRunner, db_path: Path, events: list[Event]
 ) -> None:
     async with make_runner() as runner, open_api(runner, FLOWS) as api:
         queued, ended = await queued_run(runner), await failed_run(runner)
@@ -155,6 +156,8 @@ async def test_cancel_a_queued_run_ends_it_and_an_ended_run_is_left_alone(
     assert answer == {"run_id": queued, "outcome": "cancelled", "state": "cancelled"}
     assert answer_ended == {"run_id": ended, "outcome": "ended", "state": "failed"}
     assert db_rows(db_path, "SELECT state FROM runs WHERE id = ?", queued) == [("cancelled",)]
+    ended_events = [e for e in events if isinstance(e, RunEnded) and e.run_id == queued]
+    assert [(e.flow, e.state) for e in ended_events] == [("plain", "cancelled")]  # live pages see it
 
 
 async def test_cancel_of_a_running_run_is_requested_and_wakes_the_queue(

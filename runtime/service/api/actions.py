@@ -10,6 +10,7 @@ from aiohttp import web
 
 from runtime.define.flow import Flow
 from runtime.define.triggers import load_zone
+from runtime.engine.events import RunEnded
 from runtime.errors import ParamError
 from runtime.scheduling.backfill import (
     newest_runs,
@@ -31,16 +32,18 @@ from runtime.service.api.errors import HttpError, json_response
 from runtime.service.api.logsearch import ROUTES as LOGSEARCH
 from runtime.service.api.runs import check_key
 from runtime.service.context import ServiceContext
+from runtime.states import RunState
 from runtime.store import queries
 from runtime.store.cursors import set_paused
 from runtime.store.incoming import Queued, run_objects
-from runtime.store.requests import CancelOutcome, request_cancel
+from runtime.store.requests import CancelOutcome, request_cancel, run_brief
 from runtime.store.retries import queue_retry
 
 log = logging.getLogger("sluiceway.runtime.api")
 
 MAX_INSTANTS = 10_000  # scheduled instants one backfill request may cover
 RERUN = ("none", "failed", "all")
+QUEUED_CANCEL = "cancelled while queued"  # the run's error, as request_cancel stores it
 
 
 def _run_id(request: web.Request) -> int:
@@ -83,9 +86,15 @@ async def cancel_run(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     run_id = _run_id(request)
     await _body(request, frozenset())
-    outcome, state = await request_cancel(ctx.store, run_id, ctx.clock.now())
+    now = ctx.clock.now()
+    outcome, state = await request_cancel(ctx.store, run_id, now)
     if outcome is CancelOutcome.NOT_FOUND:
         raise HttpError(404, f"no run {run_id}", code="unknown_run", field="run_id")
+    if outcome is CancelOutcome.CANCELLED:  # it never started: no engine says it ended
+        brief = await request.app[READER](run_brief, run_id)
+        if brief is not None:
+            ended = RunEnded(now, run_id, brief["flow"], RunState.CANCELLED, QUEUED_CANCEL)
+            ctx.runner.bus.publish(ended)
     if outcome is CancelOutcome.REQUESTED:
         ctx.wake_queue()  # its pass hands the request to the run now, not at the next poll
     if outcome is not CancelOutcome.ENDED:
