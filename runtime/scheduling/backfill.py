@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
+from itertools import islice
 from typing import Any
 
 from runtime import codec
@@ -50,13 +51,20 @@ def time_triggers(flow: Flow) -> list[TimeTrigger]:
 
 
 def scheduled_instants(
-    specs: Sequence[TimeTrigger], start: datetime, end: datetime
+    specs: Sequence[TimeTrigger], start: datetime, end: datetime, limit: int | None = None
 ) -> dict[datetime, list[tuple[str, str]]]:
     """Each fire instant in ``[start, end)`` of any of *specs*, oldest first, with the
-    ``(spec, key)`` of every spec firing then (the first one names a new run)."""
+    ``(spec, key)`` of every spec firing then (the first one names a new run).
+
+    :param limit: read at most this many instants + 1 per spec (a caller refusing a range
+        with more than *limit* instants need not compute millions first)
+    """
     merged: dict[datetime, list[tuple[str, str]]] = {}
     for spec in specs:
-        for instant in instants_between(spec, start, end):
+        found = instants_between(spec, start, end)
+        if limit is not None:
+            found = islice(found, limit + 1)
+        for instant in found:
             merged.setdefault(instant, []).append((str(spec), schedule_key(instant)))
     return dict(sorted(merged.items()))
 

@@ -22,6 +22,7 @@ from tests.service.test_api import assert_error, db_rows, post
 
 SHAKY = Flow("shaky", params={"region": "eu"})
 DAILY = Flow("daily", triggers=[every("1d")], tz="UTC")
+MINUTELY = Flow("minutely", triggers=[every("1m")])
 PLAIN = Flow("plain")
 
 
@@ -48,7 +49,12 @@ def plain_task() -> None:
     """Nothing to do."""
 
 
-FLOWS = {flow.name: flow for flow in (SHAKY, DAILY, PLAIN)}
+@MINUTELY.task
+def minutely_task() -> None:
+    """Nothing to do."""
+
+
+FLOWS = {flow.name: flow for flow in (SHAKY, DAILY, PLAIN, MINUTELY)}
 
 
 async def get(api: Api, path: str, *, auth: bool = True) -> tuple[int, Any]:
@@ -157,7 +163,9 @@ async def test_cancel_a_queued_run_ends_it_and_an_ended_run_is_left_alone(
     assert answer_ended == {"run_id": ended, "outcome": "ended", "state": "failed"}
     assert db_rows(db_path, "SELECT state FROM runs WHERE id = ?", queued) == [("cancelled",)]
     ended_events = [e for e in events if isinstance(e, RunEnded) and e.run_id == queued]
-    assert [(e.flow, e.state) for e in ended_events] == [("plain", "cancelled")]  # live pages see it
+    assert [(e.flow, e.state) for e in ended_events] == [
+        ("plain", "cancelled")
+    ]  # live pages see it
 
 
 async def test_cancel_of_a_running_run_is_requested_and_wakes_the_queue(
@@ -290,7 +298,7 @@ async def test_pause_of_an_unknown_flow_is_a_404(make_runner: MakeRunner) -> Non
         status, answer, _ = await post(api, "/api/flows/nope/pause")
         get_status, _, _ = await post(api, "/api/flows/daily/pause", {"why": "x"})
     assert status == 404
-    assert_error(answer, "unknown_flow", "flow", "loaded flows: daily, plain, shaky")
+    assert_error(answer, "unknown_flow", "flow", "loaded flows: daily, minutely, plain, shaky")
     assert get_status == 400
 
 
@@ -339,7 +347,7 @@ async def test_backfill_queues_once_per_instant(make_runner: MakeRunner, db_path
         ("daily", {"start": "2026-11-01", "end": "2026-11-02", "rerun": "x"}, 400, "rerun", ""),
         ("daily", {"start": "2026-11-01", "end": "2026-11-02", "dry_run": "y"}, 400, "dry_run", ""),
         ("daily", {"start": "2026-11-01", "end": "2026-11-02", "max": 1}, 400, "max", "unknown"),
-        ("daily", {"start": "1900-01-01", "end": "2026-11-02"}, 400, "end", "at most 10000"),
+        ("minutely", {"start": "1900-01-01", "end": "2026-11-02"}, 400, "end", "more than 10000"),
         ("plain", {"start": "2026-11-01", "end": "2026-11-02"}, 400, "flow", "no time triggers"),
         ("nope", {"start": "2026-11-01", "end": "2026-11-02"}, 404, "flow", "unknown flow"),
     ],

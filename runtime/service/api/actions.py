@@ -214,11 +214,11 @@ async def backfill(request: web.Request) -> web.Response:
             field="flow", code="no_schedule",
         )  # fmt: skip
     start, end, dry_run, rerun = _backfill_request(flow, body)
-    instants = scheduled_instants(specs, start, end)
+    instants = scheduled_instants(specs, start, end, limit=MAX_INSTANTS)
     if len(instants) > MAX_INSTANTS:
         raise HttpError(
-            400, f"the range holds {len(instants)} scheduled instants; at most {MAX_INSTANTS} "
-            "per request", field="end",
+            400, f"the range holds more than {MAX_INSTANTS} scheduled instants; backfill it "
+            "in parts", field="end",
         )  # fmt: skip
     items = plan_backfill(instants, await ctx.store.read(newest_runs, flow.name, instants), rerun)
     if dry_run:
