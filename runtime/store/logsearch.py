@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import SluicewayError
@@ -21,14 +21,11 @@ FIRST_STEP = 64  # candidate ids read by the first step of a filtered search
 STEP = 4096  # the most candidate ids read per step, newest first
 BUDGET = 0.15  # seconds one search may spend; then it answers with what it found and a cursor
 MAX_TERMS = 32
-MAX_EXPANSION = 64  # words a prefix* is read as; a prefix of more is left to FTS5
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # a term: "a quoted phrase" (an unclosed quote runs to the end), or a run of non-space
 _TERM = re.compile(r'"(?P<phrase>[^"]*)"?|(?P<word>[^\s"]+)')
 _TASK_LABEL = re.compile(r"(?P<name>[^\[\]]+)(?:\[(?P<idx>\d+)\])?")
-# a prefix term as fts_query writes it: "word"*
-_PREFIX = re.compile(r'"((?:[^"]|"")*)"\*')
 # what the unicode61 tokenizer keeps: letters, digits (and the private-use area)
 _TOKEN_CHAR = re.compile(r"\w", re.UNICODE)
 
@@ -147,7 +144,6 @@ def search_logs(
     :raises SearchError: (``q``) when SQLite refuses the expression
     """
     where, args = _filters(search)
-    search = replace(search, match=_expand_prefixes(conn, search.match))
     span = (0, 1 << 62)
     if search.run is not None:  # the index read over the run's id span only
         found = _run_span(conn, search.run)
@@ -162,34 +158,6 @@ def search_logs(
             raise SearchError("q", f"q cannot be searched: {exc}") from None
         raise
     return {"hits": hits, "next_cursor": more}
-
-
-def _expand_prefixes(conn: sqlite3.Connection, match: str) -> str:
-    """*match* with each ``"word"*`` of a plain ASCII word replaced by the words of the index
-    it stands for, ``("word1" OR "word2")``: FTS5 reads those newest first as it goes, where
-    a prefix query first merges the lists of every such word. Up to :data:`MAX_EXPANSION`
-    words; a prefix of more (``1*``), or of other characters, stays a prefix query."""
-
-    def expand(found: re.Match[str]) -> str:
-        prefix = found[1]
-        if not (prefix.isascii() and prefix.isalnum()):
-            return found[0]
-        prefix = prefix.lower()
-        try:
-            words = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT term FROM logs_fts_vocab WHERE term >= ? AND term < ? LIMIT ?",
-                    (prefix, prefix + "\U0010ffff", MAX_EXPANSION + 1),
-                )
-            ]
-        except sqlite3.OperationalError:  # no vocabulary table: as typed
-            return found[0]
-        if not words or len(words) > MAX_EXPANSION:
-            return found[0]
-        return "(" + " OR ".join('"' + w.replace('"', '""') + '"' for w in words) + ")"
-
-    return _PREFIX.sub(expand, match)
 
 
 def _by_index(

@@ -245,9 +245,6 @@ MIGRATIONS: tuple[str, ...] = (
         content_rowid = 'id',
         tokenize = 'unicode61 remove_diacritics 2'
     );
-    -- the index's words: a prefix* the user types is read as the few words it stands for
-    -- (FTS5 would merge the whole prefix's list before the first hit: 0.4 s at 10M lines)
-    CREATE VIRTUAL TABLE logs_fts_vocab USING fts5vocab(logs_fts, 'row');
     CREATE TABLE logs_fts_mark (upto INTEGER NOT NULL);
     INSERT INTO logs_fts (logs_fts) VALUES ('rebuild');
     INSERT INTO logs_fts_mark (upto) SELECT COALESCE(MAX(id), 0) FROM logs;

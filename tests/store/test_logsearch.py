@@ -14,7 +14,6 @@ from runtime.store import schema
 from runtime.store.logsearch import (
     LogSearch,
     SearchError,
-    _expand_prefixes,
     fts_query,
     min_level,
     search_logs,
@@ -218,18 +217,3 @@ def test_the_migration_indexes_the_lines_of_an_existing_history(tmp_path: Path) 
     assert ids(search_logs(conn, LogSearch('"refused"'))) == [5, 2]
     conn.execute("INSERT INTO logs_fts (logs_fts) VALUES ('integrity-check')")
     conn.close()
-
-
-def test_a_prefix_is_read_as_the_words_it_stands_for(
-    conn: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _fill(conn, [(1, "etl", "load", -1, "INFO", f"Loadable item{n} loaded") for n in range(5)])
-    assert _expand_prefixes(conn, fts_query("LOAD*")) == '("loadable" OR "loaded")'
-    expanded = ids(search_logs(conn, LogSearch(fts_query("LOAD*"))))
-    monkeypatch.setattr("runtime.store.logsearch.MAX_EXPANSION", 1)  # as a plain prefix query
-    native = ids(search_logs(conn, LogSearch(fts_query("LOAD*"))))
-    assert expanded == native == [10, 9, 8, 7, 6, 1]
-    many = ids(search_logs(conn, LogSearch(fts_query("item*"))))  # five words: more than 1
-    assert many == [10, 9, 8, 7, 6]
-    found = search_logs(conn, LogSearch(fts_query("loada*")))
-    assert found["hits"][0]["snippet"] == "\x02Loadable\x03 item4 loaded"
