@@ -19,7 +19,7 @@ ELLIPSIS = "\u2026"
 SNIPPET_TOKENS = 16  # words of context around the matches
 FIRST_STEP = 64  # candidate ids read by the first step of a filtered search
 STEP = 4096  # the most candidate ids read per step, newest first
-BUDGET = 0.15  # seconds one search may spend; then it answers with what it found and a cursor
+BUDGET = 0.1  # seconds one search may spend; then it answers with what it found and a cursor
 MAX_TERMS = 32
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

@@ -153,7 +153,7 @@ DOC: dict[str, Any] = {
         "Full-text search (SQLite FTS5) over every stored log line, newest first. `q` is "
         'plain words (all must match), "quoted phrases" and prefix* words; nothing in it is '
         "FTS5 syntax. Keyset pagination: pass `next_cursor` as `cursor`. A search spends at "
-        "most about 150 ms: a rare filter over a common word may answer with fewer than "
+        "most about 100 ms: a rare filter over a common word may answer with fewer than "
         "`limit` hits and a `next_cursor` to go on from; `next_cursor` null means no more."
     ),
     "parameters": [
