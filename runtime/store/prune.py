@@ -2,7 +2,8 @@
 in bounded chunks so the writer never holds up the engine for long.
 
 What goes with a run: its tasks, attempts, log lines (and their full-text index entries,
-by trigger), events, checks, and its delivered, dead or digested alerts. What stays: a file
+by trigger), events, checks, and its delivered, dead or digested alerts. Alerts of no run
+(``service.started``, digests) go when they are done with and older than the cutoff. What stays: a file
 claim (its path, size and mtime keep the same content from running twice) loses its run,
 unless its file was moved or deleted, then it goes; a newer run that retried a pruned one
 keeps its trigger (``{"kind": "retry", "run_id"}``) but loses ``retry_of``. Upstream cursors
@@ -88,6 +89,13 @@ class Pruned:
         )
 
 
+# alerts of no run (service.started, trigger.error, digests) that are done with, by age
+_RUNLESS_ALERTS = (
+    f"FROM outbox WHERE id IN (SELECT id FROM outbox WHERE run_id IS NULL AND state IN "
+    f"{FINAL_ALERTS} AND julianday(created_at) < julianday(?) LIMIT ?)"
+)
+
+
 # --- reads ---
 
 
@@ -119,6 +127,8 @@ def count_prunable(conn: sqlite3.Connection, cutoff: str, chunk: int = 2000) -> 
     while ids := prunable_runs(conn, cutoff, chunk, after):
         total.add(count_owned(conn, ids))
         after = ids[-1]
+    (runless,) = conn.execute("SELECT count(*) " + _RUNLESS_ALERTS, (cutoff, -1)).fetchone()
+    total.alerts += runless
     return total
 
 
@@ -161,6 +171,7 @@ async def prune_history(store: Store, before: datetime, *, chunk: int = CHUNK) -
     while True:
         ids = await store.read(prunable_runs, cutoff, chunk, after, flush=False)
         if not ids:
+            total.alerts += await _prune_runless_alerts(store, cutoff)
             return total
         took: list[float] = []
 
@@ -175,6 +186,22 @@ async def prune_history(store: Store, before: datetime, *, chunk: int = CHUNK) -
         total.add(done)
         after = ids[-1]
         chunk = _next_chunk(chunk, took[0] if took else TARGET)
+        await anyio.lowlevel.checkpoint()
+
+
+async def _prune_runless_alerts(store: Store, cutoff: str, chunk: int = 1000) -> int:
+    """Delete the delivered, dead and digested alerts of no run created before *cutoff*,
+    *chunk* per transaction; how many."""
+    deleted = 0
+    while True:
+
+        def op(db: sqlite3.Connection) -> int:
+            return int(db.execute("DELETE " + _RUNLESS_ALERTS, (cutoff, chunk)).rowcount)
+
+        done: int = await store.writer.submit(op)
+        deleted += done
+        if done < chunk:
+            return deleted
         await anyio.lowlevel.checkpoint()
 
 

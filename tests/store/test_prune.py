@@ -118,6 +118,12 @@ async def test_prune_deletes_old_runs_with_their_rows_and_keeps_what_is_needed(
     newer = scene.run("succeeded", RECENT, retry_of=done_retried)
     running = scene.run("running", None)
     recent = scene.run("succeeded", RECENT)
+    for created, state in ((OLD, "delivered"), (OLD, "pending"), (RECENT, "delivered")):
+        scene.conn.execute(
+            "INSERT INTO outbox (created_at, event, kind, destination, state, next_at, payload) "
+            "VALUES (?, 'service.started', 'service', 'slack:x', ?, 0, '{}')",
+            (created, state),
+        )
     async with open_store(db_path) as store:
         pruned = await prune_history(store, NOW - timedelta(days=7), chunk=2)
     gone = {old, moved, left, done_retried}
@@ -126,8 +132,11 @@ async def test_prune_deletes_old_runs_with_their_rows_and_keeps_what_is_needed(
     assert gone.isdisjoint(ids)
     assert kept <= ids
     assert pruned == Pruned(
-        runs=4, tasks=4, attempts=4, logs=12, events=4, checks=4, alerts=4, file_claims=1
+        runs=4, tasks=4, attempts=4, logs=12, events=4, checks=4, alerts=5, file_claims=1
     )
+    # of the service's own alerts only the old delivered one went
+    runless = scene.conn.execute("SELECT created_at, state FROM outbox WHERE run_id IS NULL")
+    assert sorted(runless) == [(OLD, "pending"), (RECENT, "delivered")]
     for table in ("tasks", "attempts", "logs", "events", "checks"):
         left_ids = {r[0] for r in scene.conn.execute(f"SELECT DISTINCT run_id FROM {table}")}
         assert left_ids.isdisjoint(gone), table
