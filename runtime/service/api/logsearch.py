@@ -160,7 +160,11 @@ DOC: dict[str, Any] = {
         _query("q", "words to search for", {"type": "string", "maxLength": MAX_Q}),
         _query("flow", "only lines of this flow's runs", {"type": "string"}),
         _query("run", "only this run's lines", {"type": "integer", "minimum": 1}),
-        _query("task", "only this task (load, or load[3])", {"type": "string"}),
+        _query(
+            "task",
+            "only this task: load (with its mapped instances) or load[3]",
+            {"type": "string"},
+        ),
         _query(
             "level",
             "this level and above",
