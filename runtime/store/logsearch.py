@@ -66,6 +66,22 @@ def fts_query(text: str) -> str:
     return " ".join(terms)
 
 
+def snippet_pieces(snippet: str) -> list[tuple[str, bool]]:
+    """A hit's snippet as ``(text, is_match)`` pieces, for a template to escape each and wrap
+    the matches in ``<mark>``: no HTML is built by hand."""
+    pieces: list[tuple[str, bool]] = []
+    for n, part in enumerate(snippet.split(MARK_START)):
+        if n == 0:
+            matched, rest = "", part
+        else:
+            matched, _, rest = part.partition(MARK_END)
+        if matched:
+            pieces.append((matched, True))
+        if rest:
+            pieces.append((rest, False))
+    return pieces
+
+
 def min_level(text: str) -> tuple[str, ...]:
     """The level names at or above *text* (``warning`` -> WARNING, ERROR, CRITICAL).
 

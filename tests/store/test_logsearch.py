@@ -17,6 +17,7 @@ from runtime.store.logsearch import (
     fts_query,
     min_level,
     search_logs,
+    snippet_pieces,
 )
 
 
@@ -217,3 +218,17 @@ def test_the_migration_indexes_the_lines_of_an_existing_history(tmp_path: Path) 
     assert ids(search_logs(conn, LogSearch('"refused"'))) == [5, 2]
     conn.execute("INSERT INTO logs_fts (logs_fts) VALUES ('integrity-check')")
     conn.close()
+
+
+@pytest.mark.parametrize(
+    ("snippet", "pieces"),
+    [
+        ("plain", [("plain", False)]),
+        ("\x02error\x03: refused", [("error", True), (": refused", False)]),
+        ("a \x02b\x03 c \x02d\x03", [("a ", False), ("b", True), (" c ", False), ("d", True)]),
+        ("<b>\x02x\x03</b>", [("<b>", False), ("x", True), ("</b>", False)]),
+    ],
+    ids=["plain", "leading", "two", "markup-stays-text"],
+)
+def test_snippet_pieces(snippet: str, pieces: list[tuple[str, bool]]) -> None:
+    assert snippet_pieces(snippet) == pieces
