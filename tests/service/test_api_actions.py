@@ -398,3 +398,15 @@ async def test_backfill_rerun_failed_retries_the_failed_instants(
         "kind": "retry",
         "run_id": run_id,
     }
+
+
+async def test_retry_of_a_flow_the_service_has_not_loaded_is_a_conflict(
+    make_runner: MakeRunner, db_path: Path
+) -> None:
+    async with make_runner() as runner:
+        failed = await failed_run(runner)
+        async with open_api(runner, {"plain": PLAIN}) as api:
+            status, answer, _ = await post(api, f"/api/runs/{failed}/retry")
+    assert status == 409
+    assert_error(answer, "conflict", "run_id", "flow 'shaky'", "not loaded")
+    assert db_rows(db_path, "SELECT count(*) FROM runs") == [(1,)]
