@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/dashboard.py --cache .bench-cache
+	$(BIN)/python bench/log_search.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """CLI: backfill — a run for every scheduled instant in a range, idempotent with the schedule.
 
-What to do about each instant is decided in :mod:`runtime.cli.backfill_plan`; this module
+What to do about each instant is decided in :mod:`runtime.scheduling.backfill`; this module
 does it: queues the runs for a running service, or runs them here.
 """
 
@@ -15,15 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from runtime.cli.backfill_plan import (
-    Item,
-    describe,
-    parse_bound,
-    plan_backfill,
-    redo_params,
-    run_trigger,
-    scheduled_instants,
-)
 from runtime.cli.output import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -37,12 +28,23 @@ from runtime.cli.signals import run_ctrl_c
 from runtime.clock import SystemClock
 from runtime.config import Config
 from runtime.define.flow import Flow
-from runtime.define.triggers import CronTrigger, EveryTrigger, load_zone
+from runtime.define.triggers import load_zone
 from runtime.errors import ParamError, SluicewayError, StoreError
+from runtime.scheduling.backfill import (
+    Item,
+    describe,
+    newest_runs,
+    parse_bound,
+    plan_backfill,
+    queue_items,
+    redo_params,
+    run_trigger,
+    scheduled_instants,
+    time_triggers,
+)
 from runtime.scheduling.firetimes import to_local
-from runtime.store import Store, connect_reader, open_store
+from runtime.store import connect_reader, open_store
 from runtime.store.lock import DatabaseLock, service_running
-from runtime.store.requests import latest_reruns, runs_by_keys
 
 if TYPE_CHECKING:
     from runtime.engine.handle import RunHandle
@@ -54,7 +56,7 @@ def cmd_backfill(args: argparse.Namespace, config: Config) -> int:
     flow = valid_flow(config, args.flow)
     if flow is None:
         return EXIT_USAGE
-    specs = [t for t in flow.triggers if isinstance(t, CronTrigger | EveryTrigger)]
+    specs = time_triggers(flow)
     if not specs:
         err(f"sluiceway: flow {flow.name!r} has no time triggers (cron or every) to backfill")
         return EXIT_USAGE
@@ -110,11 +112,9 @@ def _newest_runs(
         return {}
     conn = connect_reader(config.db)
     try:
-        keyed = runs_by_keys(conn, flow, (k for specs in instants.values() for _, k in specs))
-        newer = latest_reruns(conn, flow, [run["id"] for run in keyed.values()])
+        return newest_runs(conn, flow, instants)
     finally:
         conn.close()
-    return {key: newer.get(run["id"], run) for key, run in keyed.items()}
 
 
 def _queue(
@@ -125,25 +125,9 @@ def _queue(
         err("note: --max-active is not used: the service applies the flow's max_active_runs")
     now = SystemClock().now()
 
-    async def queue(store: Store) -> list[tuple[Item, int, bool]]:
-        made = []
-        for item in todo:
-            run_id, created = await store.create_run(
-                flow=flow.name,
-                params=redo_params(flow, item),
-                trigger=run_trigger(item),
-                logical_date=item.instant,
-                created_at=now,
-                key=item.key if item.action == "run" else None,
-                retry_of=item.run["id"] if item.action == "retry" and item.run else None,
-                source_hash=flow.source_hash(),
-            )
-            made.append((item, run_id, created))
-        return made
-
     async def main() -> list[tuple[Item, int, bool]]:
         async with open_store(config.db, interval=config.flush_interval) as store:
-            return await queue(store)
+            return await queue_items(store, flow, todo, now)
 
     queued = 0
     for item, run_id, created in anyio.run(main):

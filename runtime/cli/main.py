@@ -38,6 +38,7 @@ COMMANDS = {
     "alerts": "alerts",
     "test-alert": "alerts",
     "hash-password": "password",
+    "prune": "prune",
 }
 
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_event_commands(add)
     _add_alert_commands(add)
     _add_security_commands(add)
+    _add_prune(add)
     return parser
 
 
@@ -247,6 +249,18 @@ def _add_security_commands(add: AddCommand) -> None:
         "hash-password",
         "Hash a dashboard password (read from the terminal or stdin) for [api] password_hash.",
     )
+
+
+def _add_prune(add: AddCommand) -> None:
+    """prune (runtime/cli/prune.py)."""
+    p = add("prune", "Delete runs that ended longer ago than [history] retention, with their rows.")
+    p.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="instead of [history] retention, e.g. 30d or 12h (at least 60s)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
 
 
 if __name__ == "__main__":

@@ -231,7 +231,7 @@ async def run_scheduler(
     :param store: where the cursors are read and the runs and cursors committed
     :param clock: what the triggers are planned on, and what the loop sleeps on
     :param flows: the flows to schedule now; a reload swaps the mapping
-    :param flows_changed: the event the next reload sets (a new one after each reload)
+    :param flows_changed: the event the next reload (or an unpause) sets, a new one after each
     :param wake_queue: called once runs are committed, so that the run queue claims them
     :param lead: a pass for an instant plans this many seconds before it and commits at the
         instant (default :data:`LEAD`); 0 plans at the instant

@@ -31,6 +31,8 @@ class ServiceContext:
     :ivar flows_changed: set by the next reload (a new event after each)
     :ivar queue_changed: set when a run was queued or ended in this process (a new event
         after each)
+    :ivar schedule_changed: set by a reload and by an unpause in this process (a new event
+        after each): the scheduler plans again now, not at its next instant
     :ivar stopping: the service is shutting down: no run starts any more
     :ivar trigger_metrics: each running trigger source's :meth:`TriggerSource.metrics`, by
         plugin name (set by :class:`runtime.service.sources.Sources`), for ``/metrics``
@@ -46,6 +48,7 @@ class ServiceContext:
     epoch: int
     flows_changed: anyio.Event = field(default_factory=anyio.Event)
     queue_changed: anyio.Event = field(default_factory=anyio.Event)
+    schedule_changed: anyio.Event = field(default_factory=anyio.Event)
     stopping: bool = False
     ready: bool = False
     waiting_for: str = "recovery"
@@ -65,6 +68,12 @@ class ServiceContext:
         self.flows = flows
         self.flows_changed.set()
         self.flows_changed = anyio.Event()
+        self.wake_scheduler()
+
+    def wake_scheduler(self) -> None:
+        """The schedule state changed here (an unpause): the scheduler plans again now."""
+        self.schedule_changed.set()
+        self.schedule_changed = anyio.Event()
 
     def wake_queue(self) -> None:
         """A run was queued in this process: claim it now instead of at the next poll."""

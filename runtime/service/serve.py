@@ -128,7 +128,7 @@ class Service:
             ctx.store,
             ctx.clock,
             lambda: self.ctx.flows,  # the flows of the latest reload
-            lambda: self.ctx.flows_changed,
+            lambda: self.ctx.schedule_changed,  # a reload, or an unpause through the API
             ctx.wake_queue,
             name="scheduler",
         )
@@ -146,6 +146,12 @@ class Service:
             name="sla",
         )
         await feeders.start(self.reloader.watch, name="reload")
+        if ctx.config.history.retention is not None:
+            from runtime.service.retention import run_retention
+
+            await feeders.start(
+                run_retention, ctx.store, ctx.clock, ctx.config.history, name="retention"
+            )
         if self.api is not None:
             await feeders.start(self.api.run, name="api")
         interval = sdnotify.watchdog_interval()

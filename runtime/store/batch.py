@@ -164,6 +164,9 @@ def write_batch(conn: sqlite3.Connection, batch: Batch, refused: Refused | None 
                     conn.execute(sql, row)
                 except REFUSED as exc:  # others (locked, full, I/O): the batch is tried again
                     refused.append((table, row, exc))
+        if batch.logs:  # the new lines into the full-text index, set-wise (schema 10)
+            for sql in schema.INDEX_LOGS:
+                conn.execute(sql)
         conn.execute("COMMIT")  # one fsync for the whole batch
     except BaseException:
         if conn.in_transaction:

@@ -229,6 +229,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(state, next_at);
     CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
     """,
+    # 10: full-text search over log lines (GET /api/logs/search), and the indexes the API's
+    # retry and retention look runs up by. The FTS5 index of the messages has the logs table
+    # as its content (nothing stored twice; snippet() reads the text from logs). The writer
+    # indexes the lines above logs_fts_mark.upto with one INSERT ... SELECT per batch, in the
+    # batch's transaction (INDEX_LOGS): a trigger per row cost 4x as much per line (measured
+    # in bench/log_search.py). Lines are never updated; a deleted line that was indexed leaves
+    # the index by trigger, and the mark never stays above the newest line, so an id SQLite
+    # hands out again after the newest lines were deleted is indexed as new. 'rebuild'
+    # indexes the lines of an existing history.
+    """
+    CREATE VIRTUAL TABLE logs_fts USING fts5(
+        message,
+        content = 'logs',
+        content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE logs_fts_mark (upto INTEGER NOT NULL);
+    INSERT INTO logs_fts (logs_fts) VALUES ('rebuild');
+    INSERT INTO logs_fts_mark (upto) SELECT COALESCE(MAX(id), 0) FROM logs;
+    CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+        INSERT INTO logs_fts (logs_fts, rowid, message)
+        SELECT 'delete', old.id, old.message WHERE old.id <= (SELECT upto FROM logs_fts_mark);
+        UPDATE logs_fts_mark SET upto = COALESCE((SELECT MAX(id) FROM logs), 0)
+        WHERE upto > COALESCE((SELECT MAX(id) FROM logs), 0);
+    END;
+    -- the runs that retry a run: a retry through the API refuses a second one while the
+    -- first is queued or running, and retention keeps what a queued retry reuses
+    CREATE INDEX runs_retry_of ON runs(retry_of) WHERE retry_of IS NOT NULL;
+    -- retention ([history] retention) deletes a pruned run's delivered alerts by run
+    CREATE INDEX outbox_by_run ON outbox(run_id) WHERE run_id IS NOT NULL;
+    """,
     # 12: security: the dashboard's login sessions. The cookie's secret id is stored only as
     # its sha256, so a copy of the database logs nobody in; expires is unix seconds (REAL).
     """
@@ -243,15 +274,14 @@ MIGRATIONS: tuple[str, ...] = (
     # 13: the JSON API's reads (runtime/store/browse.py): a filtered page of runs is found by
     # an index seek per (flow, state) or (flow, trigger kind) pair, each read newest first and
     # stopped at the page size, never a scan of the history; a date range is turned into an
-    # id range through the created_at / logical_date indexes; a run's alerts by run_id; SLA
-    # misses of the last day by (kind, ts)
+    # id range through the created_at / logical_date indexes; SLA misses of the last day by
+    # (kind, ts) (a run's alerts by run_id: outbox_by_run, migration 10)
     """
     CREATE INDEX runs_by_flow_state ON runs(flow, state, id);
     CREATE INDEX runs_by_kind ON runs(json_extract(trigger, '$.kind'), id);
     CREATE INDEX runs_by_flow_kind ON runs(flow, json_extract(trigger, '$.kind'), id);
     CREATE INDEX runs_by_created ON runs(created_at);
     CREATE INDEX runs_by_logical ON runs(logical_date);
-    CREATE INDEX outbox_by_run ON outbox(run_id) WHERE run_id IS NOT NULL;
     CREATE INDEX events_by_kind ON events(kind, ts);
     """,
 )
@@ -321,6 +351,15 @@ WHERE id = ?1 AND state NOT IN {TERMINAL_RUN}
 
 INSERT_LOG = (
     "INSERT INTO logs (run_id, name, idx, attempt, ts, level, message) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+# the lines not yet in the full-text index, indexed in the writer's batch that wrote them
+INDEX_LOGS: tuple[str, ...] = (
+    (
+        "INSERT INTO logs_fts (rowid, message) "
+        "SELECT id, message FROM logs WHERE id > (SELECT upto FROM logs_fts_mark)"
+    ),
+    "UPDATE logs_fts_mark SET upto = (SELECT COALESCE(MAX(id), upto) FROM logs)",
 )
 
 INSERT_CHECK = (

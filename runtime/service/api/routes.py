@@ -4,6 +4,7 @@ generated from this table."""
 
 from __future__ import annotations
 
+from runtime.service.api.actions import ROUTES as ACTIONS
 from runtime.service.api.app import Route
 from runtime.service.api.browse import ROUTES as BROWSE
 from runtime.service.api.events import SEND_EVENT_DOC, send_event
@@ -43,4 +44,5 @@ ROUTES: tuple[Route, ...] = (
     *PAGES,
     *LOGIN,
     *STREAM,
+    *ACTIONS,
 )

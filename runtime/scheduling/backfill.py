@@ -1,18 +1,25 @@
-"""CLI: backfill, deciding — the scheduled instants of a range and what to do about each."""
+"""Backfill: the scheduled instants of a range, what to do about each (run, skip, retry,
+rerun), and queuing those runs for the service in one transaction. ``sluiceway backfill``
+and ``POST /api/flows/{flow}/backfill`` share it."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
+from itertools import islice
 from typing import Any
 
 from runtime import codec
 from runtime.define.flow import Flow
-from runtime.define.triggers import TimeTrigger
+from runtime.define.triggers import CronTrigger, EveryTrigger, TimeTrigger
 from runtime.errors import ParamError
 from runtime.scheduling.firetimes import to_local
 from runtime.scheduling.planner import instants_between
+from runtime.store import Store, schema
+from runtime.store.cursors import run_key
+from runtime.store.requests import latest_reruns, runs_by_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +42,29 @@ def schedule_key(instant: datetime) -> str:
     """The idempotency key of the scheduled run at *instant*, whichever trigger fired: the
     scheduler (``runtime.store.cursors``) makes the same, so a backfilled instant is never
     scheduled again, nor a scheduled one backfilled."""
-    from runtime.store.cursors import run_key
-
     return run_key(instant)
 
 
+def time_triggers(flow: Flow) -> list[TimeTrigger]:
+    """The triggers of *flow* a backfill follows (cron and every)."""
+    return [t for t in flow.triggers if isinstance(t, CronTrigger | EveryTrigger)]
+
+
 def scheduled_instants(
-    specs: Sequence[TimeTrigger], start: datetime, end: datetime
+    specs: Sequence[TimeTrigger], start: datetime, end: datetime, limit: int | None = None
 ) -> dict[datetime, list[tuple[str, str]]]:
     """Each fire instant in ``[start, end)`` of any of *specs*, oldest first, with the
-    ``(spec, key)`` of every spec firing then (the first one names a new run)."""
+    ``(spec, key)`` of every spec firing then (the first one names a new run).
+
+    :param limit: read at most this many instants + 1 per spec (a caller refusing a range
+        with more than *limit* instants need not compute millions first)
+    """
     merged: dict[datetime, list[tuple[str, str]]] = {}
     for spec in specs:
-        for instant in instants_between(spec, start, end):
+        found = instants_between(spec, start, end)
+        if limit is not None:
+            found = islice(found, limit + 1)
+        for instant in found:
             merged.setdefault(instant, []).append((str(spec), schedule_key(instant)))
     return dict(sorted(merged.items()))
 
@@ -106,11 +123,65 @@ def redo_params(flow: Flow, item: Item) -> dict[str, Any]:
     return flow.resolve_params({k: v for k, v in old.items() if k in flow.params})
 
 
-def run_trigger(item: Item) -> dict[str, Any]:
+def run_trigger(item: Item, via: str = "cli") -> dict[str, Any]:
+    """The trigger record of the run made for *item* (``run.trigger``)."""
     if item.action == "run":
         scheduled = codec.iso(item.instant)
-        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": "cli"}
+        return {"kind": "backfill", "spec": item.schedule, "scheduled": scheduled, "via": via}
     assert item.run is not None
     if item.action == "retry":
         return {"kind": "retry", "run_id": item.run["id"]}
-    return {"kind": "backfill", "rerun_of": item.run["id"], "via": "cli"}
+    return {"kind": "backfill", "rerun_of": item.run["id"], "via": via}
+
+
+def newest_runs(
+    conn: sqlite3.Connection, flow: str, instants: Mapping[datetime, Sequence[tuple[str, str]]]
+) -> dict[str, dict[str, Any]]:
+    """The newest run (following retries and reruns) of every schedule key of *instants*
+    that has a run (a read function: :meth:`Store.read` or a reader connection)."""
+    keyed = runs_by_keys(conn, flow, (k for specs in instants.values() for _, k in specs))
+    newer = latest_reruns(conn, flow, [run["id"] for run in keyed.values()])
+    return {key: newer.get(run["id"], run) for key, run in keyed.items()}
+
+
+async def queue_items(
+    store: Store, flow: Flow, items: Sequence[Item], now: datetime, via: str = "cli"
+) -> list[tuple[Item, int, bool]]:
+    """Commit a queued run for each of *items* (none skipped) in one transaction, for the
+    service to execute: ``(item, run_id, created)`` each. A new instant is keyed by its
+    schedule key, so a run made meanwhile (the scheduler, another backfill) is found, not
+    duplicated (``created`` False)."""
+    rows = [
+        (
+            item,
+            (
+                flow.name,
+                "queued",
+                codec.encode_str(redo_params(flow, item)),
+                codec.dumps_str(run_trigger(item, via)),
+                codec.iso(item.instant),
+                item.key if item.action == "run" else None,
+                item.run["id"] if item.action == "retry" and item.run else None,
+                flow.source_hash(),
+                codec.iso(now),
+                None,
+            ),
+        )
+        for item in items
+    ]
+
+    def op(db: sqlite3.Connection) -> list[tuple[Item, int, bool]]:
+        made = []
+        for item, row in rows:
+            got = db.execute(schema.INSERT_RUN, row).fetchone()
+            if got is not None:
+                made.append((item, int(got[0]), True))
+                continue
+            (existing,) = db.execute(
+                "SELECT id FROM runs WHERE flow = ? AND idempotency_key = ?", (flow.name, row[5])
+            ).fetchone()
+            made.append((item, int(existing), False))
+        return made
+
+    result: list[tuple[Item, int, bool]] = await store.writer.submit(op)
+    return result
