@@ -27,13 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runtime.store import schema
+from runtime.store import migrations, schema
 from runtime.store.logsearch import LogSearch, fts_query, min_level, search_logs
 from runtime.store.prune import MAX_CHUNK, TARGET, _delete_chunk
 
 LINES_PER_RUN = 100
 # the migration that adds the index (numbers change when migrations are merged in order)
-FTS = next(n for n, script in enumerate(schema.MIGRATIONS) if "logs_fts" in script)
+FTS = next(n for n, script in enumerate(migrations.MIGRATIONS) if "logs_fts" in script)
 FLOWS = [f"flow_{n:02d}" for n in range(20)]
 TABLES = ["orders", "customers", "invoices", "shipments", "payments", "events", "stock"]
 VERBS = ["loaded", "extracted", "transformed", "merged", "deduplicated", "validated", "wrote"]
@@ -72,7 +72,7 @@ def lines(count: int, first_run: int = 1) -> Iterator[tuple[object, ...]]:
 def migrate(conn: sqlite3.Connection, upto: int) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    for script in schema.MIGRATIONS[:upto]:
+    for script in migrations.MIGRATIONS[:upto]:
         conn.executescript(script)
 
 
@@ -113,7 +113,7 @@ def build(path: Path, count: int) -> None:
     print(f"building {path} with {count:,} lines (kept for the next run) ...", flush=True)
     started = time.perf_counter()
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, len(schema.MIGRATIONS))
+    migrate(conn, len(migrations.MIGRATIONS))
     conn.execute("PRAGMA synchronous=OFF")  # a generated file: a crash just means build again
     add_runs(conn, count)
     source = lines(count)
@@ -213,7 +213,7 @@ def main() -> None:
     tmp = Path(tempfile.gettempdir())
     with tempfile.TemporaryDirectory() as scratch:
         before = insert_cost(Path(scratch) / "a.db", FTS, 200_000, 500)
-        after = insert_cost(Path(scratch) / "b.db", len(schema.MIGRATIONS), 200_000, 500)
+        after = insert_cost(Path(scratch) / "b.db", len(migrations.MIGRATIONS), 200_000, 500)
     print("write cost per log line, 200,000 lines in batches of 500 (one fsync each):")
     print(f"  without the index {before:.2f} us, with it {after:.2f} us ({after / before:.1f}x)")
     path = args.db or tmp / f"sluiceway-bench-logs-{count}.db"

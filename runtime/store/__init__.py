@@ -16,7 +16,7 @@ import anyio
 
 from runtime import codec
 from runtime.errors import StoreError
-from runtime.store import schema
+from runtime.store import migrations, schema
 from runtime.store.lock import this_process
 from runtime.store.reader import connect_reader, identify
 from runtime.store.writer import BUSY_STEP, Writer
@@ -197,7 +197,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
             f"({schema.SCHEMA_VERSION}); upgrade Sluiceway"
         )
     for number in range(version + 1, schema.SCHEMA_VERSION + 1):
-        script = schema.MIGRATIONS[number - 1]
+        script = migrations.MIGRATIONS[number - 1]
         # one transaction per migration, the version table's creation included: a crash
         # mid-way leaves the previous version intact
         await db.executescript(

@@ -12,7 +12,7 @@ import orjson
 from runtime import Flow
 from runtime.clock import FakeClock
 from runtime.engine.runner import Runner
-from runtime.store import schema, upstream
+from runtime.store import migrations, upstream
 from runtime.store.upstream import Ended, Pending, Watch, upstream_key
 from tests.conftest import MakeRunner
 from tests.store.rows import peek
@@ -74,7 +74,7 @@ def test_the_keys_name_the_upstream_run_and_task() -> None:
 def test_the_reads_go_by_the_upstream_flow_from_the_cursor() -> None:
     """A pass costs the upstream's runs above the cursor, not every run in a state."""
     db = sqlite3.connect(":memory:")
-    for script in schema.MIGRATIONS:
+    for script in migrations.MIGRATIONS:
         db.executescript(script)
     for watch in (WATCH, Watch("report", "k", "orders", ("succeeded", "failed"), "load")):
         sql = upstream._ended_sql(watch)

@@ -286,7 +286,7 @@ def fill_disk(folder: Path) -> Path:
 
 @pytest.mark.slow
 async def test_a_full_disk_keeps_the_rows_until_space_is_freed(tmp_path: Path) -> None:
-    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+    with small_tmpfs(tmp_path / "disk", "4m") as disk:
         db_path = disk / "sluiceway.db"
         filler = disk / "filler"
 

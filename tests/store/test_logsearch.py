@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runtime.store import schema
+from runtime.store import migrations, schema
 from runtime.store.logsearch import (
     LogSearch,
     SearchError,
@@ -54,7 +54,7 @@ def test_levels_are_that_level_and_above() -> None:
 
 
 def _migrate(conn: sqlite3.Connection, upto: int) -> None:
-    for script in schema.MIGRATIONS[:upto]:
+    for script in migrations.MIGRATIONS[:upto]:
         conn.executescript(script)
 
 
@@ -95,7 +95,7 @@ def _fill(
 @pytest.fixture
 def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     conn = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
-    _migrate(conn, len(schema.MIGRATIONS))
+    _migrate(conn, len(migrations.MIGRATIONS))
     _fill(conn, LINES)
     yield conn
     conn.close()
@@ -210,10 +210,10 @@ def test_lines_are_searchable_once_indexed_and_a_reused_id_is_indexed_again(
 
 def test_the_migration_indexes_the_lines_of_an_existing_history(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
-    number = next(n for n, s in enumerate(schema.MIGRATIONS) if "logs_fts" in s)
+    number = next(n for n, s in enumerate(migrations.MIGRATIONS) if "logs_fts" in s)
     _migrate(conn, number)  # the history as it was before
     _fill(conn, LINES, index=False)
-    for script in schema.MIGRATIONS[number:]:
+    for script in migrations.MIGRATIONS[number:]:
         conn.executescript(script)
     assert ids(search_logs(conn, LogSearch('"refused"'))) == [5, 2]
     conn.execute("INSERT INTO logs_fts (logs_fts) VALUES ('integrity-check')")

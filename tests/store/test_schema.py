@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.errors import StoreError
-from runtime.store import connect_reader, open_store, queries, schema
+from runtime.store import connect_reader, migrations, open_store, queries, schema
 from tests.store.rows import attempt_row, new_run, peek
 
 EXPECTED = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
@@ -147,7 +147,7 @@ def _database_at_version(path: Path, version: int) -> None:
     try:
         conn.executescript(
             "CREATE TABLE schema_version (version INTEGER NOT NULL);\n"
-            + "".join(schema.MIGRATIONS[:version])
+            + "".join(migrations.MIGRATIONS[:version])
             + f"\nINSERT INTO schema_version (version) VALUES ({version});"
         )
     finally:

@@ -14,7 +14,7 @@ from plugins.triggers.files.claiming import Claimer
 from plugins.triggers.files.watching import FileFacts
 from runtime import codec
 from runtime.errors import StoreError
-from runtime.store import claims, open_store, schema
+from runtime.store import claims, migrations, open_store
 from runtime.store.claims import FileKey
 from tests.plugins.triggers.files_host import Host, make_flow, spec_of
 
@@ -221,7 +221,7 @@ async def test_the_claim_and_its_run_commit_together(db_path: Path, tmp_path: Pa
 def test_the_lookup_of_claims_searches_the_unique_index(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     try:
-        conn.executescript("\n".join(schema.MIGRATIONS))
+        conn.executescript("\n".join(migrations.MIGRATIONS))
         keys = [FileKey(f"/in/{i}", i, i) for i in range(1000)]
         assert claims.claimed_among(conn, "ingest", keys) == set()
         plan = " ".join(
