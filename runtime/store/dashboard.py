@@ -26,7 +26,6 @@ __all__ = [
     "recent_runs",
     "recent_sla_misses",
     "run_alerts",
-    "search_logs_like",
 ]
 
 _SQUARE = (
@@ -218,32 +217,3 @@ def log_page(
     more = len(rows) > limit
     lines = [_log(row) for row in rows[:limit]]
     return lines, (lines[-1]["id"] if more and lines else None)
-
-
-def _like_pattern(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def search_logs_like(
-    conn: sqlite3.Connection, query: str, *, flow: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    """Log lines whose message contains *query* (case-insensitive for ASCII; ``%`` and
-    ``_`` match themselves), newest first, with their run's flow: the log page's fallback
-    until full-text search (an FTS5 migration) is merged in. It reads the logs from the
-    newest back until *limit* lines match, so a rare word on a long history is slow."""
-    sql = (
-        "SELECT l.id, l.run_id, l.name, l.idx, l.attempt, l.ts, l.level, l.message, r.flow "
-        "FROM logs l JOIN runs r ON r.id = l.run_id WHERE l.message LIKE ? ESCAPE '\\'"
-    )
-    args: list[Any] = [_like_pattern(query)]
-    if flow is not None:
-        sql += " AND r.flow = ?"
-        args.append(flow)
-    rows = conn.execute(sql + " ORDER BY l.id DESC LIMIT ?", (*args, limit)).fetchall()
-    out = []
-    for row in rows:
-        item = _log(row)
-        item["flow"] = row["flow"]
-        out.append(item)
-    return out

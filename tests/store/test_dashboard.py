@@ -109,27 +109,6 @@ async def test_log_tail_and_pages(make_runner: MakeRunner, db_path: Path) -> Non
     assert none == []
 
 
-async def test_like_search_is_literal_and_newest_first(
-    make_runner: MakeRunner, db_path: Path
-) -> None:
-    async with make_runner() as runner:
-        a = await runner.run(talker("a", ["100% done", "a_b", "axb", "back\\slash"]))
-        b = await runner.run(talker("b", ["ALL DONE"]))
-
-    def search(q: str, **kw: Any) -> list[tuple[int, str]]:
-        return [
-            (h["run_id"], h["message"]) for h in read(db_path, dashboard.search_logs_like, q, **kw)
-        ]
-
-    assert search("%") == [(a.id, "100% done")]
-    assert search("_") == [(a.id, "a_b")]
-    assert search("\\") == [(a.id, "back\\slash")]
-    assert search("done") == [(b.id, "ALL DONE"), (a.id, "100% done")]
-    assert search("done", flow="a") == [(a.id, "100% done")]
-    assert search("done", limit=1) == [(b.id, "ALL DONE")]
-    assert search("nothing like it") == []
-
-
 async def test_run_alerts(make_runner: MakeRunner, clock: FakeClock, db_path: Path) -> None:
     async with make_runner() as runner:
         run = await runner.run(talker("loud", [], fail=True))

@@ -13,6 +13,7 @@ from runtime.service.api.errors import HttpError
 from runtime.service.web.render import render
 from runtime.service.web.views import query_int, query_text, run_id_of
 from runtime.store import browse, dashboard, queries
+from runtime.store.logsearch import LogSearch, SearchError, fts_query, search_logs, snippet_pieces
 
 RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 PAGE = 50  # runs per page of the run list
@@ -51,41 +52,30 @@ async def runs_page(request: web.Request) -> web.Response:
     )
 
 
-def split_match(message: str, query: str) -> list[tuple[str, bool]]:
-    """*message* in pieces, each marked whether it matches *query* (case-insensitive), for
-    highlighting without building HTML by hand."""
-    if not query:
-        return [(message, False)]
-    pieces: list[tuple[str, bool]] = []
-    pos = 0
-    for found in re.finditer(re.escape(query), message, flags=re.IGNORECASE):
-        if found.start() > pos:
-            pieces.append((message[pos : found.start()], False))
-        pieces.append((found.group(), True))
-        pos = found.end()
-    if pos < len(message):
-        pieces.append((message[pos:], False))
-    return pieces
-
-
 async def logs_page(request: web.Request) -> web.Response:
-    """Log search across runs: ``q`` (a piece of text), optionally one ``flow``."""
+    """Log search across runs (the full-text index of ``GET /api/logs/search``): ``q``
+    (words, "phrases", prefix*), optionally one ``flow``; ``before`` pages back."""
     query = query_text(request, "q")
     flow = query_text(request, "flow")
-    hits: list[dict[str, Any]] = []
+    before = query_int(request, "before", None, 1, 1 << 62)
+    found: dict[str, Any] = {"hits": [], "next_cursor": None}
     if query is not None:
-        hits = await request.app[READER](
-            lambda conn: dashboard.search_logs_like(conn, query, flow=flow, limit=HITS)
-        )
-        for hit in hits:
-            hit["pieces"] = split_match(hit["message"], query)
+        try:
+            search = LogSearch(fts_query(query), limit=HITS, before=before, flow=flow)
+            found = await request.app[READER](search_logs, search)
+        except SearchError as exc:
+            raise HttpError(400, str(exc), field=exc.field) from None
+        for hit in found["hits"]:
+            hit["pieces"] = snippet_pieces(hit["snippet"])
     return render(
         request,
         "logs.html",
         {
             "q": query or "",
             "flow": flow,
-            "hits": hits,
+            "hits": found["hits"],
+            "older": found["next_cursor"],
+            "before": before,
             "limit": HITS,
             "flows": sorted(request.app[CONTEXT].flows),
         },
