@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/dashboard.py --cache .bench-cache
 	$(BIN)/python bench/log_search.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
