@@ -229,6 +229,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_due ON outbox(state, next_at);
     CREATE INDEX outbox_open ON outbox(destination, flow) WHERE open = 1;
     """,
+    # 11: where an attempt ran: the Dask worker's address for a task with executor="dask"
+    # (NULL: in the service's own process, the local executor)
+    """
+    ALTER TABLE attempts ADD COLUMN worker TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -278,12 +283,13 @@ WHERE tasks.state NOT IN {TERMINAL_TASK}
 
 UPSERT_ATTEMPT = f"""
 INSERT INTO attempts (run_id, name, idx, attempt, state, started_at, ended_at, error_type,
-                      error_message, traceback, interrupted)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      error_message, traceback, interrupted, worker)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, name, idx, attempt) DO UPDATE SET
     state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
     error_type = excluded.error_type, error_message = excluded.error_message,
-    traceback = excluded.traceback, interrupted = excluded.interrupted
+    traceback = excluded.traceback, interrupted = excluded.interrupted,
+    worker = COALESCE(excluded.worker, attempts.worker)
 WHERE attempts.state NOT IN {TERMINAL_TASK}
 """
 
