@@ -212,14 +212,24 @@ class AttemptCall:
     :ivar key: unique to this attempt, over runs, restarts and services sharing a cluster:
         name the remote job after it (a Dask key), so that no two attempts are confused
     :ivar is_async: the body is an ``async def``
+    :ivar resources: abstract resources the attempt needs on a worker (the task's
+        ``resources=``), or ``None``
     :ivar where: set by the executor to where the body ran (a worker's address), as soon as
         it knows; recorded with the attempt and shown by ``sluiceway show``
     """
 
-    __slots__ = ("attempt", "flow", "is_async", "key", "run_id", "task", "where")
+    __slots__ = ("attempt", "flow", "is_async", "key", "resources", "run_id", "task", "where")
 
     def __init__(
-        self, run_id: int, flow: str, task: str, attempt: int, key: str, *, is_async: bool
+        self,
+        run_id: int,
+        flow: str,
+        task: str,
+        attempt: int,
+        key: str,
+        *,
+        is_async: bool,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -227,6 +237,7 @@ class AttemptCall:
         self.attempt = attempt
         self.key = key
         self.is_async = is_async
+        self.resources = resources
         self.where: str | None = None
 
     def __repr__(self) -> str:

@@ -56,6 +56,11 @@ def place_task(
     configured names, is given)."""
     name = task.executor or flow_executor or LOCAL
     task.remote = None if name == LOCAL else name
+    if task.remote is None and task.resources:
+        return (
+            f"{task.where}: task {task.name!r}: resources= applies to a task run by an "
+            f"executor that schedules by resources (executor='dask'), not to a local one"
+        )
     if task.remote is None or executors is None or task.remote in executors:
         return None
     known = ", ".join(sorted({LOCAL, *executors}))

@@ -62,6 +62,8 @@ class TaskOptions(TypedDict, total=False):
     :ivar executor: where the body runs: ``"local"`` (the service's own loop and threads,
         the default) or an executor plugin configured in ``[executors.<name>]`` of the config
         (``"dask"``); default: the flow's ``executor=``
+    :ivar resources: abstract resources one attempt needs on a worker, e.g.
+        ``{"MEM": 8e9, "GPU": 1}`` (Dask worker resources); only with an executor
     """
 
     name: str | None
@@ -80,6 +82,7 @@ class TaskOptions(TypedDict, total=False):
     sla: float | str | None
     on_crash: OnCrash
     executor: str | None
+    resources: Mapping[str, float] | None
 
 
 Checked = tuple[Any, str | None]
@@ -115,6 +118,21 @@ def _name(label: str, value: Any) -> Checked:
     if value == RUN_PARAM:
         return value, "'run' is reserved for the run context and cannot name a task"
     return value, None
+
+
+def _resources(label: str, value: Any) -> Checked:
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str)
+        and k
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and v >= 0
+        for k, v in value.items()
+    ):
+        return None, f"resources must map names to numbers >= 0, like {{'MEM': 8e9}}, not {value!r}"
+    return {k: float(v) for k, v in value.items()}, None
 
 
 def _whole(minimum: int, fallback: int | None) -> Callable[[str, Any], Checked]:
@@ -233,6 +251,7 @@ OPTIONS: dict[str, Option] = {
     "sla": Option(None, _optional_duration),
     "on_crash": Option("retry", _on_crash),
     "executor": Option(None, check_executor),
+    "resources": Option(None, _resources),
 }
 
 

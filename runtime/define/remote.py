@@ -20,7 +20,7 @@ from typing import Any
 from runtime.clock import SystemClock
 from runtime.define.checks import CheckResult
 from runtime.define.context import Run, TaskLogger
-from runtime.errors import SluicewayError
+from runtime.errors import ExecutorError
 
 __all__ = [
     "RemoteError",
@@ -36,7 +36,7 @@ RUN = "run"
 Line = tuple[str, str, str]  # (ISO time, level, message)
 
 
-class RemoteError(SluicewayError):
+class RemoteError(ExecutorError):
     """A task's exception that could not travel back as itself (it does not pickle): its
     type's name, message and traceback, as text."""
 

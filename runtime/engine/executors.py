@@ -83,6 +83,7 @@ async def call_remote(x: LiveRun, unit: Unit, attempt: int, kwargs: dict[str, An
         attempt,
         attempt_key(x, unit, attempt, executors.token),
         is_async=task.is_async,
+        resources=task.resources,
     )
     try:
         return await executors.get(task.remote).call(task.func, kwargs, call)
