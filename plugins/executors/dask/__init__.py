@@ -114,7 +114,7 @@ class DaskExecutor(Executor):
         with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
             try:
                 await client.cancel([future], force=True, reason="cancelled by sluiceway")
-            except Exception as exc:  # the connection is gone: the scheduler releases it
+            except Exception as exc:  # noqa: BLE001 - the connection is gone: the scheduler releases it
                 log.debug("cancel of %s failed: %s", future.key, exc)
 
     def _ship_by_value(self, fn: Callable[..., Any]) -> None:
@@ -157,7 +157,7 @@ class DaskExecutor(Executor):
         if settings.local is not None and self._cluster is None:
             self._cluster = await _start_local(settings.local)
         with dask.config.set({"distributed.client.heartbeat": f"{settings.heartbeat}s"}):
-            return await distributed.Client(
+            return await distributed.Client(  # type: ignore[no-untyped-call]
                 self._cluster.scheduler_address if self._cluster else settings.address,
                 asynchronous=True,
                 timeout=f"{settings.connect_timeout}s",
@@ -181,7 +181,7 @@ async def _start_local(local: Mapping[str, Any]) -> Any:
     import distributed
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        return await distributed.LocalCluster(
+        return await distributed.LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=local["workers"],
             threads_per_worker=local["threads_per_worker"],
             processes=local["processes"],
@@ -195,5 +195,5 @@ async def _close_quietly(thing: Any) -> None:
     with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
         try:
             await thing.close()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - closing what may be broken already
             log.debug("closing %r failed: %s", thing, exc)

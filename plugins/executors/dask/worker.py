@@ -62,7 +62,7 @@ def pack(shipped: Shipped) -> bytes:
     saying so (the lines and checks still travel)."""
     try:
         return bytes(cloudpickle.dumps(shipped))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raises, said as such
         if shipped.error is not None:
             return bytes(cloudpickle.dumps(unpicklable_error(shipped, exc)))
         kind = type(shipped.value).__name__
