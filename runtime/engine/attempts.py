@@ -13,11 +13,11 @@ from typing import Any
 
 import anyio
 
+from runtime.abc import AttemptCall
 from runtime.define.context import Run, TaskLogger
 from runtime.define.task import Branch, Task
 from runtime.engine import loopwatch
 from runtime.engine.events import TaskRetrying, TaskStarted
-from runtime.engine.executors import call_remote
 from runtime.engine.liverun import LiveRun
 from runtime.engine.quality import check_sink, judge_attempt
 from runtime.engine.recording import describe_error, format_error
@@ -214,6 +214,31 @@ async def invoke(
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def attempt_key(x: LiveRun, unit: Unit, attempt: int, token: str) -> str:
+    """A key unique to one attempt: readable in Dask's dashboard as ``flow.task``."""
+    return f"{x.flow.name}.{unit.label}-r{x.run_id}-a{attempt}-{token}"
+
+
+async def call_remote(x: LiveRun, unit: Unit, attempt: int, kwargs: dict[str, Any]) -> Any:
+    """Call *unit*'s body through its task's executor; where it ran lands in ``unit.where``."""
+    task = unit.node.task
+    assert task.remote is not None
+    executors = x.engine.executors
+    call = AttemptCall(
+        x.run_id,
+        x.flow.name,
+        unit.label,
+        attempt,
+        attempt_key(x, unit, attempt, executors.token),
+        is_async=task.is_async,
+        resources=task.resources,
+    )
+    try:
+        return await executors.get(task.remote).call(task.func, kwargs, call)
+    finally:
+        unit.where = call.where
 
 
 def _cancelled_from_outside(exc: BaseException, me: asyncio.Task[Any] | None) -> bool:

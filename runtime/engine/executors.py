@@ -1,21 +1,17 @@
 """The executor plugins of one engine (``executor="dask"``): made when a task first needs one,
-closed with the engine; and one attempt's call through its executor."""
+closed with the engine."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from runtime import registry
-from runtime.abc import AttemptCall, Executor
-
-if TYPE_CHECKING:
-    from runtime.engine.liverun import LiveRun
-    from runtime.engine.units import Unit
+from runtime.abc import Executor
 
 log = logging.getLogger("sluiceway.runtime.executors")
 
@@ -64,28 +60,3 @@ class Executors:
                     log.exception("executor %s failed to close", name)
             if scope.cancelled_caught:
                 log.warning("executor %s did not close within %gs", name, CLOSE_TIMEOUT)
-
-
-def attempt_key(x: LiveRun, unit: Unit, attempt: int, token: str) -> str:
-    """A key unique to one attempt: readable in Dask's dashboard as ``flow.task``."""
-    return f"{x.flow.name}.{unit.label}-r{x.run_id}-a{attempt}-{token}"
-
-
-async def call_remote(x: LiveRun, unit: Unit, attempt: int, kwargs: dict[str, Any]) -> Any:
-    """Call *unit*'s body through its task's executor; where it ran lands in ``unit.where``."""
-    task = unit.node.task
-    assert task.remote is not None
-    executors = x.engine.executors
-    call = AttemptCall(
-        x.run_id,
-        x.flow.name,
-        unit.label,
-        attempt,
-        attempt_key(x, unit, attempt, executors.token),
-        is_async=task.is_async,
-        resources=task.resources,
-    )
-    try:
-        return await executors.get(task.remote).call(task.func, kwargs, call)
-    finally:
-        unit.where = call.where

@@ -104,20 +104,7 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     if row is None:
         raise RunNotFoundError(run_id)
     run = _run_dict(row)
-    errors: dict[tuple[str, int], dict[str, Any]] = {}
-    tries: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for att in get_attempts(conn, run_id, traceback=True):
-        key = (att["name"], att["idx"])
-        tries.setdefault(key, []).append(
-            {k: att[k] for k in ("attempt", "state", "started_at", "ended_at", "worker")}
-        )
-        if att["error_type"] is not None:
-            errors[key] = {
-                "type": att["error_type"],
-                "message": att["error_message"],
-                "attempt": att["attempt"],
-                "traceback": att["traceback"],
-            }
+    errors, tries = _attempts_by_task(conn, run_id)
     tasks = []
     for t in conn.execute(
         "SELECT name, idx, state, attempts, started_at, ended_at, next_attempt_at, error, reason "
@@ -157,6 +144,30 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     ]
     run["checks"] = get_checks(conn, run_id)
     return run
+
+
+Attempts = dict[tuple[str, int], list[dict[str, Any]]]
+
+
+def _attempts_by_task(
+    conn: sqlite3.Connection, run_id: int
+) -> tuple[dict[tuple[str, int], dict[str, Any]], Attempts]:
+    """Per (task, idx) of a run: its latest error, and each attempt with where it ran."""
+    errors: dict[tuple[str, int], dict[str, Any]] = {}
+    tries: Attempts = {}
+    for att in get_attempts(conn, run_id, traceback=True):
+        key = (att["name"], att["idx"])
+        tries.setdefault(key, []).append(
+            {k: att[k] for k in ("attempt", "state", "started_at", "ended_at", "worker")}
+        )
+        if att["error_type"] is not None:
+            errors[key] = {
+                "type": att["error_type"],
+                "message": att["error_message"],
+                "attempt": att["attempt"],
+                "traceback": att["traceback"],
+            }
+    return errors, tries
 
 
 def get_checks(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
