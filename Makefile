@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/alerts.py
 	$(BIN)/python bench/notifiers.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/dask_executor.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
