@@ -4,7 +4,7 @@ closed with the engine."""
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +32,7 @@ class Executors:
     def __init__(self, options: Mapping[str, Mapping[str, Any]]) -> None:
         self.options = {name: dict(value) for name, value in options.items()}
         self.names = frozenset(self.options)
-        self.token = secrets.token_hex(4)
+        self.token = os.urandom(4).hex()
         self._made: dict[str, Executor] = {}
 
     def get(self, name: str) -> Executor:
