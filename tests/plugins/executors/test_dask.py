@@ -17,7 +17,7 @@ import dask
 import distributed
 import pytest
 
-from runtime import Flow, Run
+from runtime import Branch, Flow, Run, Skip
 from runtime.define.result import RunResult
 from runtime.engine.handle import RunHandle
 from runtime.states import RunState, TaskState
@@ -323,3 +323,33 @@ def stored_attempt_errors(db: Path, run_id: int) -> list[str]:
     finally:
         conn.close()
     return [f"{kind}: {message}" for kind, message in rows]
+
+
+async def test_skip_and_branch_from_a_worker_act_as_locally(
+    cluster: distributed.LocalCluster, db_path: Path
+) -> None:
+    flow = Flow("control")
+
+    @flow.task(executor="dask")
+    def nothing_new() -> None:
+        raise Skip("no new files")
+
+    @flow.task(executor="dask")
+    async def choose() -> Branch:
+        return Branch("small")
+
+    @flow.task(executor="dask")
+    def small(choose: Any) -> str:
+        return "small path"
+
+    @flow.task(executor="dask")
+    def large(choose: Any) -> str:
+        return "large path"
+
+    result, _ = await run(cluster, db_path, flow)
+
+    assert result.tasks["nothing_new"].state is S.SKIPPED
+    assert result.tasks["nothing_new"].reason == "no new files"
+    assert result.tasks["small"].result == "small path"
+    assert result.tasks["large"].state is S.SKIPPED
+    assert result.tasks["large"].reason == "not chosen by choose"
