@@ -54,6 +54,7 @@ class DaskExecutor(Executor):
         self._cluster: Any = None
         self._lock = anyio.Lock()
         self._by_value: set[str] = set()
+        self._checked: str | None = None  # the scheduler whose allowed-failures was read
 
     @property
     def address(self) -> str:
@@ -132,6 +133,8 @@ class DaskExecutor(Executor):
         async with self._lock:
             client = self._client
             if client is not None and client.status == "running":
+                if _scheduler_id(client) != self._checked:  # it reconnected to a new one
+                    await self._check_reruns(client)
                 return client
             self._client = None
             if client is not None:
@@ -145,7 +148,32 @@ class DaskExecutor(Executor):
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             log.info("connected to the Dask scheduler at %s", self.address)
+            await self._check_reruns(self._client)
             return self._client
+
+    async def _check_reruns(self, client: Any) -> None:
+        """Warn when the scheduler runs a task again after its worker died: one attempt may
+        then run the body several times, and no worker loss reaches the retry policy."""
+        from plugins.executors.dask import worker
+
+        self._checked = _scheduler_id(client)
+        try:
+            with anyio.fail_after(self.settings.connect_timeout):
+                allowed = await client.run_on_scheduler(worker.allowed_failures)
+        except Exception as exc:  # noqa: BLE001 - only a warning is at stake
+            log.debug("cannot read the scheduler's allowed-failures: %s", exc)
+            return
+        if allowed:
+            log.warning(
+                "the Dask scheduler at %s runs a task again on another worker when its worker "
+                "dies (distributed.scheduler.allowed-failures = %d): one attempt may run its "
+                "body up to %d times; set DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0 for "
+                "the scheduler so that a lost worker fails the attempt and the task's retry "
+                "policy decides",
+                self.address,
+                allowed,
+                allowed + 1,
+            )
 
     async def _open_client(self) -> Any:
         # importing distributed takes about a second: not on the event loop
@@ -189,6 +217,13 @@ async def _start_local(local: Mapping[str, Any]) -> Any:
             dashboard_address=":0",  # any free port: 8787 may be taken
             host="127.0.0.1",
         )
+
+
+def _scheduler_id(client: Any) -> str | None:
+    """The id of the scheduler *client* is connected to (a restarted one has a new id)."""
+    info = client.scheduler_info() if client.scheduler_comm is not None else {}
+    found = info.get("id") if isinstance(info, dict) else None
+    return str(found) if found else None
 
 
 async def _close_quietly(thing: Any) -> None:

@@ -73,3 +73,8 @@ def pack(shipped: Shipped) -> bytes:
             "or write large data where the next task can read it and return its path"
         )
         return bytes(cloudpickle.dumps(shipped))
+
+
+def allowed_failures(dask_scheduler: Any) -> int:
+    """On the scheduler: how many workers may die running one task before it fails."""
+    return int(dask_scheduler.allowed_failures)

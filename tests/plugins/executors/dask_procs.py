@@ -31,12 +31,12 @@ class DaskProcesses:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.scheduler: subprocess.Popen[bytes] | None = None
 
-    def _start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def _start(self, name: str, *args: str, allowed_failures: int = 0) -> subprocess.Popen[bytes]:
         log = self.folder / f"{name}-{len(self.procs)}.log"
         env = {
             **os.environ,
             # a worker's death fails its task: Sluiceway's retry policy decides, not Dask
-            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(allowed_failures),
         }
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -45,10 +45,10 @@ class DaskProcesses:
         self.procs.append(proc)
         return proc
 
-    def start_scheduler(self) -> None:
+    def start_scheduler(self, allowed_failures: int = 0) -> None:
         self.scheduler = self._start(
             "scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-            "--no-dashboard",
+            "--no-dashboard", allowed_failures=allowed_failures,
         )  # fmt: skip
         wait_until(self._listening, f"the scheduler on {self.address}", details=self.logs)
 

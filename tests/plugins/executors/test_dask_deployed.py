@@ -33,7 +33,7 @@ def idle(address: str) -> bool:
 
 
 async def test_a_lost_scheduler_fails_held_attempts_then_the_service_reconnects(
-    tmp_path: Path, db_path: Path
+    tmp_path: Path, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     started = tmp_path / "started"
     flow = Flow("held")
@@ -72,12 +72,15 @@ async def test_a_lost_scheduler_fails_held_attempts_then_the_service_reconnects(
                 f"{dask.address} while attempt 1 ran"
             ), error
 
-            dask.start_scheduler()  # on the same port
+            assert "allowed-failures" not in caplog.text
+            # on the same port; this one runs a task again when its worker dies: said
+            dask.start_scheduler(allowed_failures=3)
             dask.start_worker()
             with anyio.fail_after(WAIT):
                 result = await runner.run(again)
             assert result.state is RunState.SUCCEEDED, result.tasks["quick"].error
             assert result.tasks["quick"].result == "back"
+            assert "(distributed.scheduler.allowed-failures = 3)" in caplog.text
 
 
 FLOW = """
