@@ -190,7 +190,7 @@ async def test_a_timeout_cancels_the_future_and_frees_the_worker(
     @flow.task(executor="dask", timeout=1)
     async def slow() -> None:
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(300)  # far past any wait of the test
         finally:
             marker.write_text("cancelled on the worker")
 
@@ -199,7 +199,7 @@ async def test_a_timeout_cancels_the_future_and_frees_the_worker(
     took = time.monotonic() - began
 
     assert result.tasks["slow"].error == "TaskTimeoutError: attempt 1 timed out after 1s"
-    assert took < 20  # not the body's 30 s
+    assert took < WAIT  # not the body's 300 s
     await eventually(lambda: marker.exists() and not processing(cluster), "the body cancelled")
     assert marker.read_text() == "cancelled on the worker"
 
@@ -353,3 +353,24 @@ async def test_skip_and_branch_from_a_worker_act_as_locally(
     assert result.tasks["small"].result == "small path"
     assert result.tasks["large"].state is S.SKIPPED
     assert result.tasks["large"].reason == "not chosen by choose"
+
+
+async def test_a_timed_out_def_body_ends_the_attempt_at_once_and_its_thread_runs_out(
+    cluster: distributed.LocalCluster, db_path: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "returned"
+    flow = Flow("slow_def")
+
+    @flow.task(executor="dask", timeout=1)
+    def slow() -> None:
+        time.sleep(3)  # no Python thread can be stopped: it runs out on the worker
+        marker.write_text("the def body returned after all")
+
+    result, _ = await run(cluster, db_path, flow)
+
+    assert result.tasks["slow"].error == "TaskTimeoutError: attempt 1 timed out after 1s"
+    assert not marker.exists()  # the attempt did not wait for the body
+    # the scheduler released the task at once; the worker's thread returns later and its
+    # result is dropped
+    await eventually(lambda: not processing(cluster), "the task released")
+    await eventually(marker.exists, "the body running out on its worker thread")
