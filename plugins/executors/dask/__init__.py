@@ -197,26 +197,38 @@ class DaskExecutor(Executor):
         cluster, self._cluster = self._cluster, None
         if client is not None:
             await _close_quietly(client)
-        if cluster is not None:
-            await _close_quietly(cluster)
+        if cluster is not None:  # its own loop, in its own thread
+            with anyio.move_on_after(CANCEL_TIMEOUT * 2, shield=True):
+                try:
+                    await anyio.to_thread.run_sync(cluster.close, abandon_on_cancel=True)
+                except Exception as exc:  # noqa: BLE001 - closing what may be broken already
+                    log.debug("closing the local cluster failed: %s", exc)
 
 
 async def _start_local(local: Mapping[str, Any]) -> Any:
     """A LocalCluster on this machine, whose scheduler fails a task whose worker died
     (``allowed-failures = 0``) instead of running it again elsewhere: the task's retry
-    policy decides."""
-    import dask
-    import distributed
+    policy decides.
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        return await distributed.LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=local["workers"],
-            threads_per_worker=local["threads_per_worker"],
-            processes=local["processes"],
-            asynchronous=True,
-            dashboard_address=":0",  # any free port: 8787 may be taken
-            host="127.0.0.1",
-        )
+    Started in a thread, with its own event loop there (Dask's LoopRunner): starting worker
+    processes would block the service's loop for about a second, and a busy service loop
+    never delays the scheduler.
+    """
+
+    def start() -> Any:
+        import dask
+        import distributed
+
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            return distributed.LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=local["workers"],
+                threads_per_worker=local["threads_per_worker"],
+                processes=local["processes"],
+                dashboard_address=":0",  # any free port: 8787 may be taken
+                host="127.0.0.1",
+            )
+
+    return await anyio.to_thread.run_sync(start, abandon_on_cancel=True)
 
 
 def _scheduler_id(client: Any) -> str | None:

@@ -374,3 +374,39 @@ async def test_a_timed_out_def_body_ends_the_attempt_at_once_and_its_thread_runs
     # result is dropped
     await eventually(lambda: not processing(cluster), "the task released")
     await eventually(marker.exists, "the body running out on its worker thread")
+
+
+async def test_a_local_cluster_of_the_executor_runs_tasks_and_closes_with_the_service(
+    db_path: Path,
+) -> None:
+    flow = Flow("own_cluster")
+
+    @flow.task(executor="dask")
+    def where() -> int:
+        return os.getpid()
+
+    executors = {"dask": {"local": {"workers": 1, "threads_per_worker": 1}}}
+    async with open_test_runner(db_path, executors=executors) as runner:
+        with anyio.fail_after(WAIT):
+            result = await runner.run(flow)
+        executor: Any = runner.engine.executors.get("dask")
+        local = executor._cluster
+        assert local.scheduler.allowed_failures == 0  # a dead worker fails the attempt
+        (worker,) = local.scheduler.workers
+    assert result.tasks["where"].state is S.SUCCEEDED
+    assert result.tasks["where"].result != os.getpid()
+    assert local.status.name == "closed"  # closed with the runner
+    stored = _stored_tries(db_path, result.id)
+    assert stored == [worker]
+
+
+def _stored_tries(db: Path, run_id: int) -> list[str | None]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return [
+            w for (w,) in conn.execute("SELECT worker FROM attempts WHERE run_id = ?", (run_id,))
+        ]
+    finally:
+        conn.close()
