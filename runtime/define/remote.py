@@ -29,6 +29,7 @@ __all__ = [
     "acall_here",
     "call_here",
     "deliver",
+    "failure",
     "portable",
 ]
 
@@ -150,6 +151,13 @@ async def acall_here(
         raise
     except BaseException as exc:  # noqa: BLE001 - the attempt's outcome, shipped back
         _failed(shipped, exc)
+    return shipped
+
+
+def failure(exc: BaseException, worker: str | None) -> Shipped:
+    """An outcome that is *exc*, raised where the body was to run (loading it failed)."""
+    shipped = Shipped(worker=worker)
+    _failed(shipped, exc)
     return shipped
 
 

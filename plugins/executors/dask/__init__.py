@@ -66,13 +66,17 @@ class DaskExecutor(Executor):
     async def call(
         self, fn: Callable[..., Any], args: Mapping[str, Any], attempt: AttemptCall
     ) -> Any:
+        import cloudpickle
+
         from plugins.executors.dask import worker
 
         client = await self._connect()
         self._ship_by_value(fn)
-        body: tuple[Any, ...] = (worker.run_def, fn, portable(args))
+        # pickled here and unpickled by the worker inside the attempt (worker.run_def)
+        payload = cloudpickle.dumps((fn, portable(args)))
+        body: tuple[Any, ...] = (worker.run_def, payload)
         if attempt.is_async:
-            body = (worker.run_async, fn, portable(args), attempt.key)
+            body = (worker.run_async, payload, attempt.key)
         future = client.submit(
             *body, key=attempt.key, pure=False, retries=0, resources=attempt.resources
         )
@@ -109,7 +113,8 @@ class DaskExecutor(Executor):
                 f"{attempt.attempt} ran ({type(exc).__name__}: {exc}); later attempts connect "
                 "again"
             )
-        return exc  # raised on the worker around the body (a module missing there...)
+        exc.add_note(f"raised by Dask around attempt {attempt.attempt}'s body, not by the body")
+        return exc
 
     async def _cancel(self, client: Any, future: Any) -> None:
         with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):

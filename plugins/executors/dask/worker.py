@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 from distributed import get_worker
 
-from runtime.define.remote import Shipped, acall_here, call_here, unpicklable_error
+from runtime.define.remote import Shipped, acall_here, call_here, failure, unpicklable_error
 from runtime.errors import ResultNotShippableError
 
 WATCH = 0.1  # seconds between looks at whether an async body's Dask task was cancelled
@@ -23,12 +23,22 @@ WATCH = 0.1  # seconds between looks at whether an async body's Dask task was ca
 GONE = frozenset({"cancelled", "released", "forgotten"})
 
 
-def run_def(fn: Callable[..., Any], args: Mapping[str, Any]) -> bytes:
-    """Call a ``def`` body in the worker's thread; its outcome, pickled."""
-    return pack(call_here(fn, args, _address()))
+def run_def(payload: bytes) -> bytes:
+    """Call a ``def`` body in the worker's thread; its outcome, pickled.
+
+    :param payload: ``(fn, args)`` pickled by the service: unpickled here, where a failure
+        (a module missing on this worker) is the attempt's error, not the worker's death
+        (Dask's own unpickling of a task's arguments fails the worker's connection)
+    """
+    address = _address()
+    loaded = _load(payload, address)
+    if isinstance(loaded, Shipped):
+        return pack(loaded)
+    fn, args = loaded
+    return pack(call_here(fn, args, address))
 
 
-async def run_async(fn: Callable[..., Any], args: Mapping[str, Any], key: str) -> bytes:
+async def run_async(payload: bytes, key: str) -> bytes:
     """Await an ``async def`` body on the worker's event loop; its outcome, pickled.
 
     Dask cancels an async task only when its worker closes, not when its future is
@@ -36,6 +46,10 @@ async def run_async(fn: Callable[..., Any], args: Mapping[str, Any], key: str) -
     service cancelled the future (a timeout, ``sluiceway cancel``), so the slot is freed.
     """
     worker = get_worker()
+    loaded = _load(payload, worker.address)
+    if isinstance(loaded, Shipped):
+        return pack(loaded)
+    fn, args = loaded
     body = asyncio.ensure_future(acall_here(fn, args, worker.address))
     while True:
         done, _ = await asyncio.wait({body}, timeout=WATCH)
@@ -48,6 +62,19 @@ async def run_async(fn: Callable[..., Any], args: Mapping[str, Any], key: str) -
                 await body
             # nobody waits for it any more; Dask drops what it returns
             return b""
+
+
+def _load(payload: bytes, address: str | None) -> tuple[Callable[..., Any], Any] | Shipped:
+    """The body and its arguments, or the failure to load them here, said as such."""
+    try:
+        fn, args = cloudpickle.loads(payload)
+    except BaseException as exc:  # noqa: BLE001 - the attempt's outcome, shipped back
+        exc.add_note(
+            f"raised while loading the task on Dask worker {address}, before its body ran: "
+            "is every module the task uses installed there?"
+        )
+        return failure(exc, address)
+    return fn, args
 
 
 def _address() -> str | None:

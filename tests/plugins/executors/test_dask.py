@@ -5,8 +5,10 @@ killed mid-task, local and Dask tasks in one flow."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -410,3 +412,30 @@ def _stored_tries(db: Path, run_id: int) -> list[str | None]:
         ]
     finally:
         conn.close()
+
+
+async def test_a_module_missing_on_the_workers_fails_the_attempt_saying_so(
+    cluster: distributed.LocalCluster, db_path: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "only_on_the_service.py").write_text("def value() -> int:\n    return 7\n")
+    sys.path.insert(0, str(tmp_path))  # the workers started before: they cannot import it
+    try:
+        helper = importlib.import_module("only_on_the_service")
+        flow = Flow("missing_module")
+
+        @flow.task(executor="dask")
+        def uses() -> int:
+            return int(helper.value())
+
+        result, stored = await run(cluster, db_path, flow)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("only_on_the_service", None)
+
+    assert result.tasks["uses"].error == (
+        "ModuleNotFoundError: No module named 'only_on_the_service'"
+    )
+    (task,) = stored["tasks"]
+    assert "raised while loading the task on Dask worker tcp://" in task["traceback"]
+    assert "is every module the task uses installed there?" in task["traceback"]
+    assert tries(stored, "uses")[0]["worker"] in workers(cluster)  # it did not die
