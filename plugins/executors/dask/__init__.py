@@ -28,7 +28,7 @@ from plugins.executors.dask.options import DaskOptions, problems, read
 from runtime.abc import AttemptCall, Executor
 from runtime.define.importing import is_flow_module
 from runtime.define.remote import deliver, portable
-from runtime.errors import ExecutorConnectionError, WorkerLostError
+from runtime.errors import ExecutorConnectionError, ExecutorError, WorkerLostError
 
 __all__ = ["DaskExecutor"]
 
@@ -73,7 +73,14 @@ class DaskExecutor(Executor):
         client = await self._connect()
         self._ship_by_value(fn)
         # pickled here and unpickled by the worker inside the attempt (worker.run_def)
-        payload = cloudpickle.dumps((fn, portable(args)))
+        try:
+            payload = cloudpickle.dumps((fn, portable(args)))
+        except Exception as exc:
+            raise ExecutorError(
+                f"attempt {attempt.attempt}'s function or arguments cannot be sent to a Dask "
+                f"worker: {type(exc).__name__}: {exc}; pass what pickles (a path, a table "
+                "name) between a local task and a Dask one"
+            ) from exc
         body: tuple[Any, ...] = (worker.run_def, payload)
         if attempt.is_async:
             body = (worker.run_async, payload, attempt.key)
@@ -84,9 +91,10 @@ class DaskExecutor(Executor):
             packed = await future
         except BaseException as exc:
             await self._cancel(client, future)  # a timeout or a cancel frees the worker
-            if isinstance(exc, asyncio.CancelledError):
+            translated = self._translate(exc, attempt)
+            if translated is exc:  # a cancel of this attempt, or the worker's own error
                 raise
-            raise self._translate(exc, attempt) from exc
+            raise translated from exc
         finally:
             future.release()
         shipped = pickle.loads(packed)
@@ -100,6 +108,8 @@ class DaskExecutor(Executor):
         from distributed.comm.core import CommClosedError
         from distributed.scheduler import KilledWorker
 
+        if isinstance(exc, asyncio.CancelledError):
+            return exc
         if isinstance(exc, KilledWorker):
             worker = getattr(exc.last_worker, "address", None) or str(exc.last_worker)
             attempt.where = worker

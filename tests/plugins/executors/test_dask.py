@@ -439,3 +439,26 @@ async def test_a_module_missing_on_the_workers_fails_the_attempt_saying_so(
     assert "raised while loading the task on Dask worker tcp://" in task["traceback"]
     assert "is every module the task uses installed there?" in task["traceback"]
     assert tries(stored, "uses")[0]["worker"] in workers(cluster)  # it did not die
+
+
+async def test_an_argument_that_cannot_travel_fails_the_dask_task_clearly(
+    cluster: distributed.LocalCluster, db_path: Path
+) -> None:
+    flow = Flow("local_to_remote")
+
+    @flow.task  # local: its result stays in the service's memory
+    def handle() -> Any:
+        import threading
+
+        return threading.Lock()
+
+    @flow.task(executor="dask")
+    def remote(handle: Any) -> None: ...
+
+    result, _ = await run(cluster, db_path, flow)
+
+    assert result.tasks["handle"].state is S.SUCCEEDED
+    assert (result.tasks["remote"].error or "").startswith(
+        "ExecutorError: attempt 1's function or arguments cannot be sent to a Dask worker: "
+        "TypeError: cannot pickle '_thread.lock' object"
+    )
