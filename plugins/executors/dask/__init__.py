@@ -66,11 +66,11 @@ class DaskExecutor(Executor):
     async def call(
         self, fn: Callable[..., Any], args: Mapping[str, Any], attempt: AttemptCall
     ) -> Any:
+        client = await self._connect()  # imports distributed in a thread the first time
         import cloudpickle
 
         from plugins.executors.dask import worker
 
-        client = await self._connect()
         self._ship_by_value(fn)
         # pickled here and unpickled by the worker inside the attempt (worker.run_def)
         try:

@@ -379,7 +379,7 @@ async def test_a_timed_out_def_body_ends_the_attempt_at_once_and_its_thread_runs
 
 
 async def test_a_local_cluster_of_the_executor_runs_tasks_and_closes_with_the_service(
-    db_path: Path,
+    db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     flow = Flow("own_cluster")
 
@@ -398,6 +398,7 @@ async def test_a_local_cluster_of_the_executor_runs_tasks_and_closes_with_the_se
     assert result.tasks["where"].state is S.SUCCEEDED
     assert result.tasks["where"].result != os.getpid()
     assert local.status.name == "closed"  # closed with the runner
+    assert "event loop" not in caplog.text  # started in a thread: the loop never blocked
     stored = _stored_tries(db_path, result.id)
     assert stored == [worker]
 
