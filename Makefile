@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dashboard.py --cache .bench-cache
 	$(BIN)/python bench/log_search.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/dask_executor.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 __all__ = [
+    "AttemptCall",
     "Binding",
     "DeliveryError",
     "Executor",
@@ -230,19 +231,78 @@ class Notifier(Plugin):
         """
 
 
+class AttemptCall:
+    """One attempt of a task, as the engine hands it to an :class:`Executor`.
+
+    :ivar run_id: the run's id
+    :ivar flow: the flow's name
+    :ivar task: the task's label (``load``, or ``load[3]`` for a mapped instance)
+    :ivar attempt: the attempt's number, from 1
+    :ivar key: unique to this attempt, over runs, restarts and services sharing a cluster:
+        name the remote job after it (a Dask key), so that no two attempts are confused
+    :ivar is_async: the body is an ``async def``
+    :ivar resources: abstract resources the attempt needs on a worker (the task's
+        ``resources=``), or ``None``
+    :ivar where: set by the executor to where the body ran (a worker's address), as soon as
+        it knows; recorded with the attempt and shown by ``sluiceway show``
+    """
+
+    __slots__ = ("attempt", "flow", "is_async", "key", "resources", "run_id", "task", "where")
+
+    def __init__(
+        self,
+        run_id: int,
+        flow: str,
+        task: str,
+        attempt: int,
+        key: str,
+        *,
+        is_async: bool,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.task = task
+        self.attempt = attempt
+        self.key = key
+        self.is_async = is_async
+        self.resources = resources
+        self.where: str | None = None
+
+    def __repr__(self) -> str:
+        return f"AttemptCall({self.key!r}, where={self.where!r})"
+
+
 class Executor(Plugin):
     """Runs task bodies somewhere other than the service's own event loop and threads.
 
-    The engine keeps deciding (limits, retries, timeouts, cancellation); the executor only
-    calls the body and hands back its result or its exception.
+    The engine keeps deciding (limits, retries with backoff, ``retry_on``, timeouts,
+    cancellation, rules, SLAs); the executor only calls the body and hands back its result or
+    its exception. Made once per service from the options of ``[executors.<plugin>]`` (already
+    checked by :meth:`Plugin.check_options`), when the first attempt of a task with
+    ``executor="<plugin>"`` starts; :meth:`aclose` is called when the service stops.
+
+    The engine's own ``"local"`` executor (an ``async def`` on the event loop, a ``def`` on a
+    daemon thread) is the default, and is called directly rather than through this class.
     """
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = options
 
     @abstractmethod
-    async def call(self, fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
-        """Call ``fn(**args)`` there and return its result (or raise its exception)."""
+    async def call(
+        self, fn: Callable[..., Any], args: Mapping[str, Any], attempt: AttemptCall
+    ) -> Any:
+        """Call ``fn(**args)`` there and return its result (or raise its exception).
+
+        ``args["run"]``, when present, is the service-side :class:`runtime.Run`: ship a
+        portable copy and hand the lines and checks the body made back to it
+        (:mod:`runtime.define.remote` does both). Cancelled (a timeout, ``sluiceway cancel``,
+        the service stopping): stop the remote call and free what it holds before raising
+        the cancellation again. A failure of the executor itself (a worker or the connection
+        lost, a result that cannot come back) is raised as an exception that says so: the
+        attempt fails and the task's retry policy decides.
+        """
 
     async def aclose(self) -> None:
         """Release what the executor holds (connections, local clusters)."""

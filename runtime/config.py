@@ -73,6 +73,8 @@ class Config:
     :ivar alert_timeout: longest one delivery attempt may take
     :ivar notifier_problems: why destinations cannot be used (a ``${VAR}`` not set); the
         service refuses to start with any
+    :ivar executors: each ``[executors.<plugin>]`` table's options (checked by the plugin's
+        ``check_options``), by plugin name: where ``executor="<plugin>"`` task bodies run
     :ivar source: where the values came from, for messages
     """
 
@@ -95,6 +97,7 @@ class Config:
     alert_retries: int = 8
     alert_timeout: float = 10.0
     notifier_problems: tuple[str, ...] = ()
+    executors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "defaults"
 
     def with_overrides(self, **values: Any) -> Config:
@@ -161,6 +164,7 @@ def load_config(
         alerts=routes,
         notifiers=notifiers,
         notifier_problems=tuple(unusable),
+        executors=raw.get("executors", {}),
         source=", ".join(sources) or "defaults",
     )
 
@@ -183,6 +187,8 @@ def _read_file(
     for key, value in data.items():
         if key in ("alerts", "notifiers"):
             raw[key] = value
+        elif key == "executors":
+            raw[key] = read_executors(file, value)
         elif key in TABLES:
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: {key} must be a table like [{key}], not {value!r}")
@@ -199,7 +205,7 @@ def _read_file(
             values[key] = checked
         else:
             tables_ = [*_SECTIONS, *TABLES, "notifiers.*"]
-            known = ", ".join([*_KEYS, *(f"[{s}]" for s in tables_), "[[alerts]]"])
+            known = ", ".join([*_KEYS, *(f"[{s}]" for s in tables_), "[executors.*]", "[[alerts]]"])
             raise ConfigError(f"{file}: unknown key {key!r} (known: {known})")
 
 
@@ -254,6 +260,32 @@ def _warn_unknown(var: str) -> None:
     log.warning(
         "environment %s is not a Sluiceway setting; ignored (known: %s)", var, ", ".join(names)
     )
+
+
+def read_executors(file: Path, value: Any) -> dict[str, dict[str, Any]]:
+    """The ``[executors.<plugin>]`` tables of *file*, each checked by its plugin.
+
+    :raises ConfigError: for a plugin that is not installed or not an executor, or options
+        it finds wrong (every problem at once)
+    """
+    from runtime import registry
+
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(f"{file}: executors must be tables like [executors.dask], not {value!r}")
+    found: dict[str, dict[str, Any]] = {}
+    for name, options in value.items():
+        where = f"{file}: [executors.{name}]"
+        if name == "local":
+            raise ConfigError(f"{where}: the local executor is built in and takes no options")
+        try:
+            cls = registry.executor(name)
+        except registry.PluginError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        problems = cls.check_options(options)
+        if problems:
+            raise ConfigError(f"{where}: {'; '.join(problems)}")
+        found[name] = dict(options)
+    return found
 
 
 def _check(where: str, check: Callable[[Any], Any], value: Any) -> Any:

@@ -122,3 +122,25 @@ class TaskTimeoutError(SluicewayError, TimeoutError):
 
 class InterruptedRunError(SluicewayError):
     """An attempt was running when its process stopped; recorded on recovery."""
+
+
+# --- executors (task bodies run elsewhere: executor="dask") ---
+
+
+class ExecutorError(SluicewayError):
+    """An executor could not run an attempt's body or bring back its outcome; the attempt
+    fails and the task's retry policy decides (``retry_on`` may name these)."""
+
+
+class WorkerLostError(ExecutorError):
+    """The worker running the attempt died mid-task (its process ended or was killed)."""
+
+
+class ExecutorConnectionError(ExecutorError):
+    """The executor's cluster cannot be reached, or the connection to it was lost while the
+    attempt ran; later attempts connect again."""
+
+
+class ResultNotShippableError(ExecutorError):
+    """The body returned a value that cannot travel back from the worker (it does not
+    pickle): return a path or a table name instead."""

@@ -125,13 +125,18 @@ async def open_test_runner(
     max_concurrency: int = 32,
     bus: EventBus | None = None,
     flush_interval: float = 0.01,
+    executors: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[Runner]:
-    """A :class:`~runtime.engine.runner.Runner` on the SQLite file *db* (created if missing)."""
+    """A :class:`~runtime.engine.runner.Runner` on the SQLite file *db* (created if missing).
+
+    :param executors: ``[executors.<plugin>]`` options by plugin name (``{"dask": {...}}``)
+    """
     config = Config(
         db=Path(db),
         pools=dict(pools or {}),
         max_concurrency=max_concurrency,
         flush_interval=flush_interval,
+        executors=dict(executors or {}),
     )
     async with open_runner(config, clock=clock or FakeClock(), bus=bus) as runner:
         yield runner

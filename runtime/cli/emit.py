@@ -76,7 +76,7 @@ def _through_store(config: Config, name: str, payload: Any, key: str | None) -> 
     from runtime.store import open_store
     from runtime.store.incoming import listeners, queue_event, run_objects
 
-    loaded = load_flows(config.flows, config.pools)
+    loaded = load_flows(config.flows, config.pools, executors=config.executors)
     for problem in loaded.problems:
         err(f"warning: {problem}")
     if not listeners(loaded.flows, name):

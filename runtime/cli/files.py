@@ -186,7 +186,7 @@ def file_start(
     binding = plugin.pick(found, path)
 
     async def start(runner: Runner, handle: RunHandle) -> RunResult:
-        flow.validate(runner.limits.pools)
+        flow.validate(runner.limits.pools, runner.engine.executors.names)
         made = await claims.claim_files(
             runner.store, flow=flow.name, trigger_key=binding.key, files=[key], batch=False,
             params=params, source_hash=flow.source_hash(), now=runner.clock.now(),

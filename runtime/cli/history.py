@@ -18,7 +18,7 @@ def cmd_validate(args: argparse.Namespace, config: Config) -> int:
     from runtime.define.loader import load_flows
 
     # each file is imported in a child process first: one that ends the process is named
-    loaded = load_flows(config.flows, config.pools, isolate=True)
+    loaded = load_flows(config.flows, config.pools, isolate=True, executors=config.executors)
     for problem in loaded.problems:
         err(problem)
     if args.order:
@@ -36,7 +36,7 @@ def cmd_flows(args: argparse.Namespace, config: Config) -> int:
     from runtime.define.loader import load_flows
     from runtime.store import connect_reader, queries
 
-    loaded = load_flows(config.flows, config.pools)
+    loaded = load_flows(config.flows, config.pools, executors=config.executors)
     from runtime.store.cursors import paused_flows
 
     summaries: dict[str, dict[str, Any]] = {}
@@ -141,6 +141,9 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         elif task["state"] == "retrying" and task["next_attempt_at"]:
             detail = f"next attempt at {task['next_attempt_at']}: {detail}"
         out(f"  {label:<24} {task['state']:<16} {task['attempts']:>5} {took:>9}  {detail}")
+        remote = [f"#{a['attempt']} {a['worker']}" for a in task["tries"] if a["worker"]]
+        if remote:  # where attempts ran when not in the service (a Dask worker's address)
+            out(f"  {'':<24} ran on {', '.join(remote)}")
     _show_checks(run["checks"])
     if run["error"]:
         out(f"\n  {run['error']}")

@@ -44,7 +44,7 @@ def load_flow(config: Config, name: str) -> Flow:
     from runtime.define.loader import load_flows
     from runtime.errors import FlowValidationError
 
-    loaded = load_flows(config.flows, config.pools)
+    loaded = load_flows(config.flows, config.pools, executors=config.executors)
     if name in loaded.broken:
         own = [p for p in loaded.problems if repr(name) in p] or loaded.problems
         raise FlowValidationError(f"flow {name!r}", own)
@@ -64,7 +64,7 @@ def valid_flow(config: Config, name: str) -> Flow | None:
 
     try:
         flow = load_flow(config, name)
-        flow.validate(config.pools)
+        flow.validate(config.pools, config.executors)
     except FlowValidationError as exc:
         for problem in exc.problems:
             err(problem)

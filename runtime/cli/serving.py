@@ -44,7 +44,7 @@ def _dry_run(config: Config) -> int:
     from runtime.store import connect_reader
     from runtime.store.cursors import ScheduleState, read_state
 
-    loaded = load_flows(config.flows, config.pools)
+    loaded = load_flows(config.flows, config.pools, executors=config.executors)
     for problem in loaded.problems:
         err(problem)
     state = ScheduleState()

@@ -48,7 +48,7 @@ def cmd_trigger(args: argparse.Namespace, config: Config) -> int:
     service runs its last good version."""
     try:
         flow = load_flow(config, args.flow)
-        flow.validate(config.pools)
+        flow.validate(config.pools, config.executors)
         name, source_hash = flow.name, flow.source_hash()
         params = flow.resolve_params(parse_params(args.param, flow.params))
     except (FlowValidationError, UnknownFlowError) as exc:

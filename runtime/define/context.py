@@ -48,6 +48,21 @@ class TaskLogger(logging.LoggerAdapter[logging.Logger]):
             extra = {"sluiceway_task": self._label, "sluiceway_message": message}
             self.logger.log(level, "run=%s task=%s %s", run_id, self._label, message, extra=extra)
 
+    @property
+    def ident(self) -> tuple[int, str, int, int]:
+        """``(run_id, task name, idx, attempt)``: whose lines these are."""
+        return self._ident
+
+    def replay(self, stamp: str, level: str, message: str) -> None:
+        """Store a line the task logged elsewhere (on a Dask worker) at *stamp*, as if it had
+        been logged here."""
+        run_id, name, idx, attempt = self._ident
+        self._sink((run_id, name, idx, attempt, stamp, level, message))
+        number = logging.getLevelName(level)
+        if isinstance(number, int) and self.logger.isEnabledFor(number):
+            extra = {"sluiceway_task": self._label, "sluiceway_message": message}
+            self.logger.log(number, "run=%s task=%s %s", run_id, self._label, message, extra=extra)
+
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
@@ -168,11 +183,15 @@ class Run:
         if problems:
             raise ValueError(f"run.check: {'; '.join(problems)}")
         result = make_result(name, passed, detail, severity)
-        if not result.passed and severity == "error":
+        self.take_check(result)
+        return result.passed
+
+    def take_check(self, result: CheckResult) -> None:
+        """Record a check made (by :meth:`check`, here or on a Dask worker)."""
+        if not result.passed and result.severity == "error":
             self.failed_checks.append(result)
         if self._on_check is not None:
             self._on_check(result)
-        return result.passed
 
     def __repr__(self) -> str:
         return f"Run(id={self.id}, flow={self.flow!r}, task={self.task!r}, attempt={self.attempt})"

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
-from runtime import codec
 from runtime.alerting import flow_routes
 from runtime.define.checks import CheckDef, Severity, flow_check_problems
+from runtime.define.flowchecks import flow_option_problems, place_task, unstorable
 from runtime.define.graph import Graph, build_graph, find_cycle
 from runtime.define.sources import EventTrigger, FlowTrigger, SourceTrigger, source_problems
-from runtime.define.task import NAME_PATTERN, RULES, RUN_PARAM, Branch, Task, TaskOptions, location
+from runtime.define.task import RULES, RUN_PARAM, Branch, Task, TaskOptions, location
 from runtime.define.triggers import (
     DEFAULT_MAX_CATCHUP,
     CatchupPolicy,
@@ -61,6 +61,8 @@ class Flow(TriggerViews):
     :param alerts: this flow's own alert routes, dicts with the fields of a config
         ``[[alerts]]`` route but ``flows``: ``{"on": ["run.failed"], "to": ["slack:ops"],
         "digest": "15m"}``; checked when the flow loads
+    :param executor: where its tasks' bodies run unless a task says otherwise: ``"local"``
+        (the default) or an executor configured in ``[executors.<name>]`` (``"dask"``)
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Flow(TriggerViews):
         sla: float | str | None = None,
         tz: str | None = None,
         alerts: Iterable[Any] = (),
+        executor: str | None = None,
     ) -> None:
         frame = sys._getframe(1)
         self.where = location(frame.f_code.co_filename, frame.f_lineno)
@@ -91,48 +94,26 @@ class Flow(TriggerViews):
         self._problems: list[str] = []
         self._graph: Graph | None = None
         self._checked_pools: frozenset[str] | None = None
+        self._checked_executors: frozenset[str] | None = None
         self._source_hash: str | None = None
         self.triggers: tuple[Any, ...] = tuple(triggers)
         self.catchup: str = catchup  # as given: _init_schedule checks it
         self.max_catchup = max_catchup
         self.sla: float | None = None
         self._init_schedule(sla, tz)
-        self._check_options()
+        self.executor = executor if isinstance(executor, str) else None
+        self._check_options(executor)
         self.alerts, problems = flow_routes(name, self.where, alerts)
         self._problems.extend(problems)
         if _collector is not None:
             _collector.append(self)
 
-    def _check_options(self) -> None:
-        """Record what is wrong with the flow's name, limits and params."""
-        where, name = self.where, self.name
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            self._problems.append(
-                f"{where}: flow name must be letters, digits, '_', '.', '-', not {name!r}"
-            )
-        for label, value in (
-            ("max_concurrency", self.max_concurrency),
-            ("max_active_runs", self.max_active_runs),
-        ):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                self._problems.append(
-                    f"{where}: flow {name!r}: {label} must be a whole number >= 1, not {value!r}"
-                )
-        bad = [k for k in self.params if not isinstance(k, str) or not k.isidentifier()]
-        if bad:
-            self._problems.append(
-                f"{where}: flow {name!r}: param names must be identifiers, not {bad!r}"
-            )
-        if RUN_PARAM in self.params:
-            self._problems.append(
-                f"{where}: flow {name!r}: 'run' is reserved and cannot be a param"
-            )
-        for key, value in self.params.items():
-            why = _unstorable(value)
-            if why is not None:
-                self._problems.append(f"{where}: flow {name!r}: param {key!r}: {why}")
+    def _check_options(self, executor: object) -> None:
+        """Record what is wrong with the flow's name, limits, params and executor."""
+        limits = {"max_concurrency": self.max_concurrency, "max_active_runs": self.max_active_runs}
+        self._problems.extend(
+            flow_option_problems(self.where, self.name, limits, self.params, executor)
+        )
 
     def _init_schedule(self, sla: float | str | None, tz: str | None) -> None:
         where = f"{self.where}: flow {self.name!r}"
@@ -225,14 +206,19 @@ class Flow(TriggerViews):
 
     # --- checking ---
 
-    def problems(self, pools: Iterable[str] | None = None) -> list[str]:
+    def problems(
+        self, pools: Iterable[str] | None = None, executors: Iterable[str] | None = None
+    ) -> list[str]:
         """Every problem with this flow, each prefixed with the file and line it comes from.
 
         Also reads each task's parameters as data dependencies, flow params or ``run``.
 
         :param pools: names of the configured pools; when given, unknown pools are problems
+        :param executors: names of the configured executors; when given, tasks that use
+            another (but ``"local"``) are problems
         """
         out = list(self._problems)
+        configured = None if executors is None else frozenset(executors)
         out.extend(source_problems(self.name, self.where, self.sources))
         out.extend(alert_problems(self.alerts))
         out.extend(flow_check_problems(self.name, self.checks, self.tasks))
@@ -242,6 +228,9 @@ class Flow(TriggerViews):
         for task in self.tasks.values():
             out.extend(self._wire(task))
             out.extend(self._task_problems(task, pools))
+            placed = place_task(task, self.executor, configured)
+            if placed is not None:
+                out.append(placed)
             upstream[task.name] = tuple(d for d in task.upstream if d in self.tasks)
         cycle = find_cycle(upstream)
         if cycle:
@@ -298,19 +287,27 @@ class Flow(TriggerViews):
             )
         return found
 
-    def validate(self, pools: Iterable[str] | None = None) -> Graph:
-        """Check the flow and return its graph.
+    def validate(
+        self, pools: Iterable[str] | None = None, executors: Iterable[str] | None = None
+    ) -> Graph:
+        """Check the flow and return its graph (*pools*, *executors*: see :meth:`problems`).
 
         :raises FlowValidationError: listing every problem
         """
         checked = None if pools is None else frozenset(pools)
-        if self._graph is not None and (checked is None or checked == self._checked_pools):
+        places = None if executors is None else frozenset(executors)
+        if (
+            self._graph is not None
+            and (checked is None or checked == self._checked_pools)
+            and (places is None or places == self._checked_executors)
+        ):
             return self._graph  # every run validates: a flow unchanged since is not re-checked
-        problems = self.problems(checked)
+        problems = self.problems(checked, places)
         if problems:
             raise FlowValidationError(f"flow {self.name!r}", problems)
         self._graph = build_graph({t.name: t.upstream for t in self.tasks.values()})
         self._checked_pools = checked
+        self._checked_executors = places
         return self._graph
 
     @property
@@ -341,7 +338,7 @@ class Flow(TriggerViews):
             )
         resolved = {**self.params, **overrides}
         for key, value in resolved.items():
-            why = _unstorable(value)
+            why = unstorable(value)
             if why is not None:
                 raise ParamError(f"flow {self.name!r}: param {key!r}: {why}")
         return resolved
@@ -371,16 +368,3 @@ def _standalone() -> Any:
     definition layer never imports the engine (which imports it), and ``import runtime``
     stays free of the engine and the store."""
     return importlib.import_module("runtime.engine.standalone")
-
-
-def _unstorable(value: Any) -> str | None:
-    """Why a param value cannot be stored with its run (so that a retry or a resumed run
-    would see a different value); ``None`` when it can."""
-    try:
-        codec.encode(value)
-    except codec.NotSerializable as exc:
-        return (
-            f"{exc}; a param is stored with its run, so it must be a JSON value or a datetime, "
-            "date, time, timedelta, tuple, set, Decimal, bytes, UUID or Path"
-        )
-    return None

@@ -45,11 +45,16 @@ def flow_files(folder: Path) -> list[Path]:
 
 
 def load_flows(
-    folder: str | Path, pools: Iterable[str] | None = None, *, isolate: bool = False
+    folder: str | Path,
+    pools: Iterable[str] | None = None,
+    *,
+    isolate: bool = False,
+    executors: Iterable[str] | None = None,
 ) -> LoadedFlows:
     """Import every flow file in *folder* and check every flow.
 
     :param pools: the configured pool names; tasks naming another pool are problems
+    :param executors: the configured executor names; tasks naming another are problems
     :param isolate: import the files in a child process first (:mod:`runtime.define.probe`); a file
         that ends or crashes it is a problem and is not imported here
     """
@@ -70,9 +75,11 @@ def load_flows(
     with _importing:  # one import at a time: the collector and sys.path are process-wide
         before = set(sys.modules)
         try:
-            found, complete = _load_files(
-                loaded, None if pools is None else set(pools), files, fatal
+            names = (
+                None if pools is None else set(pools),
+                None if executors is None else set(executors),
             )
+            found, complete = _load_files(loaded, names, files, fatal)
         finally:
             _forget_helpers(folder, before)
     # across files: on_flow triggers naming flows and tasks that exist, and no cycle of them
@@ -85,7 +92,9 @@ def load_flows(
 
 
 async def load_flows_off_loop(
-    folder: str | Path, pools: Iterable[str] | None = None
+    folder: str | Path,
+    pools: Iterable[str] | None = None,
+    executors: Iterable[str] | None = None,
 ) -> LoadedFlows:
     """:func:`load_flows` with ``isolate=True``, in a daemon thread: the event loop goes on
     while the files are checked and imported (a slow import stalls nothing), and a cancel
@@ -104,7 +113,7 @@ async def load_flows_off_loop(
 
     def work() -> None:
         try:
-            outcome["loaded"] = load_flows(folder, pools, isolate=True)
+            outcome["loaded"] = load_flows(folder, pools, isolate=True, executors=executors)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop below
             outcome["error"] = exc
         with contextlib.suppress(Exception):  # the loop has ended: nobody waits any more
@@ -135,7 +144,7 @@ def _forget_helpers(folder: Path, before: set[str]) -> None:
 
 def _load_files(
     loaded: LoadedFlows,
-    pool_names: set[str] | None,
+    names: tuple[set[str] | None, set[str] | None],
     files: Iterable[Path],
     fatal: dict[Path, str],
 ) -> tuple[dict[str, Flow], bool]:
@@ -166,7 +175,7 @@ def _load_files(
                 loaded.broken.add(flow.name)
                 continue
             seen[flow.name] = flow
-            problems = flow.problems(pool_names)
+            problems = flow.problems(*names)  # the configured pools and executors
             if problems:
                 loaded.problems.extend(problems)
                 loaded.broken.add(flow.name)

@@ -18,6 +18,7 @@ __all__ = [
     "OnCrash",
     "RunIf",
     "TaskOptions",
+    "check_executor",
     "check_options",
     "task_name",
     "unknown_options",
@@ -58,6 +59,11 @@ class TaskOptions(TypedDict, total=False):
     :ivar on_crash: ``"retry"`` (default): an attempt interrupted by a crash or restart of
         the service counts as a failed attempt and is retried per the policy; ``"fail"``:
         the task fails instead of running again
+    :ivar executor: where the body runs: ``"local"`` (the service's own loop and threads,
+        the default) or an executor plugin configured in ``[executors.<name>]`` of the config
+        (``"dask"``); default: the flow's ``executor=``
+    :ivar resources: abstract resources one attempt needs on a worker, e.g.
+        ``{"MEM": 8e9, "GPU": 1}`` (Dask worker resources); only with an executor
     """
 
     name: str | None
@@ -75,6 +81,8 @@ class TaskOptions(TypedDict, total=False):
     max_concurrency: int | None
     sla: float | str | None
     on_crash: OnCrash
+    executor: str | None
+    resources: Mapping[str, float] | None
 
 
 Checked = tuple[Any, str | None]
@@ -110,6 +118,21 @@ def _name(label: str, value: Any) -> Checked:
     if value == RUN_PARAM:
         return value, "'run' is reserved for the run context and cannot name a task"
     return value, None
+
+
+def _resources(label: str, value: Any) -> Checked:
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str)
+        and k
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and v >= 0
+        for k, v in value.items()
+    ):
+        return None, f"resources must map names to numbers >= 0, like {{'MEM': 8e9}}, not {value!r}"
+    return {k: float(v) for k, v in value.items()}, None
 
 
 def _whole(minimum: int, fallback: int | None) -> Callable[[str, Any], Checked]:
@@ -181,6 +204,14 @@ def _pool(label: str, value: Any) -> Checked:
     return value, None
 
 
+def check_executor(label: str, value: Any) -> Checked:
+    """An executor's name (``None``: the flow's, or local); whether it is configured is
+    checked with the flow (:meth:`runtime.define.flow.Flow.problems`)."""
+    if value is not None and (not isinstance(value, str) or not NAME_PATTERN.match(value)):
+        return None, f"executor must be a name like 'local' or 'dask', not {value!r}"
+    return value, None
+
+
 def _after(label: str, value: Any) -> Checked:
     if isinstance(value, str) or callable(value):
         value = (value,)  # after="load" means one task, not the letters of its name
@@ -219,6 +250,8 @@ OPTIONS: dict[str, Option] = {
     "max_concurrency": Option(None, _whole(1, fallback=None)),
     "sla": Option(None, _optional_duration),
     "on_crash": Option("retry", _on_crash),
+    "executor": Option(None, check_executor),
+    "resources": Option(None, _resources),
 }
 
 

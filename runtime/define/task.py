@@ -111,6 +111,10 @@ class Task:
         self.sla: float | None = values["sla"]
         self.on_crash: OnCrash = values["on_crash"]
         self.timeout: float | None = values["timeout"]
+        self.executor: str | None = values["executor"]  # as given; None: the flow's
+        # the executor plugin that runs the body, set by Flow.problems; None: local
+        self.remote: str | None = None
+        self.resources: dict[str, float] | None = values["resources"]
         self.retry = RetryPolicy(
             retries=values["retries"],
             delay=values["retry_delay"],

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from runtime.abc import AttemptCall
 from runtime.define.context import Run, TaskLogger
 from runtime.define.task import Branch, Task
 from runtime.engine import loopwatch
@@ -45,7 +46,8 @@ async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
     attempt, began = _begin(x, unit)
     task = unit.node.task
     end = CallEnd()
-    call = None if task.is_async else ThreadCall()
+    remote = task.remote is not None  # an executor plugin calls the body (executor="dask")
+    call = None if task.is_async or remote else ThreadCall()
     me = asyncio.current_task()
     if me is not None:  # a blocked loop names the task whose code it runs
         loopwatch.attempts[me] = (x.run_id, x.flow.name, unit.label, attempt)
@@ -53,11 +55,13 @@ async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
         kwargs = build_kwargs(x, unit, attempt)
         with anyio.CancelScope() as scope:
             unit.scope = scope
-            threads = x.engine.thread_limiter
-            if task.timeout is None:
-                end.result = await invoke(task, kwargs, threads, call)
+            if task.timeout is None:  # the local call stays a direct await: the hot path
+                if remote:
+                    end.result = await call_remote(x, unit, attempt, kwargs)
+                else:
+                    end.result = await invoke(task, kwargs, x.engine.thread_limiter, call)
             else:
-                end.result = await _within_timeout(task, kwargs, threads, call, attempt)
+                end.result = await _within_timeout(x, unit, kwargs, call, attempt)
             if task.name in x.flow.checks or (task.wants_run and kwargs["run"].failed_checks):
                 end.error = await judge_attempt(x, unit, attempt, end.result, kwargs)
         end.cancelled = scope.cancelled_caught
@@ -90,6 +94,7 @@ async def run_attempt(x: LiveRun, unit: Unit) -> float | None:
 
 def _begin(x: LiveRun, unit: Unit) -> tuple[int, datetime]:
     """Count and record the attempt as running; its number and start."""
+    unit.where = None
     unit.attempts += 1  # counted before the call: a kill -9 mid-task still spends a try
     attempt = unit.attempts
     now = x.clock.now()
@@ -108,23 +113,24 @@ def _begin(x: LiveRun, unit: Unit) -> tuple[int, datetime]:
 
 
 async def _within_timeout(
-    task: Task,
-    kwargs: dict[str, Any],
-    threads: anyio.CapacityLimiter,
-    call: ThreadCall | None,
-    attempt: int,
+    x: LiveRun, unit: Unit, kwargs: dict[str, Any], call: ThreadCall | None, attempt: int
 ) -> Any:
-    """The call under *task*'s timeout: running past it, or returning too late for it to
-    fire, raises TaskTimeoutError."""
+    """The call under its task's timeout: running past it, or returning too late for it to
+    fire, raises TaskTimeoutError (a remote call is cancelled, which frees its worker)."""
+    task = unit.node.task
     assert task.timeout is not None
     began = anyio.current_time()
     result = None
     with anyio.move_on_after(task.timeout) as deadline:
-        result = await invoke(task, kwargs, threads, call)
+        if task.remote is not None:
+            result = await call_remote(x, unit, attempt, kwargs)
+        else:
+            result = await invoke(task, kwargs, x.engine.thread_limiter, call)
     if deadline.cancelled_caught:
         raise TaskTimeoutError(f"attempt {attempt} timed out after {task.timeout:g}s")
     took = anyio.current_time() - began
-    if call is None and took > task.timeout + OVERRUN_GRACE:
+    # an async body here can block the loop past its timeout; a remote one cannot
+    if call is None and task.remote is None and took > task.timeout + OVERRUN_GRACE:
         raise TaskTimeoutError(_overran(attempt, task.timeout, took, deadline))
     return result
 
@@ -208,6 +214,31 @@ async def invoke(
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def attempt_key(x: LiveRun, unit: Unit, attempt: int, token: str) -> str:
+    """A key unique to one attempt: readable in Dask's dashboard as ``flow.task``."""
+    return f"{x.flow.name}.{unit.label}-r{x.run_id}-a{attempt}-{token}"
+
+
+async def call_remote(x: LiveRun, unit: Unit, attempt: int, kwargs: dict[str, Any]) -> Any:
+    """Call *unit*'s body through its task's executor; where it ran lands in ``unit.where``."""
+    task = unit.node.task
+    assert task.remote is not None
+    executors = x.engine.executors
+    call = AttemptCall(
+        x.run_id,
+        x.flow.name,
+        unit.label,
+        attempt,
+        attempt_key(x, unit, attempt, executors.token),
+        is_async=task.is_async,
+        resources=task.resources,
+    )
+    try:
+        return await executors.get(task.remote).call(task.func, kwargs, call)
+    finally:
+        unit.where = call.where
 
 
 def _cancelled_from_outside(exc: BaseException, me: asyncio.Task[Any] | None) -> bool:

@@ -18,6 +18,7 @@ from runtime.define.flow import Branch, Flow
 from runtime.define.result import RunResult
 from runtime.engine.attempts import run_attempt
 from runtime.engine.events import EventBus, RunStarted
+from runtime.engine.executors import Executors
 from runtime.engine.handle import Carry, RunHandle
 from runtime.engine.limits import Chain, Lane, Limits, Slots
 from runtime.engine.liverun import LiveRun
@@ -47,6 +48,7 @@ class Engine:
         *,
         result_max_bytes: int = 8 * 1024 * 1024,
         threads: int = 40,
+        executors: Executors | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -54,6 +56,8 @@ class Engine:
         self.bus = bus
         self.result_max_bytes = result_max_bytes
         self.thread_limiter = anyio.CapacityLimiter(threads)
+        # executor plugins (executor="dask"); the owner of the engine closes them
+        self.executors = executors if executors is not None else Executors({})
         self.rng = random.Random()
 
     async def execute(
@@ -108,7 +112,7 @@ class Execution(LiveRun):
     ) -> None:
         super().__init__(engine, flow, run_id, params, logical_date, trigger, carry)
         self.scope: anyio.CancelScope | None = None
-        graph = flow.validate(engine.limits.pools)
+        graph = flow.validate(engine.limits.pools, engine.executors.names)
         limits = engine.limits
         flow_slots = limits.flow_slots(flow.name, flow.max_concurrency)
         # ready units wait in one lane per distinct slot chain (see runtime/limits.py)

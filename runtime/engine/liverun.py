@@ -22,6 +22,7 @@ from runtime.define.context import TriggerInfo
 from runtime.define.flow import Branch, Flow
 from runtime.define.result import RunResult, TaskResult
 from runtime.engine.events import EventBus, RunEnded, TaskEnded
+from runtime.engine.executors import Executors
 from runtime.engine.handle import Carry
 from runtime.engine.limits import Limits
 from runtime.engine.recording import Recorder
@@ -43,6 +44,7 @@ class EngineParts(Protocol):
     clock: Clock
     bus: EventBus
     thread_limiter: anyio.CapacityLimiter
+    executors: Executors
     rng: random.Random
     result_max_bytes: int
 

@@ -102,6 +102,7 @@ class Recorder:
                 error_text(error) if error else None,
                 format_error(error) if error else None,
                 int(interrupted),
+                unit.where,
             )
         )
 

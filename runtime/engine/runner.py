@@ -15,6 +15,7 @@ from runtime.define.flow import Flow
 from runtime.define.result import RunResult, TaskResult
 from runtime.engine.events import EventBus, RunEnded
 from runtime.engine.execution import Engine
+from runtime.engine.executors import Executors
 from runtime.engine.handle import Carry, RunHandle
 from runtime.engine.limits import Limits
 from runtime.engine.loopwatch import LoopWatch
@@ -58,7 +59,7 @@ class Runner:
         :raises FlowValidationError: when the flow cannot run
         :raises ParamError: for a param the flow does not declare
         """
-        flow.validate(self.limits.pools)
+        flow.validate(self.limits.pools, self.engine.executors.names)
         resolved = flow.resolve_params(params or {})
         now = self.clock.now()
         trigger = dict(trigger or {"kind": "manual"})
@@ -87,7 +88,7 @@ class Runner:
             raise SluicewayError(f"run {run_id} is still {old['state']}; retry it once it ended")
         if old["state"] == RunState.SUCCEEDED:
             raise SluicewayError(f"run {run_id} succeeded; there is nothing to retry")
-        flow.validate(self.limits.pools)
+        flow.validate(self.limits.pools, self.engine.executors.names)
         reuse = await self.store.read(queries.stored_results, run_id)
         reuse = {k: v for k, v in reuse.items() if k[0] in flow.tasks}
         params = {k: v for k, v in _params(old).items() if k in flow.params}
@@ -283,11 +284,13 @@ async def open_runner(
                 bus if bus is not None else EventBus(),
                 result_max_bytes=config.result_max_bytes,
                 threads=config.max_concurrency,
+                executors=Executors(config.executors),
             )
             epoch = await store.start_epoch(engine.clock.now())
             try:
                 yield Runner(config, store, engine, epoch)
             finally:
+                await engine.executors.aclose()  # shielded: runs even mid-cancel
                 store.end_epoch(epoch, engine.clock.now())
 
 

@@ -35,6 +35,7 @@ class Unit:
         "scope",
         "started_at",
         "state",
+        "where",
     )
 
     def __init__(self, node: Node, idx: int) -> None:
@@ -54,6 +55,7 @@ class Unit:
         self.started_at: datetime | None = None
         self.ended_at: datetime | None = None
         self.scope: anyio.CancelScope | None = None
+        self.where: str | None = None  # where the last attempt ran, when not here (a worker)
 
 
 class Node:

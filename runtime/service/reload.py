@@ -45,7 +45,7 @@ class Reloader:
                 self._say_folder_missing()
                 return
             try:
-                loaded = await load_flows_off_loop(config.flows, config.pools)
+                loaded = await load_flows_off_loop(config.flows, config.pools, config.executors)
             except Exception:
                 log.exception("reload failed; the flows stay as they were")
                 return

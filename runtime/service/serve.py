@@ -251,7 +251,7 @@ async def run_service(
         sdnotify.notify("STATUS=starting")
         async with open_runner(config, clock=clock, bus=bus) as runner:
             epoch = runner.epoch
-            loaded = await load_flows_off_loop(config.flows, config.pools)
+            loaded = await load_flows_off_loop(config.flows, config.pools, config.executors)
             for problem in loaded.problems:
                 log.error("%s", problem)
             for flow in loaded.flows.values():

@@ -260,6 +260,11 @@ MIGRATIONS: tuple[str, ...] = (
     -- retention ([history] retention) deletes a pruned run's delivered alerts by run
     CREATE INDEX outbox_by_run ON outbox(run_id) WHERE run_id IS NOT NULL;
     """,
+    # 11: where an attempt ran: the Dask worker's address for a task with executor="dask"
+    # (NULL: in the service's own process, the local executor)
+    """
+    ALTER TABLE attempts ADD COLUMN worker TEXT;
+    """,
     # 12: security: the dashboard's login sessions. The cookie's secret id is stored only as
     # its sha256, so a copy of the database logs nobody in; expires is unix seconds (REAL).
     """

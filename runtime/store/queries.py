@@ -104,18 +104,7 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     if row is None:
         raise RunNotFoundError(run_id)
     run = _run_dict(row)
-    errors: dict[tuple[str, int], dict[str, Any]] = {}
-    for att in conn.execute(
-        "SELECT name, idx, attempt, error_type, error_message, traceback FROM attempts "
-        "WHERE run_id = ? AND error_type IS NOT NULL ORDER BY attempt",
-        (run_id,),
-    ):
-        errors[(att["name"], att["idx"])] = {
-            "type": att["error_type"],
-            "message": att["error_message"],
-            "attempt": att["attempt"],
-            "traceback": att["traceback"],
-        }
+    errors, tries = _attempts_by_task(conn, run_id)
     tasks = []
     for t in conn.execute(
         "SELECT name, idx, state, attempts, started_at, ended_at, next_attempt_at, error, reason "
@@ -137,6 +126,8 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
             error_type=last_error["type"] if last_error and t["error"] else None,
             traceback=last_error["traceback"] if last_error and t["error"] else None,
             reason=t["reason"],
+            # each attempt, with where it ran (a Dask worker's address; None: in the service)
+            tries=sorted(tries.get((t["name"], t["idx"]), ()), key=lambda a: a["attempt"]),
         )
         tasks.append(item)
     # rowid is creation order (topological at run start); instances sit under their task
@@ -153,6 +144,30 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any]:
     ]
     run["checks"] = get_checks(conn, run_id)
     return run
+
+
+Attempts = dict[tuple[str, int], list[dict[str, Any]]]
+
+
+def _attempts_by_task(
+    conn: sqlite3.Connection, run_id: int
+) -> tuple[dict[tuple[str, int], dict[str, Any]], Attempts]:
+    """Per (task, idx) of a run: its latest error, and each attempt with where it ran."""
+    errors: dict[tuple[str, int], dict[str, Any]] = {}
+    tries: Attempts = {}
+    for att in get_attempts(conn, run_id, traceback=True):
+        key = (att["name"], att["idx"])
+        tries.setdefault(key, []).append(
+            {k: att[k] for k in ("attempt", "state", "started_at", "ended_at", "worker")}
+        )
+        if att["error_type"] is not None:
+            errors[key] = {
+                "type": att["error_type"],
+                "message": att["error_message"],
+                "attempt": att["attempt"],
+                "traceback": att["traceback"],
+            }
+    return errors, tries
 
 
 def get_checks(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
@@ -185,13 +200,21 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return found is not None
 
 
-def get_attempts(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
-    """Every attempt of every task of a run, in the order they were made."""
+def get_attempts(
+    conn: sqlite3.Connection, run_id: int, *, traceback: bool = False
+) -> list[dict[str, Any]]:
+    """Every attempt of every task of a run, in the order they were made, with ``worker``:
+    where it ran (``None``: in the service's own process)."""
+    # a database from before schema version 11 (read without migrating) has no worker column
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
+    worker = "worker" if "worker" in columns else "NULL AS worker"
+    extra = ", traceback" if traceback else ""
     return [
         dict(row)
         for row in conn.execute(
-            "SELECT name, idx, attempt, state, started_at, ended_at, error_type, error_message "
-            "FROM attempts WHERE run_id = ? ORDER BY started_at, name, idx, attempt",
+            "SELECT name, idx, attempt, state, started_at, ended_at, error_type, error_message, "
+            f"{worker}{extra} FROM attempts WHERE run_id = ? "
+            "ORDER BY started_at, name, idx, attempt",
             (run_id,),
         )
     ]

@@ -57,6 +57,7 @@ class AttemptRow(NamedTuple):
 
     :ivar interrupted: 1 when a service shutdown stopped the attempt, or a restart found it
         left running: resuming the run decides by the task's ``on_crash`` what comes next
+    :ivar worker: where it ran when not in the service's process (a Dask worker's address)
     """
 
     run_id: int
@@ -70,6 +71,7 @@ class AttemptRow(NamedTuple):
     error_message: str | None
     traceback: str | None
     interrupted: int
+    worker: str | None = None
 
     @property
     def key(self) -> AttemptKey:

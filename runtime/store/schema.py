@@ -51,12 +51,13 @@ WHERE tasks.state NOT IN {TERMINAL_TASK}
 
 UPSERT_ATTEMPT = f"""
 INSERT INTO attempts (run_id, name, idx, attempt, state, started_at, ended_at, error_type,
-                      error_message, traceback, interrupted)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      error_message, traceback, interrupted, worker)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id, name, idx, attempt) DO UPDATE SET
     state = excluded.state, started_at = excluded.started_at, ended_at = excluded.ended_at,
     error_type = excluded.error_type, error_message = excluded.error_message,
-    traceback = excluded.traceback, interrupted = excluded.interrupted
+    traceback = excluded.traceback, interrupted = excluded.interrupted,
+    worker = COALESCE(excluded.worker, attempts.worker)
 WHERE attempts.state NOT IN {TERMINAL_TASK}
 """
 

@@ -1,0 +1,1 @@
+"""Executor plugins: where task bodies run when not in the service's own process."""
