@@ -53,7 +53,7 @@ def attempts_of(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
     """Every attempt of every task and instance, by start (not started yet: last)."""
     rows = conn.execute(
         "SELECT name, idx, attempt, state, started_at, ended_at, error_type, error_message, "
-        "traceback, interrupted FROM attempts WHERE run_id = ? "
+        "traceback, interrupted, worker FROM attempts WHERE run_id = ? "
         "ORDER BY started_at IS NULL, started_at, name, idx, attempt",
         (run_id,),
     )
@@ -74,6 +74,7 @@ def _attempt(a: sqlite3.Row) -> dict[str, Any]:
         "error_message": a["error_message"],
         "traceback": a["traceback"],
         "interrupted": bool(a["interrupted"]),
+        "worker": a["worker"],
     }
 
 

@@ -169,6 +169,20 @@ TASK = obj(
         "error_type": NSTR,
         "traceback": NSTR,
         "reason": NSTR,
+        "tries": arr(
+            obj(
+                {
+                    "attempt": INT,
+                    "state": STR,
+                    "started_at": TIME,
+                    "ended_at": TIME,
+                    "worker": {
+                        "type": ["string", "null"],
+                        "description": "the Dask worker it ran on; null: in the service",
+                    },
+                }
+            )
+        ),
     },
     required=False,
 )
@@ -186,6 +200,7 @@ ATTEMPT = obj(
         "error_message": NSTR,
         "traceback": NSTR,
         "interrupted": BOOL,
+        "worker": {"type": ["string", "null"], "description": "the Dask worker; null: local"},
     }
 )
 ALERT = obj(
