@@ -163,6 +163,37 @@ async def test_retries_follow_the_policy_with_a_flow_defined_error(
     assert ", in not_retried\nValueError: not in retry_on" in task["traceback"]
 
 
+async def test_sys_exit_on_a_worker_fails_the_attempt_and_the_worker_stays_up(
+    cluster: distributed.LocalCluster, db_path: Path
+) -> None:
+    flow = Flow("exits")
+    before = workers(cluster)
+
+    @flow.task(executor="dask", retries=2, retry_delay=0)
+    def quits() -> None:
+        sys.exit(3)  # "ends the process": on a worker, only this attempt
+
+    @flow.task(executor="dask")
+    async def quits_async() -> None:
+        raise SystemExit("bye")
+
+    @flow.task(executor="dask", after=["quits", "quits_async"], run_if="all_done")
+    def after() -> int:
+        return os.getpid()
+
+    result, stored = await run(cluster, db_path, flow)
+
+    # as for a local task: a failed attempt, not retried (SystemExit is not an Exception,
+    # and retry_on is (Exception,) by default)
+    assert result.tasks["quits"].state is S.FAILED, stored
+    assert result.tasks["quits"].attempts == 1
+    assert result.tasks["quits"].error == "SystemExit: 3"
+    assert result.tasks["quits_async"].error == "SystemExit: bye"
+    assert result.tasks["after"].state is S.SUCCEEDED  # the workers still run tasks
+    assert result.tasks["after"].result != os.getpid()
+    assert workers(cluster) == before  # no worker went down with the task
+
+
 async def test_a_result_that_cannot_come_back_fails_the_attempt_clearly(
     cluster: distributed.LocalCluster, db_path: Path
 ) -> None:
